@@ -1,0 +1,568 @@
+package routes
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// Pattern is how a route talks to NATS.
+type Pattern string
+
+// The NATS patterns a route can use.
+const (
+	// Request sends a request and answers with the worker's reply.
+	Request Pattern = "request"
+	// Publish publishes the body (at most once) and answers 202.
+	Publish Pattern = "publish"
+	// JetStream publishes to a stream and answers 202 once it is stored.
+	JetStream Pattern = "jetstream"
+)
+
+// Stage is a route's place in the move from the legacy service to NATS.
+type Stage string
+
+// The cutover stages, in the order a migration moves through them.
+const (
+	// Legacy proxies every request to the upstream.
+	Legacy Stage = "legacy"
+	// Shadow lets the upstream answer and sends NATS a copy to compare.
+	Shadow Stage = "shadow"
+	// Canary sends a share of requests to NATS and the rest to the upstream.
+	Canary Stage = "canary"
+	// NATS answers every request over NATS.
+	NATS Stage = "nats"
+)
+
+// ParseStage reads a stage name.
+func ParseStage(s string) (Stage, error) {
+	switch st := Stage(s); st {
+	case Legacy, Shadow, Canary, NATS:
+		return st, nil
+	}
+	return "", fmt.Errorf("unknown cutover stage %q (use legacy, shadow, canary or nats)", s)
+}
+
+// Defaults that apply when the file leaves a value out.
+const (
+	DefaultListen            = "127.0.0.1:8080"
+	DefaultAdminListen       = "127.0.0.1:9090"
+	DefaultEmbeddedListen    = "127.0.0.1:4222"
+	DefaultTimeout           = 5 * time.Second
+	DefaultMaxBody           = 1 << 20
+	DefaultMaxSubject        = 256
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultMaxInflight       = 10000
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultShutdownGrace     = 15 * time.Second
+	DefaultReconnectWait     = 250 * time.Millisecond
+	DefaultBreakerFailures   = 5
+	DefaultBreakerOpenFor    = 30 * time.Second
+	DefaultCutoverBucket     = "natsgate_cutover"
+)
+
+// Table is a compiled configuration: every value checked, every default
+// filled, every template parsed. The gateway serves from it and nothing on
+// the request path parses again.
+type Table struct {
+	// File the table was read from.
+	File string
+	// Config is the file as read, with defaults filled in.
+	Config Config
+	// Routes in file order.
+	Routes []*Route
+	// Upstreams by name.
+	Upstreams map[string]*Upstream
+	// TrustedProxies parsed from http.trusted_proxies.
+	TrustedProxies []*net.IPNet
+}
+
+// Route returns the route of that name, or nil.
+func (t *Table) Route(name string) *Route {
+	for _, r := range t.Routes {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// Route is one compiled route.
+type Route struct {
+	Name   string
+	Method string // upper case, or "*" for any method
+	Path   string // the chi pattern
+	// Source is where the route was written, "file:line".
+	Source string
+	// Params are the path's parameter names.
+	Params []string
+
+	// NATS side; Subject is nil for a route with only an upstream.
+	Subject    *Subject
+	Pattern    Pattern
+	Timeout    time.Duration
+	MaxBody    int64
+	MaxSubject int
+	// ForwardHeaders are extra request headers copied to NATS, canonical.
+	ForwardHeaders []string
+
+	// Legacy side; nil without an upstream.
+	Upstream *Upstream
+
+	// Cutover as configured. The gateway may override it at run time.
+	Cutover       Stage
+	CanaryPercent int
+	CanaryKey     string // canonical header name, or ""
+	Fallback      bool
+	Breaker       Breaker
+	ShadowUnsafe  bool
+	// ShadowIgnore are JSON field paths left out of shadow comparisons,
+	// each split on dots.
+	ShadowIgnore [][]string
+}
+
+// HasNATS reports whether the route has a NATS side.
+func (r *Route) HasNATS() bool { return r.Subject != nil }
+
+// Upstream is a compiled legacy service.
+type Upstream struct {
+	Name    string
+	URL     *url.URL
+	Timeout time.Duration
+	Breaker Breaker
+}
+
+// Breaker is a circuit breaker's settings.
+type Breaker struct {
+	Failures int
+	OpenFor  time.Duration
+}
+
+var (
+	routeName  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	pathParam  = regexp.MustCompile(`\{([^{}:]+)(?::[^{}]*)?\}`)
+	headerName = regexp.MustCompile("^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$")
+	methods    = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"}
+)
+
+// Compile checks a parsed configuration and prepares it for serving. It
+// reports every problem at once, each a *FieldError naming file, line, route
+// and field, joined; all wrap ErrInvalidConfig.
+func Compile(cfg *Config) (*Table, error) {
+	src := cfg.src
+	if src == nil {
+		src = &source{file: "(config)", positions: map[string]position{}}
+	}
+	c := compiler{cfg: cfg, src: src}
+	t := c.compile()
+	if len(c.errs) > 0 {
+		return nil, joinSorted(c.errs)
+	}
+	return t, nil
+}
+
+// Load parses and compiles in one step; see Parse and Compile.
+func Load(file string, data []byte, lookupEnv func(string) (string, bool)) (*Table, error) {
+	cfg, err := Parse(file, data, lookupEnv)
+	if cfg == nil {
+		return nil, err
+	}
+	t, cerr := Compile(cfg)
+	if err != nil || cerr != nil {
+		return nil, joinSorted(append(flatten(err), flatten(cerr)...))
+	}
+	return t, nil
+}
+
+type compiler struct {
+	cfg  *Config
+	src  *source
+	errs []error
+}
+
+func (c *compiler) fail(path, format string, args ...any) {
+	c.errs = append(c.errs, c.src.fieldError(c.cfg, path, 0, fmt.Sprintf(format, args...)))
+}
+
+func (c *compiler) compile() *Table {
+	cfg := *c.cfg
+	t := &Table{File: c.src.file, Upstreams: map[string]*Upstream{}}
+
+	c.fillDefaults(&cfg)
+	c.checkListen("http.listen", cfg.HTTP.Listen)
+	c.checkListen("admin.listen", cfg.Admin.Listen)
+	if cfg.NATS.URL == "" {
+		c.checkListen("nats.embedded.listen", cfg.NATS.Embedded.Listen)
+	} else {
+		for _, u := range strings.Split(cfg.NATS.URL, ",") {
+			if pu, err := url.Parse(strings.TrimSpace(u)); err != nil || pu.Host == "" {
+				c.fail("nats.url", "%q is not a NATS URL (write it like nats://127.0.0.1:4222)", u)
+			}
+		}
+	}
+	if cfg.NATS.MaxReconnects != nil && *cfg.NATS.MaxReconnects < -1 {
+		c.fail("nats.max_reconnects", "must be -1 (forever) or more, not %d", *cfg.NATS.MaxReconnects)
+	}
+	if (cfg.NATS.TLS.Cert == "") != (cfg.NATS.TLS.Key == "") {
+		c.fail("nats.tls", "cert and key go together")
+	}
+	for i, s := range cfg.NATS.Streams {
+		p := fmt.Sprintf("nats.streams[%d]", i)
+		if s.Name == "" || strings.ContainsAny(s.Name, ".*> \t") {
+			c.fail(p+".name", "a stream needs a name without dots, wildcards or spaces")
+		}
+		if len(s.Subjects) == 0 {
+			c.fail(p+".subjects", "a stream needs at least one subject")
+		}
+		if s.Replicas < 0 || s.Replicas > 5 {
+			c.fail(p+".replicas", "must be 1 to 5, not %d", s.Replicas)
+		}
+	}
+	switch cfg.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		c.fail("log.level", "unknown level %q (use debug, info, warn or error)", cfg.Log.Level)
+	}
+	switch cfg.Log.Format {
+	case "json", "text":
+	default:
+		c.fail("log.format", "unknown format %q (use json or text)", cfg.Log.Format)
+	}
+	for i, cidr := range cfg.HTTP.TrustedProxies {
+		_, n, err := net.ParseCIDR(cidr)
+		if err != nil {
+			if ip := net.ParseIP(cidr); ip != nil {
+				n = &net.IPNet{IP: ip, Mask: net.CIDRMask(len(ip)*8, len(ip)*8)}
+			} else {
+				c.fail(fmt.Sprintf("http.trusted_proxies[%d]", i), "%q is not an address or CIDR", cidr)
+				continue
+			}
+		}
+		t.TrustedProxies = append(t.TrustedProxies, n)
+	}
+	if cfg.HTTP.MaxInflight < 0 {
+		c.fail("http.max_inflight", "must not be negative")
+	}
+
+	for name, u := range cfg.Upstreams {
+		if up := c.upstream(name, u); up != nil {
+			t.Upstreams[name] = up
+		}
+	}
+
+	names := map[string]int{}
+	patterns := map[string]string{}
+	mux := chi.NewRouter()
+	for i, rc := range cfg.Routes {
+		p := fmt.Sprintf("routes[%d]", i)
+		if first, dup := names[rc.Name]; dup && rc.Name != "" {
+			c.fail(p+".name", "duplicate route name %q (first at line %d)", rc.Name, c.src.lineOf(fmt.Sprintf("routes[%d].name", first)))
+		} else {
+			names[rc.Name] = i
+		}
+		r := c.route(i, rc, &cfg, t.Upstreams)
+		if r == nil {
+			continue
+		}
+		key := r.Method + " " + r.Path
+		if other, dup := patterns[key]; dup {
+			c.fail(p+".path", "%s %s is already served by route %q", r.Method, r.Path, other)
+			continue
+		}
+		patterns[key] = r.Name
+		if err := chiAccepts(mux, r); err != nil {
+			c.fail(p+".path", "%v", err)
+			continue
+		}
+		t.Routes = append(t.Routes, r)
+	}
+	if len(cfg.Routes) == 0 {
+		c.fail("routes", "no routes: add at least one")
+	}
+	t.Config = cfg
+	return t
+}
+
+func (c *compiler) fillDefaults(cfg *Config) {
+	setDefault(&cfg.HTTP.Listen, DefaultListen)
+	setDefault(&cfg.Admin.Listen, DefaultAdminListen)
+	setDefault(&cfg.NATS.Embedded.Listen, DefaultEmbeddedListen)
+	setDefault(&cfg.NATS.Name, "natsgate")
+	setDefault(&cfg.NATS.CutoverBucket, DefaultCutoverBucket)
+	setDefault(&cfg.NATS.ReconnectWait, Duration(DefaultReconnectWait))
+	if cfg.NATS.MaxReconnects == nil {
+		forever := -1
+		cfg.NATS.MaxReconnects = &forever
+	}
+	cfg.NATS.Streams = slices.Clone(cfg.NATS.Streams)
+	for i := range cfg.NATS.Streams {
+		setDefault(&cfg.NATS.Streams[i].Replicas, 1)
+		setDefault(&cfg.NATS.Streams[i].DuplicateWindow, Duration(2*time.Minute))
+	}
+	setDefault(&cfg.HTTP.ReadHeaderTimeout, Duration(DefaultReadHeaderTimeout))
+	setDefault(&cfg.HTTP.IdleTimeout, Duration(DefaultIdleTimeout))
+	setDefault(&cfg.HTTP.ShutdownGrace, Duration(DefaultShutdownGrace))
+	setDefault(&cfg.HTTP.MaxHeaderBytes, ByteSize(DefaultMaxHeaderBytes))
+	setDefault(&cfg.HTTP.MaxInflight, DefaultMaxInflight)
+	setDefault(&cfg.Log.Level, "info")
+	setDefault(&cfg.Log.Format, "json")
+	if cfg.Log.Access == nil {
+		on := true
+		cfg.Log.Access = &on
+	}
+	setDefault(&cfg.Defaults.Timeout, Duration(DefaultTimeout))
+	setDefault(&cfg.Defaults.MaxBody, ByteSize(DefaultMaxBody))
+	setDefault(&cfg.Defaults.MaxSubject, ByteSize(DefaultMaxSubject))
+}
+
+// flatten undoes errors.Join, so two reports merge into one sorted list.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+func (c *compiler) checkListen(path, addr string) {
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		c.fail(path, "%q is not a host:port address", addr)
+	}
+}
+
+func (c *compiler) upstream(name string, u UpstreamConfig) *Upstream {
+	p := "upstreams." + name
+	pu, err := url.Parse(u.URL)
+	if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+		c.fail(p+".url", "%q is not an http or https URL", u.URL)
+		return nil
+	}
+	if pu.RawQuery != "" || pu.Fragment != "" {
+		c.fail(p+".url", "an upstream URL takes no query or fragment")
+		return nil
+	}
+	up := &Upstream{Name: name, URL: pu, Timeout: time.Duration(u.Timeout), Breaker: c.breaker(p+".breaker", u.Breaker)}
+	if up.Timeout == 0 {
+		up.Timeout = DefaultTimeout
+	}
+	return up
+}
+
+func (c *compiler) breaker(path string, b *BreakerConfig) Breaker {
+	out := Breaker{Failures: DefaultBreakerFailures, OpenFor: DefaultBreakerOpenFor}
+	if b == nil {
+		return out
+	}
+	if b.Failures < 0 {
+		c.fail(path+".failures", "must be 1 or more, not %d", b.Failures)
+	} else if b.Failures > 0 {
+		out.Failures = b.Failures
+	}
+	if b.OpenFor > 0 {
+		out.OpenFor = time.Duration(b.OpenFor)
+	}
+	return out
+}
+
+func (c *compiler) route(i int, rc RouteConfig, cfg *Config, upstreams map[string]*Upstream) *Route {
+	p := fmt.Sprintf("routes[%d]", i)
+	before := len(c.errs)
+	r := &Route{
+		Name:         rc.Name,
+		Method:       strings.ToUpper(rc.Method),
+		Path:         rc.Path,
+		Source:       fmt.Sprintf("%s:%d", c.src.file, c.src.lineOf(p)),
+		MaxBody:      int64(cfg.Defaults.MaxBody),
+		MaxSubject:   int(cfg.Defaults.MaxSubject),
+		Fallback:     rc.Fallback,
+		ShadowUnsafe: rc.ShadowUnsafe,
+		Breaker:      c.breaker(p+".breaker", rc.Breaker),
+	}
+	switch {
+	case rc.Name == "":
+		c.fail(p+".name", "every route needs a name")
+	case !routeName.MatchString(rc.Name):
+		c.fail(p+".name", "%q: use letters, digits, '-', '_' and '.'", rc.Name)
+	}
+	if r.Method == "" {
+		r.Method = "*"
+	}
+	if !slices.Contains(methods, r.Method) {
+		c.fail(p+".method", "unknown method %q (use %s)", rc.Method, strings.Join(methods, ", "))
+	}
+	if !strings.HasPrefix(rc.Path, "/") {
+		c.fail(p+".path", "%q must start with /", rc.Path)
+	}
+	for _, m := range pathParam.FindAllStringSubmatch(rc.Path, -1) {
+		r.Params = append(r.Params, m[1])
+	}
+	if strings.HasSuffix(rc.Path, "*") {
+		r.Params = append(r.Params, "*")
+	}
+	if rc.MaxBody > 0 {
+		r.MaxBody = int64(rc.MaxBody)
+	}
+
+	if rc.NATS != nil {
+		c.routeNATS(p, r, rc.NATS, cfg)
+	}
+	for j, h := range rc.ForwardHeaders {
+		hp := fmt.Sprintf("%s.forward_headers[%d]", p, j)
+		switch canon := textproto.CanonicalMIMEHeaderKey(h); {
+		case !headerName.MatchString(h):
+			c.fail(hp, "%q is not a header name", h)
+		case strings.HasPrefix(canon, "Http-") || strings.HasPrefix(canon, "Nats-"):
+			c.fail(hp, "%q is reserved: Http-* headers are the gateway's own and Nats-* are NATS control headers", h)
+		default:
+			r.ForwardHeaders = append(r.ForwardHeaders, canon)
+		}
+	}
+
+	if rc.Upstream != "" {
+		r.Upstream = upstreams[rc.Upstream]
+		if r.Upstream == nil {
+			if _, declared := cfg.Upstreams[rc.Upstream]; !declared {
+				c.fail(p+".upstream", "no upstream named %q under upstreams", rc.Upstream)
+			}
+		}
+	}
+	c.routeCutover(p, r, rc)
+	if len(c.errs) > before {
+		return nil
+	}
+	return r
+}
+
+func (c *compiler) routeNATS(p string, r *Route, n *RouteNATS, cfg *Config) {
+	subj, err := ParseSubject(n.Subject)
+	if err != nil {
+		c.fail(p+".nats.subject", "%v", err)
+	} else {
+		r.Subject = subj
+		for _, name := range subj.Params() {
+			if !slices.Contains(r.Params, name) {
+				c.fail(p+".nats.subject", "uses {%s} but the path %q has no such parameter", name, r.Path)
+			}
+		}
+		if subj.IsLiteral() && len(subj.String()) > r.MaxSubject {
+			c.fail(p+".nats.subject", "is longer than defaults.max_subject (%d bytes)", r.MaxSubject)
+		}
+	}
+	r.Pattern = Pattern(n.Pattern)
+	if r.Pattern == "" {
+		r.Pattern = Request
+	}
+	switch r.Pattern {
+	case Request, Publish, JetStream:
+	default:
+		c.fail(p+".nats.pattern", "unknown pattern %q (use request, publish or jetstream)", n.Pattern)
+	}
+	r.Timeout = time.Duration(n.Timeout)
+	if r.Timeout == 0 {
+		r.Timeout = time.Duration(cfg.Defaults.Timeout)
+	}
+}
+
+func (c *compiler) routeCutover(p string, r *Route, rc RouteConfig) {
+	hasNATS, hasUp := rc.NATS != nil, rc.Upstream != ""
+	switch {
+	case rc.Cutover != "":
+		st, err := ParseStage(rc.Cutover)
+		if err != nil {
+			c.fail(p+".cutover", "%v", err)
+			return
+		}
+		r.Cutover = st
+	case hasUp:
+		r.Cutover = Legacy
+	default:
+		r.Cutover = NATS
+	}
+	if !hasNATS && !hasUp {
+		c.fail(p, "a route needs nats, an upstream, or both")
+		return
+	}
+	if r.Cutover != Legacy && !hasNATS {
+		c.fail(p+".cutover", "stage %s needs a nats section", r.Cutover)
+	}
+	if r.Cutover != NATS && !hasUp {
+		c.fail(p+".cutover", "stage %s needs an upstream", r.Cutover)
+	}
+	if r.Cutover == Shadow && hasNATS && r.Pattern != Request {
+		c.fail(p+".cutover", "shadow compares answers, so it needs nats.pattern request, not %s", r.Pattern)
+	}
+	if rc.Fallback && !hasUp {
+		c.fail(p+".fallback", "fallback needs an upstream to fall back to")
+	}
+	if rc.CanaryPercent != nil {
+		if *rc.CanaryPercent < 0 || *rc.CanaryPercent > 100 {
+			c.fail(p+".canary_percent", "must be 0 to 100, not %d", *rc.CanaryPercent)
+		}
+		r.CanaryPercent = *rc.CanaryPercent
+	}
+	if rc.CanaryKey != "" {
+		if !headerName.MatchString(rc.CanaryKey) {
+			c.fail(p+".canary_key", "%q is not a header name", rc.CanaryKey)
+		}
+		r.CanaryKey = textproto.CanonicalMIMEHeaderKey(rc.CanaryKey)
+	}
+	for _, f := range rc.ShadowIgnore {
+		r.ShadowIgnore = append(r.ShadowIgnore, strings.Split(f, "."))
+	}
+}
+
+// chiAccepts registers the route's pattern on a scratch router: chi panics
+// on patterns it cannot route, and this turns that into an error at load.
+func chiAccepts(mux chi.Router, r *Route) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("chi cannot route %q: %v", r.Path, p)
+		}
+	}()
+	noop := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	if r.Method == "*" {
+		mux.Handle(r.Path, noop)
+	} else {
+		mux.Method(r.Method, r.Path, noop)
+	}
+	return nil
+}
+
+// Format renders the table as the text `natsgate routes` prints.
+func (t *Table) Format(stage func(*Route) Stage) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-20s %-7s %-28s %-8s %-10s %-30s %s\n", "ROUTE", "METHOD", "PATH", "STAGE", "PATTERN", "SUBJECT", "UPSTREAM")
+	for _, r := range t.Routes {
+		st := r.Cutover
+		if stage != nil {
+			st = stage(r)
+		}
+		subj, pat, up := "-", "-", "-"
+		if r.Subject != nil {
+			subj, pat = r.Subject.String(), string(r.Pattern)
+		}
+		if r.Upstream != nil {
+			up = r.Upstream.Name + " (" + r.Upstream.URL.String() + ")"
+		}
+		fmt.Fprintf(&b, "%-20s %-7s %-28s %-8s %-10s %-30s %s\n", r.Name, r.Method, r.Path, st, pat, subj, up)
+	}
+	return b.String()
+}

@@ -1,0 +1,288 @@
+// Package routes holds natsgate's configuration: the YAML schema, its
+// validation, and the compiled route table the gateway serves from.
+//
+// The package is pure: it reads bytes it is given and never touches the
+// network or the clock. Everything that can be checked or prepared before
+// the first request is done here, once, so that the request path only looks
+// things up: durations and sizes are parsed, subject templates compiled,
+// defaults filled and every problem in a file reported together, each naming
+// the file, the line, the route and the field.
+package routes
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration file. Field comments give each default.
+type Config struct {
+	// NATS says how to reach NATS. Without a url natsgate starts an
+	// embedded nats-server with JetStream.
+	NATS NATSConfig `yaml:"nats"`
+	// HTTP is the public listener that legacy callers reach.
+	HTTP HTTPConfig `yaml:"http"`
+	// Admin is the operator's listener: health, readiness, metrics and the
+	// admin API. It defaults to loopback.
+	Admin AdminConfig `yaml:"admin"`
+	// Log sets the access and event log.
+	Log LogConfig `yaml:"log"`
+	// Defaults apply to every route that does not set its own value.
+	Defaults Defaults `yaml:"defaults"`
+	// Upstreams are the legacy HTTP services, by name, that routes proxy to.
+	Upstreams map[string]UpstreamConfig `yaml:"upstreams"`
+	// Routes map method and path to a NATS call or an upstream.
+	Routes []RouteConfig `yaml:"routes"`
+
+	src *source // where each field was written; set by Parse
+}
+
+// NATSConfig says how natsgate reaches NATS.
+type NATSConfig struct {
+	// URL of the NATS servers, comma separated. Empty: start an embedded
+	// server (see Embedded).
+	URL string `yaml:"url"`
+	// Name is the connection name shown by the NATS server. Default "natsgate".
+	Name string `yaml:"name"`
+	// Embedded configures the in-process server used when URL is empty.
+	Embedded EmbeddedConfig `yaml:"embedded"`
+	// User and Password authenticate with a user name and password.
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	// Token authenticates with a token.
+	Token string `yaml:"token"`
+	// NKeySeedFile is a file holding an NKey seed (SU...).
+	NKeySeedFile string `yaml:"nkey_seed_file"`
+	// CredsFile is a .creds file (JWT and NKey seed).
+	CredsFile string `yaml:"creds_file"`
+	// TLS configures a TLS connection to NATS.
+	TLS TLSConfig `yaml:"tls"`
+	// ReconnectWait is the pause between reconnect attempts. Default 250ms.
+	ReconnectWait Duration `yaml:"reconnect_wait"`
+	// MaxReconnects bounds reconnect attempts; -1, the default, tries forever.
+	// With a bound, natsgate exits non-zero once the connection is closed,
+	// so that a supervisor restarts it.
+	MaxReconnects *int `yaml:"max_reconnects"`
+	// CutoverBucket is the JetStream key-value bucket that holds run-time
+	// cutover overrides shared by every replica. Default "natsgate_cutover".
+	CutoverBucket string `yaml:"cutover_bucket"`
+	// Streams are JetStream streams natsgate creates (or updates) at start,
+	// so that jetstream routes have somewhere to store. Optional: streams
+	// may equally be managed outside natsgate.
+	Streams []StreamConfig `yaml:"streams"`
+}
+
+// EmbeddedConfig configures the in-process nats-server.
+type EmbeddedConfig struct {
+	// Listen is where outside workers reach the embedded server.
+	// Default 127.0.0.1:4222; port 0 picks a free port.
+	Listen string `yaml:"listen"`
+	// StoreDir is the JetStream store. Default: a directory under the
+	// system temporary directory, removed at exit.
+	StoreDir string `yaml:"store_dir"`
+}
+
+// TLSConfig is a TLS client configuration for NATS.
+type TLSConfig struct {
+	// CA is a PEM file of the authorities to trust.
+	CA string `yaml:"ca"`
+	// Cert and Key are a PEM client certificate and its key.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// StreamConfig is a JetStream stream natsgate ensures exists at start.
+type StreamConfig struct {
+	// Name of the stream.
+	Name string `yaml:"name"`
+	// Subjects the stream stores.
+	Subjects []string `yaml:"subjects"`
+	// Replicas, default 1.
+	Replicas int `yaml:"replicas"`
+	// DuplicateWindow is how long Nats-Msg-Id deduplication remembers an id.
+	// Default 2m.
+	DuplicateWindow Duration `yaml:"duplicate_window"`
+}
+
+// HTTPConfig is the public listener.
+type HTTPConfig struct {
+	// Listen address. Default 127.0.0.1:8080.
+	Listen string `yaml:"listen"`
+	// ReadHeaderTimeout closes a client that sends its headers too slowly.
+	// Default 5s.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes idle keep-alive connections. Default 120s.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes bounds request headers; over it a client gets 431.
+	// Default 64KiB.
+	MaxHeaderBytes ByteSize `yaml:"max_header_bytes"`
+	// MaxInflight bounds requests being served at once; over it a request
+	// gets 503 at once. Default 10000.
+	MaxInflight int `yaml:"max_inflight"`
+	// ShutdownGrace is how long in-flight requests may take to finish after
+	// SIGTERM. Default 15s.
+	ShutdownGrace Duration `yaml:"shutdown_grace"`
+	// TrustedProxies lists CIDRs whose X-Forwarded-For is kept and extended;
+	// from any other peer it is replaced. Default: none.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// AdminConfig is the operator's listener.
+type AdminConfig struct {
+	// Listen address. Default 127.0.0.1:9090.
+	Listen string `yaml:"listen"`
+	// Token enables admin mutations for callers that send
+	// "Authorization: Bearer <token>". Without it the admin API is read-only.
+	Token string `yaml:"token"`
+}
+
+// LogConfig sets the log.
+type LogConfig struct {
+	// Level: debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format: json or text. Default json.
+	Format string `yaml:"format"`
+	// Access logs one line per request. Default true.
+	Access *bool `yaml:"access"`
+}
+
+// Defaults apply to every route that leaves the field unset.
+type Defaults struct {
+	// Timeout of the NATS call. Default 5s.
+	Timeout Duration `yaml:"timeout"`
+	// MaxBody bounds a request body; over it the client gets 413.
+	// Default 1MiB.
+	MaxBody ByteSize `yaml:"max_body"`
+	// MaxSubject bounds a rendered subject; over it the client gets 414.
+	// Default 256 bytes.
+	MaxSubject ByteSize `yaml:"max_subject"`
+}
+
+// UpstreamConfig is a legacy HTTP service.
+type UpstreamConfig struct {
+	// URL of the service: scheme, host and an optional path prefix.
+	URL string `yaml:"url"`
+	// Timeout for the whole upstream exchange. Default 5s.
+	Timeout Duration `yaml:"timeout"`
+	// Breaker for the upstream. Default 5 failures, open for 30s.
+	Breaker *BreakerConfig `yaml:"breaker"`
+}
+
+// RouteConfig is one route: a method and a path, answered over NATS, by an
+// upstream, or both during a cutover.
+type RouteConfig struct {
+	// Name is unique; it labels metrics and names the route in every error.
+	Name string `yaml:"name"`
+	// Method is an HTTP method, or "*" for any.
+	Method string `yaml:"method"`
+	// Path is a chi pattern: /users/{id}, /files/*.
+	Path string `yaml:"path"`
+	// NATS is the NATS side of the route.
+	NATS *RouteNATS `yaml:"nats"`
+	// MaxBody overrides defaults.max_body.
+	MaxBody ByteSize `yaml:"max_body"`
+	// ForwardHeaders lists request headers copied onto the NATS message
+	// beyond the protocol's own. Http-* and Nats-* may not be listed.
+	ForwardHeaders []string `yaml:"forward_headers"`
+	// Upstream names the legacy service that answers this route today.
+	Upstream string `yaml:"upstream"`
+	// Cutover is the stage: legacy, shadow, canary or nats. Default nats
+	// without an upstream, legacy with one.
+	Cutover string `yaml:"cutover"`
+	// CanaryPercent is the share sent to NATS with cutover canary. Default 0.
+	CanaryPercent *int `yaml:"canary_percent"`
+	// CanaryKey names a request header whose value pins a caller to one side.
+	CanaryKey string `yaml:"canary_key"`
+	// Fallback answers from the upstream when the NATS side fails before a
+	// worker could have acted (and, for idempotent methods, on timeout).
+	Fallback bool `yaml:"fallback"`
+	// Breaker for the route's NATS side. Default 5 failures, open for 30s.
+	Breaker *BreakerConfig `yaml:"breaker"`
+	// ShadowUnsafe shadows methods other than GET and HEAD too.
+	ShadowUnsafe bool `yaml:"shadow_unsafe"`
+	// ShadowIgnore lists JSON fields (dotted paths) left out of the shadow
+	// comparison, like timestamps.
+	ShadowIgnore []string `yaml:"shadow_ignore"`
+}
+
+// RouteNATS is the NATS side of a route.
+type RouteNATS struct {
+	// Subject is a template: tokens separated by dots, where {param} takes a
+	// path parameter. No wildcards.
+	Subject string `yaml:"subject"`
+	// Pattern is request, publish or jetstream. Default request.
+	Pattern string `yaml:"pattern"`
+	// Timeout overrides defaults.timeout.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// BreakerConfig configures a circuit breaker.
+type BreakerConfig struct {
+	// Failures in a row that open the breaker. Default 5.
+	Failures int `yaml:"failures"`
+	// OpenFor is how long it stays open before letting a probe through.
+	// Default 30s.
+	OpenFor Duration `yaml:"open_for"`
+}
+
+// Duration is a time.Duration written as "250ms", "5s" or "1m".
+type Duration time.Duration
+
+// UnmarshalYAML reads a duration string. A bad value is reported as a type
+// error so that decoding goes on and every problem is listed together.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
+	if err != nil || n.Kind != yaml.ScalarNode || v < 0 {
+		return typeError(n, "%q is not a duration (write it like 250ms, 5s or 1m)", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ByteSize is a size in bytes written as "512", "64KiB", "1MiB" or "1MB".
+type ByteSize int64
+
+// UnmarshalYAML reads a size string; see Duration.UnmarshalYAML.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseByteSize(n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		return typeError(n, "%q is not a size (write it like 512, 64KiB or 1MiB)", n.Value)
+	}
+	*b = ByteSize(v)
+	return nil
+}
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+	{"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
+	{"B", 1},
+}
+
+// ParseByteSize reads "512", "64KiB", "1MiB", "1MB" and the like.
+func ParseByteSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<50)/mult {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return n * mult, nil
+}
+
+// typeError reports a bad scalar the way yaml reports its own type errors,
+// so the loader finds the line and the field the same way for both.
+func typeError(n *yaml.Node, format string, args ...any) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: "+format, append([]any{n.Line}, args...)...)}}
+}

@@ -1,0 +1,318 @@
+package routes
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ErrInvalidConfig is wrapped by every configuration error, so callers can
+// tell a bad file from other failures with errors.Is.
+var ErrInvalidConfig = errors.New("invalid configuration")
+
+// FieldError is one problem in a configuration file.
+type FieldError struct {
+	File  string // the file, as it was named to Parse
+	Line  int    // 1-based; 0 when the field is absent from the file
+	Route string // the route's name, or "" outside routes
+	Field string // dotted path of the field, relative to the route if any
+	Msg   string
+}
+
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		b.WriteString(":")
+		b.WriteString(strconv.Itoa(e.Line))
+	}
+	b.WriteString(": ")
+	if e.Route != "" {
+		fmt.Fprintf(&b, "route %q: ", e.Route)
+	}
+	if e.Field != "" {
+		fmt.Fprintf(&b, "%s: ", e.Field)
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Unwrap lets errors.Is(err, ErrInvalidConfig) hold for every FieldError.
+func (e *FieldError) Unwrap() error { return ErrInvalidConfig }
+
+// position is where a value stands in the file.
+type position struct {
+	line, column int
+	value        string
+}
+
+// source remembers where each field was written, so that problems found
+// after decoding (in Compile) still name the line.
+type source struct {
+	file      string
+	positions map[string]position // "routes[2].nats.timeout" -> position of the value
+	keyOrder  []string            // paths in file order, to match yaml's type errors by line
+}
+
+// Parse reads a configuration file's bytes. file names it in errors.
+// lookupEnv resolves ${VAR} references (os.LookupEnv in production); an
+// unset variable is an error. Parse reports every problem it finds, each a
+// *FieldError, joined; all wrap ErrInvalidConfig. Unless the YAML itself is
+// malformed, the config is returned even with an error, its bad fields zero.
+func Parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	src := &source{file: file, positions: map[string]position{}}
+	cfg := &Config{}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, &FieldError{File: file, Line: yamlErrorLine(err.Error()), Msg: cleanYAMLError(err.Error())}
+	}
+	if len(root.Content) == 0 {
+		return nil, &FieldError{File: file, Msg: "the file is empty"}
+	}
+	var errs []error
+	w := walker{src: src, lookupEnv: lookupEnv, errs: &errs}
+	w.walk(root.Content[0], reflect.TypeFor[Config](), "")
+	if err := root.Content[0].Decode(cfg); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			errs = append(errs, &FieldError{File: file, Msg: cleanYAMLError(err.Error())})
+		} else {
+			for _, msg := range te.Errors {
+				errs = append(errs, src.typeError(cfg, msg))
+			}
+		}
+	}
+	cfg.src = src
+	if len(errs) > 0 {
+		// The config is returned all the same, with the bad fields left
+		// zero, so that Load can go on to report Compile's problems too.
+		return cfg, joinSorted(errs)
+	}
+	return cfg, nil
+}
+
+// walker visits the YAML tree before it is decoded: it expands ${VAR},
+// records where each field stands, and reports keys the schema lacks.
+type walker struct {
+	src       *source
+	lookupEnv func(string) (string, bool)
+	errs      *[]error
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+func (w walker) walk(n *yaml.Node, t reflect.Type, path string) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	switch n.Kind {
+	case yaml.ScalarNode:
+		w.expand(n, path)
+		w.record(path, n)
+	case yaml.MappingNode:
+		w.record(path, n)
+		switch t.Kind() {
+		case reflect.Struct:
+			fields := yamlFields(t)
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				child := joinPath(path, k.Value)
+				f, ok := fields[k.Value]
+				if !ok {
+					*w.errs = append(*w.errs, w.src.fieldError(nil, child, k.Line, "unknown field"+suggest(k.Value, fields)))
+					continue
+				}
+				w.walk(v, f, child)
+			}
+		case reflect.Map:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				w.walk(v, t.Elem(), joinPath(path, k.Value))
+			}
+		}
+	case yaml.SequenceNode:
+		w.record(path, n)
+		if t.Kind() == reflect.Slice {
+			for i, item := range n.Content {
+				w.walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+			}
+		}
+	}
+}
+
+func (w walker) record(path string, n *yaml.Node) {
+	if path == "" {
+		return
+	}
+	w.src.positions[path] = position{line: n.Line, column: n.Column, value: n.Value}
+	w.src.keyOrder = append(w.src.keyOrder, path)
+}
+
+// expand replaces ${VAR} in a scalar with the variable's value. Only plain
+// and quoted scalars are expanded, and the node keeps its line.
+func (w walker) expand(n *yaml.Node, path string) {
+	if !strings.Contains(n.Value, "${") {
+		return
+	}
+	n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
+		name := ref[2 : len(ref)-1]
+		v, ok := w.lookupEnv(name)
+		if !ok {
+			*w.errs = append(*w.errs, w.src.fieldError(nil, path, n.Line, fmt.Sprintf("environment variable %s is not set", name)))
+		}
+		return v
+	})
+	if n.Tag == "!!str" || n.Style != 0 {
+		return
+	}
+	n.Tag = "" // let yaml resolve the expanded text (an int, a bool) anew
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// yamlFields maps each yaml key of struct t to its field's type.
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	out := make(map[string]reflect.Type, t.NumField())
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		out[tag] = f.Type
+	}
+	return out
+}
+
+// suggest names the closest known key, for typos like "timout".
+func suggest(key string, fields map[string]reflect.Type) string {
+	best, bestDist := "", 3
+	for k := range fields {
+		if d := editDistance(key, k); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+var routeIndex = regexp.MustCompile(`^routes\[(\d+)\]\.?`)
+
+// fieldError builds a FieldError for a field path, naming the route when the
+// path is inside one. line 0 means: look the path up.
+func (s *source) fieldError(cfg *Config, path string, line int, msg string) *FieldError {
+	if line == 0 {
+		line = s.lineOf(path)
+	}
+	e := &FieldError{File: s.file, Line: line, Field: path, Msg: msg}
+	if m := routeIndex.FindStringSubmatch(path); m != nil {
+		i, _ := strconv.Atoi(m[1])
+		e.Field = strings.TrimPrefix(path, m[0])
+		e.Route = fmt.Sprintf("#%d", i+1)
+		if cfg != nil && i < len(cfg.Routes) && cfg.Routes[i].Name != "" {
+			e.Route = cfg.Routes[i].Name
+		} else if p, ok := s.positions[fmt.Sprintf("routes[%d].name", i)]; ok && p.value != "" {
+			e.Route = p.value
+		}
+	}
+	return e
+}
+
+// lineOf finds the line of a field, or of its nearest written parent.
+func (s *source) lineOf(path string) int {
+	for path != "" {
+		if p, ok := s.positions[path]; ok {
+			return p.line
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return 0
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+): `)
+
+// typeError turns one of yaml's "line N: cannot unmarshal ..." messages into
+// a FieldError, finding the field by its line (and by its value where a flow
+// mapping puts several fields on one line).
+func (s *source) typeError(cfg *Config, msg string) *FieldError {
+	line := yamlErrorLine(msg)
+	msg = cleanYAMLError(msg)
+	path := ""
+	for _, p := range s.keyOrder {
+		pos := s.positions[p]
+		if pos.line != line || pos.value == "" {
+			continue
+		}
+		if path == "" || strings.Contains(msg, strconv.Quote(pos.value)) || strings.Contains(msg, "`"+pos.value+"`") {
+			path = p
+		}
+	}
+	return s.fieldError(cfg, path, line, msg)
+}
+
+func yamlErrorLine(msg string) int {
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	return 0
+}
+
+func cleanYAMLError(msg string) string {
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	msg = yamlLine.ReplaceAllString(msg, "")
+	msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
+	return strings.TrimSpace(msg)
+}
+
+// joinSorted joins errors in file order, so the report reads top to bottom.
+func joinSorted(errs []error) error {
+	sort.SliceStable(errs, func(i, j int) bool {
+		var a, b *FieldError
+		if errors.As(errs[i], &a) && errors.As(errs[j], &b) {
+			return a.Line < b.Line
+		}
+		return false
+	})
+	return errors.Join(errs...)
+}
