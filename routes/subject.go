@@ -3,7 +3,6 @@ package routes
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"unicode/utf8"
 )
@@ -118,65 +117,65 @@ func checkLiteral(tmpl, text string) error {
 	return nil
 }
 
-// Render fills the template from the request's path parameters. value
-// returns a parameter's raw (still percent-encoded) text as routed. Each
-// value is unescaped and must then be a valid part of one token; the result
-// must be at most max bytes (0: no limit).
-func (s *Subject) Render(value func(name string) string, max int) (string, error) {
+// Render fills the template from a request's path parameters: names and
+// values are the route's parameters and their unescaped values, in the same
+// order. Each value used must be a valid part of one token (see CheckToken);
+// the result must be at most max bytes (0: no limit).
+func (s *Subject) Render(names, values []string, max int) (string, error) {
 	if len(s.params) == 0 {
 		return s.template, nil
 	}
+	n := s.literal
+	for _, p := range s.parts {
+		if p.param != "" {
+			v := lookup(names, values, p.param)
+			if err := CheckToken(v); err != nil {
+				return "", fmt.Errorf("parameter %q: %w", p.param, err)
+			}
+			n += len(v)
+		}
+	}
+	if max > 0 && n > max {
+		return "", ErrSubjectTooLong
+	}
 	var b strings.Builder
-	b.Grow(s.literal + 16*len(s.params))
+	b.Grow(n)
 	for _, p := range s.parts {
 		if p.param == "" {
 			b.WriteString(p.text)
-			continue
+		} else {
+			b.WriteString(lookup(names, values, p.param))
 		}
-		raw := value(p.param)
-		if max > 0 && len(raw) > 3*max {
-			return "", ErrSubjectTooLong // too long even fully percent-encoded
-		}
-		v, err := TokenValue(raw)
-		if err != nil {
-			return "", fmt.Errorf("parameter %q: %w", p.param, err)
-		}
-		b.WriteString(v)
-		if max > 0 && b.Len() > max {
-			return "", ErrSubjectTooLong
-		}
-	}
-	if max > 0 && b.Len() > max {
-		return "", ErrSubjectTooLong
 	}
 	return b.String(), nil
 }
 
-// TokenValue unescapes a raw path parameter and checks that it can stand
-// inside one subject token: not empty, no ".", "*", ">", white space,
-// control characters or invalid UTF-8. The error wraps ErrBadParam.
-func TokenValue(raw string) (string, error) {
-	v := raw
-	if strings.IndexByte(raw, '%') >= 0 {
-		u, err := url.PathUnescape(raw)
-		if err != nil {
-			return "", fmt.Errorf("%w: bad percent-encoding", ErrBadParam)
+func lookup(names, values []string, name string) string {
+	for i, n := range names {
+		if n == name && i < len(values) {
+			return values[i]
 		}
-		v = u
 	}
+	return ""
+}
+
+// CheckToken reports whether an unescaped path parameter can stand inside
+// one subject token: not empty, no ".", "*", ">", white space, control
+// characters or invalid UTF-8. The error wraps ErrBadParam.
+func CheckToken(v string) error {
 	if v == "" {
-		return "", fmt.Errorf("%w: empty", ErrBadParam)
+		return fmt.Errorf("%w: empty", ErrBadParam)
 	}
 	for i := 0; i < len(v); i++ {
 		switch c := v[i]; {
 		case c == '.' || c == '*' || c == '>':
-			return "", fmt.Errorf("%w: contains %q", ErrBadParam, c)
+			return fmt.Errorf("%w: contains %q", ErrBadParam, c)
 		case c <= ' ' || c == 0x7f:
-			return "", fmt.Errorf("%w: contains white space or a control character", ErrBadParam)
+			return fmt.Errorf("%w: contains white space or a control character", ErrBadParam)
 		}
 	}
 	if !utf8.ValidString(v) {
-		return "", fmt.Errorf("%w: not valid UTF-8", ErrBadParam)
+		return fmt.Errorf("%w: not valid UTF-8", ErrBadParam)
 	}
-	return v, nil
+	return nil
 }

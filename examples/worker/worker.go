@@ -1,0 +1,97 @@
+// Package worker is natsgate's sample worker: a NATS micro service that
+// answers the demo's routes. It speaks only NATS; it has no HTTP listener.
+// Run it as its own process with `go run ./cmd/sample-worker`, or let
+// `natsgate demo` start two instances in one queue group.
+package worker
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// QueueGroup is the queue group every sample worker joins, so NATS spreads
+// requests across however many run.
+const QueueGroup = "natsgate-demo"
+
+// User is what the users endpoint answers.
+type User struct {
+	ID   int    `json:"id"`
+	Name string `json:"name"`
+	// Worker names the instance that answered, to show the queue group
+	// spreading load.
+	Worker string `json:"worker,omitempty"`
+}
+
+// Options tune a worker.
+type Options struct {
+	// Instance names this worker in its replies.
+	Instance string
+	// SlowDelay is how long the slow endpoint takes. Default 3s.
+	SlowDelay time.Duration
+}
+
+// Start registers the sample service on nc and returns it; Stop it to
+// leave the queue group.
+func Start(nc *nats.Conn, opts Options) (micro.Service, error) {
+	if opts.SlowDelay == 0 {
+		opts.SlowDelay = 3 * time.Second
+	}
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        "natsgate-sample",
+		Version:     "1.0.0",
+		Description: "Sample worker for the natsgate demo",
+		QueueGroup:  QueueGroup,
+	})
+	if err != nil {
+		return nil, err
+	}
+	endpoints := []struct {
+		name, subject string
+		handler       micro.HandlerFunc
+	}{
+		{"get-user", "users.*.get", func(req micro.Request) { getUser(req, opts.Instance) }},
+		{"slow", "demo.slow", func(req micro.Request) {
+			time.Sleep(opts.SlowDelay)
+			_ = req.Respond([]byte("finally\n"))
+		}},
+		{"events", "events.>", func(req micro.Request) {
+			// Published events need no answer; a reply subject is absent.
+		}},
+	}
+	for _, e := range endpoints {
+		if err := svc.AddEndpoint(e.name, e.handler, micro.WithEndpointSubject(e.subject)); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("endpoint %s: %w", e.name, err)
+		}
+	}
+	return svc, nil
+}
+
+// getUser answers users.<id>.get. Ids 1 to 1000 exist; any other id is a
+// 404 sent as a micro service error, which natsgate turns into a problem
+// body.
+func getUser(req micro.Request, instance string) {
+	start := time.Now()
+	id := req.Headers().Get("Http-Param-id")
+	if id == "" { // not sent through natsgate: take it from the subject
+		if parts := strings.Split(req.Subject(), "."); len(parts) == 3 {
+			id = parts[1]
+		}
+	}
+	n, err := strconv.Atoi(id)
+	if err != nil || n < 1 || n > 1000 {
+		_ = req.Error("404", fmt.Sprintf("no user %q", id), nil)
+		return
+	}
+	body, _ := json.Marshal(User{ID: n, Name: "user-" + id, Worker: instance})
+	_ = req.Respond(body, micro.WithHeaders(micro.Headers{
+		"Content-Type":  {"application/json"},
+		"Server-Timing": {fmt.Sprintf("worker;dur=%.3f", float64(time.Since(start).Microseconds())/1000)},
+	}))
+}

@@ -1,0 +1,322 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/natsgate/natsgate/metrics"
+	"github.com/natsgate/natsgate/routes"
+)
+
+// exchange is one request's record: what answered, how long each hop took.
+// The access log line, the metrics and Server-Timing are made from it.
+type exchange struct {
+	start    time.Time
+	reqID    string
+	backend  string
+	status   int
+	bytes    int64
+	nats     time.Duration // -1: no NATS hop
+	worker   time.Duration // -1: the worker did not say
+	upstream time.Duration // -1: no upstream hop
+	err      error         // the failure the client was told of, if any
+	shadowed bool
+}
+
+// routeHandler serves one compiled route.
+type routeHandler struct {
+	gw *Server
+	rt *routes.Route
+	m  *metrics.Route
+}
+
+func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ex := exchange{start: time.Now(), reqID: requestID(r), nats: -1, worker: -1, upstream: -1}
+	w.Header()[HeaderRequestID] = []string{ex.reqID}
+	h.m.Inflight.Inc()
+	defer h.m.Inflight.Dec()
+
+	sw := statusWriter{ResponseWriter: w}
+	err := h.serve(&sw, r, &ex)
+	if err != nil {
+		ex.err = err
+		f := classify(err)
+		if f.natsKind != "" && ex.backend == metrics.BackendNATS {
+			h.m.NATSError(f.natsKind)
+		}
+		if !sw.wrote {
+			setServerTiming(sw.Header(), &ex)
+			writeProblem(&sw, r, f, h.rt.Name, ex.reqID)
+		}
+	}
+	ex.status, ex.bytes = sw.status, sw.bytes
+	if ex.backend == "" {
+		ex.backend = metrics.BackendNone
+	}
+	h.gw.finish(h.rt, h.m, r, &ex)
+}
+
+// serve answers the request on the backend its stage picks.
+func (h *routeHandler) serve(w *statusWriter, r *http.Request, ex *exchange) error {
+	ex.backend = metrics.BackendNATS
+	return h.serveNATS(w, r, ex)
+}
+
+// serveNATS answers over NATS with the route's pattern.
+func (h *routeHandler) serveNATS(w *statusWriter, r *http.Request, ex *exchange) error {
+	rt := h.rt
+	var names, values []string
+	if len(rt.Params) > 0 {
+		var err error
+		names, values, err = pathParams(r, rt.Params)
+		if err != nil {
+			return err
+		}
+	}
+	subject, err := rt.Subject.Render(names, values, rt.MaxSubject)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(r, rt.MaxBody)
+	if err != nil {
+		return err
+	}
+	nc := h.gw.nc
+	if !nc.IsConnected() {
+		return ErrDisconnected
+	}
+	if int64(len(body)) > nc.MaxPayload()-1024 {
+		return fmt.Errorf("%w: %d bytes is over the NATS server's max_payload", ErrBodyTooLarge, len(body))
+	}
+	msg := &nats.Msg{Subject: subject, Data: body, Header: requestHeader(rt, r, ex.reqID, names, values)}
+
+	ctx, cancel := context.WithTimeout(r.Context(), rt.Timeout)
+	defer cancel()
+	switch rt.Pattern {
+	case routes.Publish:
+		return h.publish(ctx, w, r, msg, ex)
+	case routes.JetStream:
+		return h.jetstream(ctx, w, r, msg, ex)
+	}
+	return h.request(ctx, w, r, msg, ex)
+}
+
+func (h *routeHandler) request(ctx context.Context, w *statusWriter, r *http.Request, msg *nats.Msg, ex *exchange) error {
+	t0 := time.Now()
+	resp, err := h.gw.nc.RequestMsgWithContext(ctx, msg)
+	ex.nats = time.Since(t0)
+	h.m.NATS.Observe(ex.nats.Seconds())
+	if err != nil {
+		return natsError(r, err)
+	}
+	rep := mapReply(resp)
+	if rep.workerTime >= 0 {
+		ex.worker = rep.workerTime
+		h.m.Worker.Observe(rep.workerTime.Seconds())
+	}
+	if rep.workerErr != nil {
+		return rep.workerErr
+	}
+	hdr := w.Header()
+	for k, v := range rep.header {
+		hdr[k] = v
+	}
+	hdr["Content-Length"] = []string{strconv.Itoa(len(rep.body))}
+	setServerTiming(hdr, ex)
+	w.WriteHeader(rep.status)
+	_, _ = w.Write(rep.body)
+	return nil
+}
+
+// publish writes the message and flushes, so that 202 means the server has
+// it: a message that only sits in a client buffer is never acknowledged.
+func (h *routeHandler) publish(ctx context.Context, w *statusWriter, r *http.Request, msg *nats.Msg, ex *exchange) error {
+	nc := h.gw.nc
+	t0 := time.Now()
+	err := nc.PublishMsg(msg)
+	if err == nil {
+		err = nc.FlushWithContext(ctx)
+	}
+	ex.nats = time.Since(t0)
+	h.m.NATS.Observe(ex.nats.Seconds())
+	if err != nil {
+		return natsError(r, err)
+	}
+	return writeAccepted(w, ex, map[string]any{"subject": msg.Subject})
+}
+
+// jetstream publishes to a stream and answers once the stream stored it. An
+// Idempotency-Key becomes Nats-Msg-Id, so a retried request is stored once.
+func (h *routeHandler) jetstream(ctx context.Context, w *statusWriter, r *http.Request, msg *nats.Msg, ex *exchange) error {
+	if key := r.Header.Get(HeaderIdempotency); key != "" {
+		if len(key) > 256 {
+			return fmt.Errorf("%w: Idempotency-Key is longer than 256 bytes", ErrBadRequest)
+		}
+		msg.Header[HeaderMsgID] = []string{key}
+	}
+	t0 := time.Now()
+	ack, err := h.gw.js.PublishMsg(ctx, msg)
+	ex.nats = time.Since(t0)
+	h.m.NATS.Observe(ex.nats.Seconds())
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoStreamResponse) {
+			return ErrNoStream
+		}
+		return natsError(r, err)
+	}
+	return writeAccepted(w, ex, map[string]any{"stream": ack.Stream, "seq": ack.Sequence, "duplicate": ack.Duplicate})
+}
+
+func writeAccepted(w *statusWriter, ex *exchange, body map[string]any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	hdr := w.Header()
+	hdr["Content-Type"] = []string{"application/json"}
+	hdr["Content-Length"] = []string{strconv.Itoa(len(b))}
+	setServerTiming(hdr, ex)
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = w.Write(b)
+	return nil
+}
+
+// natsError tells a client that left apart from a timeout of the route.
+func natsError(r *http.Request, err error) error {
+	if r.Context().Err() != nil {
+		return ErrClientGone
+	}
+	return err
+}
+
+// pathParams reads the route's path parameters, unescaped. chi matches on
+// the raw path when the request has one, so its values are then still
+// percent-encoded; otherwise they are already decoded and must not be
+// decoded twice. Values may not hold control characters: they travel in
+// NATS headers.
+func pathParams(r *http.Request, names []string) ([]string, []string, error) {
+	rctx := chi.RouteContext(r.Context())
+	escaped := r.URL.RawPath != ""
+	values := make([]string, len(names))
+	for i, name := range names {
+		v := rctx.URLParam(name)
+		if escaped {
+			u, err := url.PathUnescape(v)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: parameter %q: bad percent-encoding", routes.ErrBadParam, name)
+			}
+			v = u
+		}
+		for j := 0; j < len(v); j++ {
+			if c := v[j]; c < ' ' || c == 0x7f {
+				return nil, nil, fmt.Errorf("%w: parameter %q: contains a control character", routes.ErrBadParam, name)
+			}
+		}
+		values[i] = v
+	}
+	return names, values, nil
+}
+
+// readBody reads a request body of at most max bytes. A declared length
+// over the limit is refused before anything is read; an undeclared one is
+// read only up to the limit.
+func readBody(r *http.Request, max int64) ([]byte, error) {
+	if r.ContentLength > max {
+		return nil, fmt.Errorf("%w: %d bytes declared, the limit is %d", ErrBodyTooLarge, r.ContentLength, max)
+	}
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil, nil
+	}
+	if r.ContentLength > 0 {
+		buf := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			return nil, readError(r, err)
+		}
+		return buf, nil
+	}
+	buf, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	if err != nil {
+		return nil, readError(r, err)
+	}
+	if int64(len(buf)) > max {
+		return nil, fmt.Errorf("%w: the limit is %d bytes", ErrBodyTooLarge, max)
+	}
+	return buf, nil
+}
+
+func readError(r *http.Request, err error) error {
+	if r.Context().Err() != nil {
+		return ErrClientGone
+	}
+	return fmt.Errorf("%w: reading the body: %v", ErrBadRequest, err)
+}
+
+// setServerTiming writes the hops natsgate measured, so devtools and curl
+// show the split without Prometheus.
+func setServerTiming(h http.Header, ex *exchange) {
+	b := make([]byte, 0, 96)
+	b = appendTiming(b, "edge", time.Since(ex.start))
+	if ex.nats >= 0 {
+		b = appendTiming(append(b, ", "...), "nats", ex.nats)
+	}
+	if ex.worker >= 0 {
+		b = appendTiming(append(b, ", "...), "worker", ex.worker)
+	}
+	if ex.upstream >= 0 {
+		b = appendTiming(append(b, ", "...), "upstream", ex.upstream)
+	}
+	h[HeaderServerTiming] = []string{string(b)}
+}
+
+func appendTiming(b []byte, name string, d time.Duration) []byte {
+	b = append(b, name...)
+	b = append(b, ";dur="...)
+	return strconv.AppendFloat(b, float64(d.Microseconds())/1000, 'f', -1, 64)
+}
+
+// statusWriter remembers the status and counts the bytes written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// Flush lets a streamed upstream response through as it comes.
+func (w *statusWriter) Flush() {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,171 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/natsgate/natsgate/routes"
+)
+
+// EmbeddedServer is an in-process nats-server with JetStream, started when
+// the config has no nats.url.
+type EmbeddedServer struct {
+	*server.Server
+	removeDir string // the store dir natsgate made, removed at Shutdown
+}
+
+// StartEmbedded starts an in-process nats-server with JetStream, listening
+// on cfg.Listen so that outside workers can join it.
+func StartEmbedded(cfg routes.EmbeddedConfig) (*EmbeddedServer, error) {
+	host, portText, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS listen %q: %w", cfg.Listen, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS listen %q: bad port", cfg.Listen)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	es := &EmbeddedServer{}
+	dir := cfg.StoreDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "natsgate-js-"); err != nil {
+			return nil, err
+		}
+		es.removeDir = dir
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "natsgate-embedded",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   dir,
+		NoSigs:     true,
+		NoLog:      true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("embedded NATS did not become ready within 10s")
+	}
+	es.Server = ns
+	return es, nil
+}
+
+// Shutdown stops the server and removes a store dir natsgate made.
+func (es *EmbeddedServer) Shutdown() {
+	es.Server.Shutdown()
+	es.Server.WaitForShutdown()
+	if es.removeDir != "" {
+		_ = os.RemoveAll(es.removeDir)
+	}
+}
+
+// connHooks are called on connection events.
+type connHooks struct {
+	disconnected func(error)
+	reconnected  func()
+	closed       func()
+	asyncError   func(*nats.Subscription, error)
+}
+
+// connect dials NATS with the config's credentials and TLS. The reconnect
+// buffer is off: while disconnected a publish fails at once instead of
+// sitting in a buffer that a crash would lose, so natsgate never answers
+// 2xx for a message NATS has not seen.
+func connect(cfg routes.NATSConfig, embedded *EmbeddedServer, hooks connHooks) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(*cfg.MaxReconnects),
+		nats.ReconnectWait(time.Duration(cfg.ReconnectWait)),
+		nats.ReconnectJitter(50*time.Millisecond, 250*time.Millisecond),
+		nats.ReconnectBufSize(-1),
+		nats.PingInterval(5 * time.Second),
+		nats.MaxPingsOutstanding(2),
+		nats.Timeout(5 * time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { hooks.disconnected(err) }),
+		nats.ReconnectHandler(func(*nats.Conn) { hooks.reconnected() }),
+		nats.ClosedHandler(func(*nats.Conn) { hooks.closed() }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) { hooks.asyncError(sub, err) }),
+	}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.Token != "" {
+		opts = append(opts, nats.Token(cfg.Token))
+	}
+	if cfg.NKeySeedFile != "" {
+		opt, err := nats.NkeyOptionFromSeed(cfg.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats.nkey_seed_file %s: %w", cfg.NKeySeedFile, err)
+		}
+		opts = append(opts, opt)
+	}
+	if cfg.CredsFile != "" {
+		if _, err := os.Stat(cfg.CredsFile); err != nil {
+			return nil, fmt.Errorf("nats.creds_file: %w", err)
+		}
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.TLS.CA != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLS.CA))
+	}
+	if cfg.TLS.Cert != "" {
+		opts = append(opts, nats.ClientCert(cfg.TLS.Cert, cfg.TLS.Key))
+	}
+	url := cfg.URL
+	if embedded != nil {
+		opts = append(opts, nats.InProcessServer(embedded.Server))
+		url = embedded.ClientURL()
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to NATS at %s: %w", redactURL(url), err)
+	}
+	return nc, nil
+}
+
+// redactURL hides a password or token written in a NATS URL.
+func redactURL(u string) string {
+	parts := strings.Split(u, ",")
+	for i, p := range parts {
+		if at := strings.LastIndex(p, "@"); at >= 0 {
+			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
+				parts[i] = p[:scheme+3] + "***" + p[at:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// ensureStreams creates or updates the streams the config declares.
+func ensureStreams(ctx context.Context, js jetstream.JetStream, streams []routes.StreamConfig, log *slog.Logger) error {
+	for _, s := range streams {
+		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:       s.Name,
+			Subjects:   s.Subjects,
+			Replicas:   s.Replicas,
+			Duplicates: time.Duration(s.DuplicateWindow),
+		})
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", s.Name, err)
+		}
+		log.Info("stream ready", "stream", s.Name, "subjects", s.Subjects, "replicas", s.Replicas)
+	}
+	return nil
+}

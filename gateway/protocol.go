@@ -1,0 +1,177 @@
+package gateway
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/natsgate/natsgate/routes"
+)
+
+// Headers of the wire protocol between natsgate and its workers. See the
+// README's "Wire protocol" section; these names are part of the product.
+const (
+	HeaderMethod         = "Http-Method"
+	HeaderPath           = "Http-Path"
+	HeaderQuery          = "Http-Query"
+	HeaderRoute          = "Http-Route"
+	HeaderParam          = "Http-Param-" // + the parameter's name as written in the path
+	HeaderStatus         = "Http-Status"
+	HeaderShadow         = "Http-Shadow"
+	HeaderRequestID      = "X-Request-Id"
+	HeaderServiceErr     = "Nats-Service-Error"
+	HeaderServiceErrCode = "Nats-Service-Error-Code"
+	HeaderMsgID          = "Nats-Msg-Id"
+	HeaderIdempotency    = "Idempotency-Key"
+	HeaderServerTiming   = "Server-Timing"
+	HeaderBackend        = "X-Natsgate-Backend"
+)
+
+// protocolRequestHeaders are the client headers every route forwards to
+// NATS, besides those a route lists.
+var protocolRequestHeaders = []string{"Content-Type", "Accept", "Traceparent", "Tracestate"}
+
+// natsHeaderName gives the name a forwarded header carries on NATS: the
+// W3C trace headers keep their lower-case spelling, others their canonical
+// HTTP form. NATS headers are case-sensitive.
+func natsHeaderName(canonical string) string {
+	switch canonical {
+	case "Traceparent":
+		return "traceparent"
+	case "Tracestate":
+		return "tracestate"
+	}
+	return canonical
+}
+
+// requestHeader builds the NATS header of a request. Only the protocol's own
+// headers and the route's allowlist are copied, so a client can never set
+// an Http-* header or a Nats-* control header by sending it. param reads a
+// path parameter's value (already checked by the subject render).
+func requestHeader(rt *routes.Route, r *http.Request, reqID string, names, values []string) nats.Header {
+	h := make(nats.Header, 5+len(names)+len(protocolRequestHeaders)+len(rt.ForwardHeaders))
+	// One backing array for the single values, instead of one each.
+	one := make([]string, 5+len(names))
+	set := func(i int, k, v string) {
+		one[i] = v
+		h[k] = one[i : i+1 : i+1]
+	}
+	set(0, HeaderMethod, r.Method)
+	set(1, HeaderPath, r.URL.EscapedPath())
+	if r.URL.RawQuery != "" {
+		set(2, HeaderQuery, r.URL.RawQuery)
+	}
+	set(3, HeaderRoute, rt.Name)
+	set(4, HeaderRequestID, reqID)
+	for i, name := range names {
+		set(5+i, HeaderParam+name, values[i])
+	}
+	for _, name := range protocolRequestHeaders {
+		if v := r.Header[name]; len(v) > 0 {
+			h[natsHeaderName(name)] = v
+		}
+	}
+	for _, name := range rt.ForwardHeaders {
+		if v := r.Header[name]; len(v) > 0 {
+			h[name] = v
+		}
+	}
+	return h
+}
+
+// reply is a worker's answer mapped to HTTP.
+type reply struct {
+	status int
+	header http.Header // response headers to add
+	body   []byte
+	// workerErr is set when the worker answered with a micro error.
+	workerErr *workerError
+	// workerTime is the worker's own time from its Server-Timing, or -1.
+	workerTime time.Duration
+}
+
+// workerError is a service error a worker reported with the micro headers.
+type workerError struct {
+	code    int
+	message string
+}
+
+func (e *workerError) Error() string { return e.message }
+
+// hopByHop are headers that describe one connection, never forwarded.
+var hopByHop = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Content-Length": true,
+}
+
+// mapReply turns a NATS reply into an HTTP status, headers and body:
+// Http-Status sets the status (default 200); Nats-Service-Error-Code and
+// Nats-Service-Error (what nats.go micro's req.Error sets) give that 4xx or
+// 5xx status with a problem body, any other code 502; other headers become
+// response headers, except hop-by-hop ones and the protocol's own.
+func mapReply(msg *nats.Msg) reply {
+	rep := reply{status: http.StatusOK, body: msg.Data, workerTime: -1}
+	if len(msg.Header) == 0 {
+		return rep
+	}
+	if code := msg.Header.Get(HeaderServiceErrCode); code != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(code))
+		text := msg.Header.Get(HeaderServiceErr)
+		if err != nil || n < 400 || n > 599 {
+			rep.workerErr = &workerError{code: http.StatusBadGateway, message: "worker sent error code " + strconv.Quote(code) + ": " + text}
+		} else {
+			rep.workerErr = &workerError{code: n, message: text}
+		}
+		rep.status = rep.workerErr.code
+	} else if s := msg.Header.Get(HeaderStatus); s != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 200 || n > 599 {
+			rep.workerErr = &workerError{code: http.StatusBadGateway, message: "worker sent an invalid Http-Status " + strconv.Quote(s)}
+			rep.status = http.StatusBadGateway
+		} else {
+			rep.status = n
+		}
+	}
+	for k, v := range msg.Header {
+		canon := http.CanonicalHeaderKey(k)
+		switch {
+		case hopByHop[canon], strings.HasPrefix(canon, "Http-"), strings.HasPrefix(canon, "Nats-"):
+			continue
+		case canon == HeaderServerTiming:
+			rep.workerTime = workerDuration(v)
+			continue
+		}
+		if rep.header == nil {
+			rep.header = make(http.Header, len(msg.Header))
+		}
+		rep.header[canon] = v
+	}
+	return rep
+}
+
+// workerDuration finds "worker;dur=<ms>" in Server-Timing values, or -1.
+func workerDuration(values []string) time.Duration {
+	for _, v := range values {
+		for entry := range strings.SplitSeq(v, ",") {
+			name, params, _ := strings.Cut(strings.TrimSpace(entry), ";")
+			if strings.TrimSpace(name) != "worker" {
+				continue
+			}
+			for p := range strings.SplitSeq(params, ";") {
+				k, val, ok := strings.Cut(strings.TrimSpace(p), "=")
+				if !ok || k != "dur" {
+					continue
+				}
+				ms, err := strconv.ParseFloat(strings.Trim(val, `"`), 64)
+				if err != nil || ms < 0 || ms > 1e9 {
+					return -1
+				}
+				return time.Duration(ms * float64(time.Millisecond))
+			}
+		}
+	}
+	return -1
+}

@@ -1,0 +1,478 @@
+// Package gateway is natsgate's I/O: the HTTP listeners, the handlers that
+// answer routes over NATS or from a legacy upstream, the NATS connection and
+// the embedded server, and the order in which all of it starts and stops.
+//
+// A Server is built from a compiled routes.Table. Everything the request
+// path needs (handlers, metric children, breakers) is prepared in New; the
+// route table sits behind an atomic pointer so a reload swaps it whole
+// without dropping a request in flight.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/natsgate/natsgate/metrics"
+	"github.com/natsgate/natsgate/routes"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Table is the compiled configuration. Required.
+	Table *routes.Table
+	// Logger receives the access log and events. Default: slog.Default().
+	Logger *slog.Logger
+	// Registry receives natsgate's metrics and serves /metrics. Default: a
+	// new registry with the Go and process collectors.
+	Registry *prometheus.Registry
+	// Conn, when set, is used instead of dialing nats.url; the Server does
+	// not close it. Its handlers are the caller's to set.
+	Conn *nats.Conn
+}
+
+// Server is a running natsgate: the public and admin listeners, the NATS
+// connection, and the route table.
+type Server struct {
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	metrics  *metrics.Metrics
+	cfg      routes.Config // listeners and NATS, fixed for the process
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	ownConn  bool
+	embedded *EmbeddedServer
+
+	table atomic.Pointer[compiled]
+
+	inflight    atomic.Int64
+	maxInflight int64
+	draining    atomic.Bool
+
+	public, admin     *http.Server
+	publicLn, adminLn net.Listener
+	fatal             chan error
+	fatalOnce         sync.Once
+	wg                sync.WaitGroup
+}
+
+// compiled is a route table made ready to serve.
+type compiled struct {
+	table    *routes.Table
+	mux      http.Handler
+	handlers map[string]*routeHandler
+}
+
+// New prepares a Server: it starts the embedded NATS server or connects to
+// NATS, ensures the configured streams, and compiles every route. It does
+// not listen yet; see Start.
+func New(ctx context.Context, opts Options) (*Server, error) {
+	if opts.Table == nil {
+		return nil, errors.New("gateway: no route table")
+	}
+	s := &Server{
+		log:         opts.Logger,
+		reg:         opts.Registry,
+		cfg:         opts.Table.Config,
+		maxInflight: int64(opts.Table.Config.HTTP.MaxInflight),
+		fatal:       make(chan error, 1),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+		s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	s.metrics = metrics.New(s.reg)
+
+	if opts.Conn != nil {
+		s.nc = opts.Conn
+	} else {
+		if err := s.dial(); err != nil {
+			return nil, err
+		}
+		s.ownConn = true
+	}
+	if s.nc.IsConnected() {
+		s.metrics.NATSConnected.Set(1)
+	}
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		s.closeNATS()
+		return nil, err
+	}
+	s.js = js
+	if len(s.cfg.NATS.Streams) > 0 {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := ensureStreams(sctx, js, s.cfg.NATS.Streams, s.log)
+		cancel()
+		if err != nil {
+			s.closeNATS()
+			return nil, err
+		}
+	}
+	c, err := s.compile(opts.Table)
+	if err != nil {
+		s.closeNATS()
+		return nil, err
+	}
+	s.table.Store(c)
+	return s, nil
+}
+
+func (s *Server) dial() error {
+	if s.cfg.NATS.URL == "" {
+		es, err := StartEmbedded(s.cfg.NATS.Embedded)
+		if err != nil {
+			return err
+		}
+		s.embedded = es
+		s.log.Info("embedded NATS started", "url", es.ClientURL(), "jetstream", true)
+	}
+	nc, err := connect(s.cfg.NATS, s.embedded, connHooks{
+		disconnected: func(err error) {
+			s.metrics.NATSConnected.Set(0)
+			s.log.Warn("NATS disconnected", "error", err)
+		},
+		reconnected: func() {
+			s.metrics.NATSConnected.Set(1)
+			s.log.Info("NATS reconnected", "url", s.nc.ConnectedUrlRedacted())
+		},
+		closed: func() {
+			s.metrics.NATSConnected.Set(0)
+			if !s.draining.Load() {
+				s.fail(errors.New("the NATS connection closed for good (nats.max_reconnects reached)"))
+			}
+		},
+		asyncError: func(sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			s.log.Error("NATS error", "error", err, "subscription", subj)
+		},
+	})
+	if err != nil {
+		if s.embedded != nil {
+			s.embedded.Shutdown()
+		}
+		return err
+	}
+	s.nc = nc
+	return nil
+}
+
+// compile builds the router and handlers of a table.
+func (s *Server) compile(t *routes.Table) (*compiled, error) {
+	c := &compiled{table: t, handlers: make(map[string]*routeHandler, len(t.Routes))}
+	mux := chi.NewRouter()
+	mux.NotFound(s.notFound)
+	mux.MethodNotAllowed(s.methodNotAllowed)
+	for _, rt := range t.Routes {
+		pattern, upstream := "", ""
+		if rt.HasNATS() {
+			pattern = string(rt.Pattern)
+		}
+		if rt.Upstream != nil {
+			upstream = rt.Upstream.Name
+		}
+		h := &routeHandler{gw: s, rt: rt, m: s.metrics.Route(rt.Name, rt.Method, pattern, upstream)}
+		c.handlers[rt.Name] = h
+		if rt.Method == "*" {
+			mux.Handle(rt.Path, h)
+		} else {
+			mux.Method(rt.Method, rt.Path, h)
+		}
+	}
+	c.mux = mux
+	return c, nil
+}
+
+// Reload swaps in a new route table. Requests in flight finish on the table
+// they started on. Listeners and the NATS connection are not changed: a
+// change to those needs a restart, and is logged as such.
+func (s *Server) Reload(t *routes.Table) error {
+	c, err := s.compile(t)
+	if err != nil {
+		s.metrics.ConfigReloads.WithLabelValues("error").Inc()
+		return err
+	}
+	old := s.table.Load()
+	if restartNeeded(old.table.Config, t.Config) {
+		s.log.Warn("config reload: listener, NATS or log settings changed; they take effect at the next restart", "file", t.File)
+	}
+	s.table.Store(c)
+	s.metrics.ConfigReloads.WithLabelValues("ok").Inc()
+	s.log.Info("config reloaded", "file", t.File, "routes", len(t.Routes))
+	return nil
+}
+
+func restartNeeded(a, b routes.Config) bool {
+	return fmt.Sprint(a.NATS, a.HTTP, a.Admin, a.Log) != fmt.Sprint(b.NATS, b.HTTP, b.Admin, b.Log)
+}
+
+// ReloadFailed counts a reload that did not get as far as Reload (a file
+// that did not parse).
+func (s *Server) ReloadFailed() { s.metrics.ConfigReloads.WithLabelValues("error").Inc() }
+
+// Table returns the route table being served.
+func (s *Server) Table() *routes.Table { return s.table.Load().table }
+
+// Conn returns the NATS connection.
+func (s *Server) Conn() *nats.Conn { return s.nc }
+
+// Handler is the public HTTP handler: the in-flight limit, then the routes.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n := s.inflight.Add(1); s.maxInflight > 0 && n > s.maxInflight {
+			s.inflight.Add(-1)
+			s.metrics.Rejected.WithLabelValues("inflight_limit").Inc()
+			writeProblem(w, r, classify(fmt.Errorf("%w: the limit is %d", ErrOverloaded, s.maxInflight)), "", requestID(r))
+			return
+		}
+		defer s.inflight.Add(-1)
+		s.table.Load().mux.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	s.answerUnrouted(w, r, ErrNotFound)
+}
+
+func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	s.answerUnrouted(w, r, fmt.Errorf("%w: %s", ErrMethodNotAllowed, r.Method))
+}
+
+// answerUnrouted writes a problem for a request no route took. chi has set
+// Allow on a 405 already.
+func (s *Server) answerUnrouted(w http.ResponseWriter, r *http.Request, err error) {
+	start := time.Now()
+	reqID := requestID(r)
+	w.Header()[HeaderRequestID] = []string{reqID}
+	f := classify(err)
+	writeProblem(w, r, f, "", reqID)
+	s.metrics.Requests.WithLabelValues("", metrics.Method(r.Method), fmt.Sprint(f.status), metrics.BackendNone).Inc()
+	s.accessLog(r, "", &exchange{start: start, reqID: reqID, backend: metrics.BackendNone, status: f.status, nats: -1, worker: -1, upstream: -1, err: err})
+}
+
+// finish records a served request: metrics and the access log line.
+func (s *Server) finish(rt *routes.Route, m *metrics.Route, r *http.Request, ex *exchange) {
+	m.Request(r.Method, ex.backend, ex.status, time.Since(ex.start), traceID(r))
+	s.accessLog(r, rt.Name, ex)
+}
+
+// accessLog writes one line per request. Header values other than the
+// request id never appear, so tokens and credentials stay out of logs.
+func (s *Server) accessLog(r *http.Request, route string, ex *exchange) {
+	if !*s.cfg.Log.Access || !s.log.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 12)
+	attrs = append(attrs,
+		slog.String("route", route),
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.EscapedPath()),
+		slog.Int("status", ex.status),
+		slog.String("backend", ex.backend),
+		slog.String("request_id", ex.reqID),
+		slog.Int64("bytes", ex.bytes),
+		slog.Float64("edge_ms", ms(time.Since(ex.start))),
+	)
+	if ex.nats >= 0 {
+		attrs = append(attrs, slog.Float64("nats_ms", ms(ex.nats)))
+	}
+	if ex.worker >= 0 {
+		attrs = append(attrs, slog.Float64("worker_ms", ms(ex.worker)))
+	}
+	if ex.upstream >= 0 {
+		attrs = append(attrs, slog.Float64("upstream_ms", ms(ex.upstream)))
+	}
+	if ex.err != nil {
+		attrs = append(attrs, slog.String("error", ex.err.Error()))
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// requestID is the client's X-Request-Id when it is short and printable,
+// else a new one.
+func requestID(r *http.Request) string {
+	if v := r.Header[HeaderRequestID]; len(v) == 1 && validRequestID(v[0]) {
+		return v[0]
+	}
+	return nuid.Next()
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// traceID is the trace id of a W3C traceparent header, or "".
+func traceID(r *http.Request) string {
+	v := r.Header["Traceparent"]
+	if len(v) != 1 || len(v[0]) != 55 {
+		return ""
+	}
+	parts := strings.Split(v[0], "-")
+	if len(parts) != 4 || len(parts[1]) != 32 {
+		return ""
+	}
+	return parts[1]
+}
+
+// Ready reports whether the gateway should receive traffic: connected to
+// NATS, routes loaded, not shutting down.
+func (s *Server) Ready() (bool, string) {
+	switch {
+	case s.draining.Load():
+		return false, "shutting down"
+	case !s.nc.IsConnected():
+		return false, "NATS is not connected: " + s.nc.Status().String()
+	case s.table.Load() == nil:
+		return false, "no routes loaded"
+	}
+	return true, "ok"
+}
+
+// AdminHandler serves /healthz, /readyz and /metrics.
+func (s *Server) AdminHandler() http.Handler {
+	mux := chi.NewRouter()
+	mux.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ok, why := s.Ready()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_, _ = w.Write([]byte(why + "\n"))
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{EnableOpenMetrics: true, Registry: s.reg}))
+	return mux
+}
+
+// Start binds both listeners and serves in the background. It returns once
+// both are listening, or with the error that stopped one.
+func (s *Server) Start() error {
+	var err error
+	if s.publicLn, err = net.Listen("tcp", s.cfg.HTTP.Listen); err != nil {
+		return fmt.Errorf("http.listen %s: %w", s.cfg.HTTP.Listen, err)
+	}
+	if s.adminLn, err = net.Listen("tcp", s.cfg.Admin.Listen); err != nil {
+		s.publicLn.Close()
+		return fmt.Errorf("admin.listen %s: %w", s.cfg.Admin.Listen, err)
+	}
+	s.public = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: time.Duration(s.cfg.HTTP.ReadHeaderTimeout),
+		IdleTimeout:       time.Duration(s.cfg.HTTP.IdleTimeout),
+		MaxHeaderBytes:    int(s.cfg.HTTP.MaxHeaderBytes),
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.admin = &http.Server{
+		Handler:           s.AdminHandler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	for _, l := range []struct {
+		srv *http.Server
+		ln  net.Listener
+	}{{s.public, s.publicLn}, {s.admin, s.adminLn}} {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.fail(fmt.Errorf("listener %s: %w", l.ln.Addr(), err))
+			}
+		}()
+	}
+	s.log.Info("natsgate serving", "http", s.publicLn.Addr().String(), "admin", s.adminLn.Addr().String(), "routes", len(s.Table().Routes))
+	return nil
+}
+
+// Addr is the public listener's address, once started.
+func (s *Server) Addr() string { return s.publicLn.Addr().String() }
+
+// AdminAddr is the admin listener's address, once started.
+func (s *Server) AdminAddr() string { return s.adminLn.Addr().String() }
+
+// Fatal delivers an error that means the process should exit non-zero: a
+// listener failed, or the NATS connection closed for good.
+func (s *Server) Fatal() <-chan error { return s.fatal }
+
+func (s *Server) fail(err error) {
+	s.fatalOnce.Do(func() {
+		s.log.Error("natsgate cannot go on", "error", err)
+		s.fatal <- err
+	})
+}
+
+// Shutdown stops in order, each step bounded by ctx: readiness off, stop
+// accepting and let in-flight requests finish, drain NATS, stop the
+// embedded server, close the admin listener.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	var errs []error
+	if s.public != nil {
+		if err := s.public.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("finishing in-flight requests: %w", err))
+		}
+	}
+	s.closeNATS()
+	if s.admin != nil {
+		if err := s.admin.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// closeNATS drains the connection natsgate owns (finishing what it has
+// sent), then stops an embedded server.
+func (s *Server) closeNATS() {
+	s.draining.Store(true)
+	if s.ownConn && s.nc != nil && !s.nc.IsClosed() {
+		done := make(chan struct{})
+		s.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
+		if err := s.nc.Drain(); err != nil {
+			s.nc.Close()
+		} else {
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				s.nc.Close()
+			}
+		}
+	}
+	if s.embedded != nil {
+		s.embedded.Shutdown()
+		s.embedded = nil
+	}
+}

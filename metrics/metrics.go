@@ -1,0 +1,133 @@
+// Package metrics defines natsgate's Prometheus metrics and records them.
+//
+// The names and labels are part of the product: dashboards and alerts are
+// written against them. Labels come only from bounded sets (route name,
+// method, status code, backend, pattern, result, kind), never from a raw
+// path or a rendered subject. Metrics register on a registry passed in, so
+// tests and embedders each get their own.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Backend label values: which side answered a request.
+const (
+	BackendNATS   = "nats"
+	BackendLegacy = "legacy"
+	// BackendNone is for requests answered by natsgate itself (404, 413, …).
+	BackendNone = "none"
+)
+
+// NATS error kinds, the kind label of natsgate_nats_errors_total.
+const (
+	KindNoResponders = "no_responders"
+	KindTimeout      = "timeout"
+	KindDisconnected = "disconnected"
+	KindPayload      = "payload"
+	KindOther        = "other"
+)
+
+// Shadow comparison results, the result label of
+// natsgate_shadow_comparisons_total.
+const (
+	ShadowMatch    = "match"
+	ShadowMismatch = "mismatch"
+	ShadowError    = "error"
+	ShadowDropped  = "dropped"
+)
+
+// Buckets are latency buckets for NATS speeds: 50µs to 10s, three a decade
+// (1, 2, 5) up to 10ms, coarser above.
+var Buckets = []float64{
+	50e-6, 100e-6, 200e-6, 500e-6,
+	1e-3, 2e-3, 5e-3,
+	10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3,
+	1, 2.5, 5, 10,
+}
+
+// nativeFactor makes each histogram a native histogram too, for servers that
+// scrape those: buckets grow by at most 10% each.
+const nativeFactor = 1.1
+
+// Metrics holds every natsgate metric as a typed field.
+type Metrics struct {
+	Requests          *prometheus.CounterVec   // route, method, code, backend
+	RequestDuration   *prometheus.HistogramVec // route, method, backend
+	NATSDuration      *prometheus.HistogramVec // route, pattern
+	WorkerDuration    *prometheus.HistogramVec // route
+	UpstreamDuration  *prometheus.HistogramVec // route, upstream
+	ShadowComparisons *prometheus.CounterVec   // route, result
+	BreakerState      *prometheus.GaugeVec     // route, target
+	NATSErrors        *prometheus.CounterVec   // route, kind
+	Inflight          *prometheus.GaugeVec     // route
+	NATSConnected     prometheus.Gauge
+	CutoverStage      *prometheus.GaugeVec   // route, stage: 1 for the route's current stage
+	ConfigReloads     *prometheus.CounterVec // result: ok, error
+	Rejected          *prometheus.CounterVec // reason: inflight_limit, …
+}
+
+func histogram(name, help string, labels ...string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:                            name,
+		Help:                            help,
+		Buckets:                         Buckets,
+		NativeHistogramBucketFactor:     nativeFactor,
+		NativeHistogramMaxBucketNumber:  160,
+		NativeHistogramMinResetDuration: 0,
+	}, labels)
+}
+
+// New creates natsgate's metrics and registers them on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "natsgate_http_requests_total",
+			Help: "HTTP requests answered, by route, method, status code and the backend that answered.",
+		}, []string{"route", "method", "code", "backend"}),
+		RequestDuration: histogram("natsgate_http_request_duration_seconds",
+			"Edge latency: first byte in to last byte out, inside natsgate.", "route", "method", "backend"),
+		NATSDuration: histogram("natsgate_nats_request_duration_seconds",
+			"The NATS hop: request sent to reply received, or publish to server acknowledgement.", "route", "pattern"),
+		WorkerDuration: histogram("natsgate_worker_duration_seconds",
+			"The worker's own time, from its Server-Timing: worker;dur= reply header.", "route"),
+		UpstreamDuration: histogram("natsgate_upstream_request_duration_seconds",
+			"The legacy hop: request sent to the upstream to its response headers.", "route", "upstream"),
+		ShadowComparisons: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "natsgate_shadow_comparisons_total",
+			Help: "Shadow outcomes: match, mismatch, error, or dropped when too many copies were in flight.",
+		}, []string{"route", "result"}),
+		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "natsgate_breaker_state",
+			Help: "Circuit breaker state: 0 closed, 1 half-open, 2 open. target is nats or the upstream's name.",
+		}, []string{"route", "target"}),
+		NATSErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "natsgate_nats_errors_total",
+			Help: "NATS-side failures by kind: no_responders, timeout, disconnected, payload, other.",
+		}, []string{"route", "kind"}),
+		Inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "natsgate_inflight_requests",
+			Help: "Requests being served now.",
+		}, []string{"route"}),
+		NATSConnected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "natsgate_nats_connected",
+			Help: "1 while natsgate is connected to NATS.",
+		}),
+		CutoverStage: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "natsgate_cutover_stage",
+			Help: "1 for each route's current cutover stage, 0 for the others.",
+		}, []string{"route", "stage"}),
+		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "natsgate_config_reloads_total",
+			Help: "Configuration reloads by result: ok or error.",
+		}, []string{"result"}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "natsgate_rejected_requests_total",
+			Help: "Requests turned away before routing, by reason.",
+		}, []string{"reason"}),
+	}
+	reg.MustRegister(m.Requests, m.RequestDuration, m.NATSDuration, m.WorkerDuration,
+		m.UpstreamDuration, m.ShadowComparisons, m.BreakerState, m.NATSErrors,
+		m.Inflight, m.NATSConnected, m.CutoverStage, m.ConfigReloads, m.Rejected)
+	return m
+}
