@@ -68,7 +68,6 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serve answers the request on the backend its stage picks.
 func (h *routeHandler) serve(w *statusWriter, r *http.Request, ex *exchange) error {
-	ex.backend = metrics.BackendNATS
 	return h.serveNATS(w, r, ex)
 }
 
@@ -91,6 +90,7 @@ func (h *routeHandler) serveNATS(w *statusWriter, r *http.Request, ex *exchange)
 	if err != nil {
 		return err
 	}
+	ex.backend = metrics.BackendNATS
 	nc := h.gw.nc
 	if !nc.IsConnected() {
 		return ErrDisconnected

@@ -28,7 +28,6 @@ import (
 	"github.com/natsgate/natsgate/routes"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Options configure a Server.
@@ -73,7 +72,7 @@ type Server struct {
 // compiled is a route table made ready to serve.
 type compiled struct {
 	table    *routes.Table
-	mux      http.Handler
+	mux      *chi.Mux
 	handlers map[string]*routeHandler
 }
 
@@ -255,7 +254,19 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
-	s.answerUnrouted(w, r, fmt.Errorf("%w: %s", ErrMethodNotAllowed, r.Method))
+	path := r.URL.RawPath
+	if path == "" {
+		path = r.URL.Path
+	}
+	var allow []string
+	mux := s.table.Load().mux
+	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
+		if mux.Match(chi.NewRouteContext(), m, path) {
+			allow = append(allow, m)
+		}
+	}
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	s.answerUnrouted(w, r, fmt.Errorf("%w: %s (allowed: %s)", ErrMethodNotAllowed, r.Method, strings.Join(allow, ", ")))
 }
 
 // answerUnrouted writes a problem for a request no route took. chi has set
@@ -356,25 +367,6 @@ func (s *Server) Ready() (bool, string) {
 		return false, "no routes loaded"
 	}
 	return true, "ok"
-}
-
-// AdminHandler serves /healthz, /readyz and /metrics.
-func (s *Server) AdminHandler() http.Handler {
-	mux := chi.NewRouter()
-	mux.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		ok, why := s.Ready()
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !ok {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-		_, _ = w.Write([]byte(why + "\n"))
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{EnableOpenMetrics: true, Registry: s.reg}))
-	return mux
 }
 
 // Start binds both listeners and serves in the background. It returns once

@@ -1,0 +1,17 @@
+# natsgate: a static binary on a distroless, non-root base.
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/natsgate ./cmd/natsgate \
+ && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/sample-worker ./cmd/sample-worker
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/natsgate /out/sample-worker /usr/local/bin/
+COPY configs/ /etc/natsgate/
+USER nonroot:nonroot
+# public listener, admin listener (health, metrics, dashboard), embedded NATS
+EXPOSE 8080 9090 4222
+ENTRYPOINT ["/usr/local/bin/natsgate"]
+CMD ["serve", "--config", "/etc/natsgate/natsgate.yaml"]
