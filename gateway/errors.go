@@ -49,7 +49,10 @@ type failure struct {
 // where errors wrap each other: the first match wins.
 func classify(err error) failure {
 	var we *workerError
+	var open *openError
 	switch {
+	case errors.As(err, &open):
+		return failure{status: http.StatusServiceUnavailable, kind: "breaker_open", retryAfter: open.retryAfter, detail: open.Error()}
 	case errors.As(err, &we):
 		return failure{status: we.code, kind: "worker_error", detail: we.message}
 	case errors.Is(err, ErrClientGone), errors.Is(err, context.Canceled):

@@ -1,14 +1,17 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -30,7 +33,9 @@ type exchange struct {
 	worker   time.Duration // -1: the worker did not say
 	upstream time.Duration // -1: no upstream hop
 	err      error         // the failure the client was told of, if any
-	shadowed bool
+	shadowed bool          // a copy went to NATS in the background
+	fellBack bool          // NATS failed and the upstream answered
+	body     []byte        // the request body as read for NATS, kept for a fallback
 }
 
 // routeHandler serves one compiled route.
@@ -38,6 +43,10 @@ type routeHandler struct {
 	gw *Server
 	rt *routes.Route
 	m  *metrics.Route
+
+	stage       atomic.Pointer[stageState] // the config's, or a run-time override
+	natsBreaker *breaker                   // nil without a NATS side
+	proxy       *httputil.ReverseProxy     // nil without an upstream
 }
 
 func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -68,7 +77,70 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serve answers the request on the backend its stage picks.
 func (h *routeHandler) serve(w *statusWriter, r *http.Request, ex *exchange) error {
-	return h.serveNATS(w, r, ex)
+	st := h.stage.Load()
+	switch st.stage {
+	case routes.Legacy:
+		return h.serveLegacy(w, r, ex)
+	case routes.Shadow:
+		return h.serveShadow(w, r, ex)
+	case routes.Canary:
+		if !h.toNATS(r, st.percent) {
+			return h.serveLegacy(w, r, ex)
+		}
+	}
+	err := h.serveNATS(w, r, ex)
+	if err != nil && !w.wrote && h.canFallBack(r, err) {
+		h.gw.log.Debug("falling back to the upstream", "route", h.rt.Name, "request_id", ex.reqID, "error", err)
+		h.replayBody(r, ex.body)
+		ex.fellBack = true
+		return h.serveLegacy(w, r, ex)
+	}
+	return err
+}
+
+// canFallBack reports whether a NATS failure may be answered by the
+// upstream: on no responders, an open breaker or a lost connection, where
+// nothing reached a worker; after a timeout only for idempotent methods,
+// since a worker may have acted.
+func (h *routeHandler) canFallBack(r *http.Request, err error) bool {
+	if !h.rt.Fallback || h.proxy == nil {
+		return false
+	}
+	switch f := classify(err); f.kind {
+	case "no_responders", "no_stream", "breaker_open", "nats_disconnected":
+		return true
+	case "timeout":
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
+			return true
+		}
+	}
+	return false
+}
+
+// replayBody gives the request its buffered body again, for the upstream.
+func (h *routeHandler) replayBody(r *http.Request, body []byte) {
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+}
+
+// serveLegacy proxies to the route's upstream.
+func (h *routeHandler) serveLegacy(w *statusWriter, r *http.Request, ex *exchange) error {
+	ex.backend = metrics.BackendLegacy
+	if r.ContentLength > h.rt.MaxBody {
+		return fmt.Errorf("%w: %d bytes declared, the limit is %d", ErrBodyTooLarge, r.ContentLength, h.rt.MaxBody)
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, h.rt.MaxBody)
+	}
+	w.Header()[HeaderBackend] = []string{metrics.BackendLegacy}
+	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+	if w.proxyErr != nil && !w.wrote {
+		delete(w.Header(), HeaderBackend)
+		return w.proxyErr
+	}
+	return nil
 }
 
 // serveNATS answers over NATS with the route's pattern.
@@ -90,6 +162,7 @@ func (h *routeHandler) serveNATS(w *statusWriter, r *http.Request, ex *exchange)
 	if err != nil {
 		return err
 	}
+	ex.body = body
 	ex.backend = metrics.BackendNATS
 	nc := h.gw.nc
 	if !nc.IsConnected() {
@@ -100,15 +173,26 @@ func (h *routeHandler) serveNATS(w *statusWriter, r *http.Request, ex *exchange)
 	}
 	msg := &nats.Msg{Subject: subject, Data: body, Header: requestHeader(rt, r, ex.reqID, names, values)}
 
+	done, err := h.natsBreaker.allow()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), rt.Timeout)
 	defer cancel()
 	switch rt.Pattern {
 	case routes.Publish:
-		return h.publish(ctx, w, r, msg, ex)
+		err = h.publish(ctx, w, r, msg, ex)
 	case routes.JetStream:
-		return h.jetstream(ctx, w, r, msg, ex)
+		err = h.jetstream(ctx, w, r, msg, ex)
+	default:
+		err = h.request(ctx, w, r, msg, ex)
 	}
-	return h.request(ctx, w, r, msg, ex)
+	if err == nil && w.status >= 500 {
+		done(errServerError)
+	} else {
+		done(err)
+	}
+	return err
 }
 
 func (h *routeHandler) request(ctx context.Context, w *statusWriter, r *http.Request, msg *nats.Msg, ex *exchange) error {
@@ -132,6 +216,7 @@ func (h *routeHandler) request(ctx context.Context, w *statusWriter, r *http.Req
 		hdr[k] = v
 	}
 	hdr["Content-Length"] = []string{strconv.Itoa(len(rep.body))}
+	hdr[HeaderBackend] = backendNATS
 	setServerTiming(hdr, ex)
 	w.WriteHeader(rep.status)
 	_, _ = w.Write(rep.body)
@@ -185,6 +270,7 @@ func writeAccepted(w *statusWriter, ex *exchange, body map[string]any) error {
 	hdr := w.Header()
 	hdr["Content-Type"] = []string{"application/json"}
 	hdr["Content-Length"] = []string{strconv.Itoa(len(b))}
+	hdr[HeaderBackend] = backendNATS
 	setServerTiming(hdr, ex)
 	w.WriteHeader(http.StatusAccepted)
 	_, _ = w.Write(b)
@@ -284,12 +370,18 @@ func appendTiming(b []byte, name string, d time.Duration) []byte {
 	return strconv.AppendFloat(b, float64(d.Microseconds())/1000, 'f', -1, 64)
 }
 
+// backendNATS is the X-Natsgate-Backend value of NATS answers, shared so
+// the hot path does not allocate it.
+var backendNATS = []string{metrics.BackendNATS}
+
 // statusWriter remembers the status and counts the bytes written.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
-	wrote  bool
+	status   int
+	bytes    int64
+	wrote    bool
+	proxyErr error    // set by the reverse proxy's ErrorHandler
+	capture  *capture // when shadowing: keeps the legacy answer's body
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -305,6 +397,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
+	if w.capture != nil {
+		_, _ = w.capture.Write(b[:n])
+	}
 	return n, err
 }
 

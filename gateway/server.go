@@ -28,6 +28,7 @@ import (
 	"github.com/natsgate/natsgate/routes"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sony/gobreaker/v2"
 )
 
 // Options configure a Server.
@@ -57,6 +58,13 @@ type Server struct {
 	embedded *EmbeddedServer
 
 	table atomic.Pointer[compiled]
+
+	cutovers     *cutovers
+	cutoverWatch jetstream.KeyWatcher
+	shadowSem    chan struct{} // bounds shadow copies in flight
+	mismatches   mismatches
+	upstreamMu   sync.Mutex
+	upstreams    map[string]*upstream // kept across reloads, so connections and breakers are too
 
 	inflight    atomic.Int64
 	maxInflight int64
@@ -89,6 +97,10 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		cfg:         opts.Table.Config,
 		maxInflight: int64(opts.Table.Config.HTTP.MaxInflight),
 		fatal:       make(chan error, 1),
+		cutovers:    &cutovers{overrides: map[string]Override{}},
+		shadowSem:   make(chan struct{}, opts.Table.Config.Defaults.ShadowMaxInflight),
+		mismatches:  mismatches{byName: map[string][]Mismatch{}},
+		upstreams:   map[string]*upstream{},
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -131,6 +143,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.table.Store(c)
+	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	s.openCutovers(octx)
+	cancel()
 	return s, nil
 }
 
@@ -191,6 +206,16 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 			upstream = rt.Upstream.Name
 		}
 		h := &routeHandler{gw: s, rt: rt, m: s.metrics.Route(rt.Name, rt.Method, pattern, upstream)}
+		if rt.HasNATS() {
+			gauge := s.metrics.BreakerState.WithLabelValues(rt.Name, metrics.BackendNATS)
+			gauge.Set(breakerClosed)
+			h.natsBreaker = newBreaker(rt.Name+"/nats", "route "+rt.Name+" (NATS)", rt.Breaker, s.log,
+				func(st gobreaker.State) { gauge.Set(breakerValue(st)) })
+		}
+		if rt.Upstream != nil {
+			h.proxy = newProxy(s.upstream(rt.Upstream, t), h.m, t.TrustedProxies)
+		}
+		h.applyStage(s, s.cutovers.override(rt.Name))
 		c.handlers[rt.Name] = h
 		if rt.Method == "*" {
 			mux.Handle(rt.Path, h)
@@ -200,6 +225,34 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 	}
 	c.mux = mux
 	return c, nil
+}
+
+// upstream returns the shared transport and breaker of an upstream,
+// reusing those of an unchanged upstream across reloads.
+func (s *Server) upstream(cfg *routes.Upstream, t *routes.Table) *upstream {
+	s.upstreamMu.Lock()
+	defer s.upstreamMu.Unlock()
+	if up := s.upstreams[cfg.Name]; up != nil && up.cfg.URL.String() == cfg.URL.String() &&
+		up.cfg.Timeout == cfg.Timeout && up.cfg.Breaker == cfg.Breaker {
+		return up
+	}
+	var users []string
+	for _, rt := range t.Routes {
+		if rt.Upstream != nil && rt.Upstream.Name == cfg.Name {
+			users = append(users, rt.Name)
+		}
+	}
+	for _, name := range users {
+		s.metrics.BreakerState.WithLabelValues(name, cfg.Name).Set(breakerClosed)
+	}
+	up := &upstream{cfg: cfg, transport: newTransport()}
+	up.breaker = newBreaker("upstream/"+cfg.Name, "upstream "+cfg.Name, cfg.Breaker, s.log, func(st gobreaker.State) {
+		for _, name := range users {
+			s.metrics.BreakerState.WithLabelValues(name, cfg.Name).Set(breakerValue(st))
+		}
+	})
+	s.upstreams[cfg.Name] = up
+	return up
 }
 
 // Reload swaps in a new route table. Requests in flight finish on the table
@@ -450,6 +503,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // sent), then stops an embedded server.
 func (s *Server) closeNATS() {
 	s.draining.Store(true)
+	if s.cutoverWatch != nil {
+		_ = s.cutoverWatch.Stop()
+	}
 	if s.ownConn && s.nc != nil && !s.nc.IsClosed() {
 		done := make(chan struct{})
 		s.nc.SetClosedHandler(func(*nats.Conn) { close(done) })

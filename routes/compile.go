@@ -133,6 +133,25 @@ type Route struct {
 // HasNATS reports whether the route has a NATS side.
 func (r *Route) HasNATS() bool { return r.Subject != nil }
 
+// CheckStage reports whether the route can run at a stage: every stage but
+// nats needs an upstream, every stage but legacy a NATS side, and shadow
+// compares answers, so it needs the request pattern.
+func (r *Route) CheckStage(st Stage) error {
+	if _, err := ParseStage(string(st)); err != nil {
+		return err
+	}
+	if st != Legacy && r.Subject == nil {
+		return fmt.Errorf("stage %s needs a nats section", st)
+	}
+	if st != NATS && r.Upstream == nil {
+		return fmt.Errorf("stage %s needs an upstream", st)
+	}
+	if st == Shadow && r.Pattern != Request {
+		return fmt.Errorf("shadow compares answers, so it needs nats.pattern request, not %s", r.Pattern)
+	}
+	return nil
+}
+
 // Upstream is a compiled legacy service.
 type Upstream struct {
 	Name    string
@@ -322,6 +341,7 @@ func (c *compiler) fillDefaults(cfg *Config) {
 	setDefault(&cfg.Defaults.Timeout, Duration(DefaultTimeout))
 	setDefault(&cfg.Defaults.MaxBody, ByteSize(DefaultMaxBody))
 	setDefault(&cfg.Defaults.MaxSubject, ByteSize(DefaultMaxSubject))
+	setDefault(&cfg.Defaults.ShadowMaxInflight, 100)
 }
 
 // flatten undoes errors.Join, so two reports merge into one sorted list.
@@ -500,14 +520,9 @@ func (c *compiler) routeCutover(p string, r *Route, rc RouteConfig) {
 		c.fail(p, "a route needs nats, an upstream, or both")
 		return
 	}
-	if r.Cutover != Legacy && !hasNATS {
-		c.fail(p+".cutover", "stage %s needs a nats section", r.Cutover)
-	}
-	if r.Cutover != NATS && !hasUp {
-		c.fail(p+".cutover", "stage %s needs an upstream", r.Cutover)
-	}
-	if r.Cutover == Shadow && hasNATS && r.Pattern != Request {
-		c.fail(p+".cutover", "shadow compares answers, so it needs nats.pattern request, not %s", r.Pattern)
+	sideFailed := (rc.NATS != nil && r.Subject == nil) || (rc.Upstream != "" && r.Upstream == nil)
+	if err := r.CheckStage(r.Cutover); err != nil && !sideFailed {
+		c.fail(p+".cutover", "%v", err)
 	}
 	if rc.Fallback && !hasUp {
 		c.fail(p+".fallback", "fallback needs an upstream to fall back to")

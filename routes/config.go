@@ -159,6 +159,9 @@ type Defaults struct {
 	// MaxSubject bounds a rendered subject; over it the client gets 414.
 	// Default 256 bytes.
 	MaxSubject ByteSize `yaml:"max_subject"`
+	// ShadowMaxInflight bounds shadow copies in flight at once, over all
+	// routes; over it a copy is dropped and counted. Default 100.
+	ShadowMaxInflight int `yaml:"shadow_max_inflight"`
 }
 
 // UpstreamConfig is a legacy HTTP service.

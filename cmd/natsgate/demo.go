@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/configs"
+	"github.com/natsgate/natsgate/examples/legacy"
 	"github.com/natsgate/natsgate/examples/worker"
 	"github.com/natsgate/natsgate/gateway"
 	"github.com/natsgate/natsgate/routes"
@@ -27,6 +31,16 @@ func demo(stdout, stderr io.Writer, logFormat string, traffic bool) int {
 	if err != nil {
 		log.Error("demo cannot start", "error", err)
 		return 1
+	}
+	if up := t.Upstreams["legacy"]; up != nil {
+		ln, err := net.Listen("tcp", up.URL.Host)
+		if err != nil {
+			log.Error("demo legacy service cannot listen", "addr", up.URL.Host, "error", err)
+			return 1
+		}
+		legacySrv := &http.Server{Handler: legacy.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = legacySrv.Serve(ln) }()
+		defer legacySrv.Close()
 	}
 	natsURL := gw.Conn().ConnectedUrl()
 	for i := 1; i <= 2; i++ {
@@ -49,6 +63,9 @@ func demo(stdout, stderr io.Writer, logFormat string, traffic bool) int {
 	base := "http://" + gw.Addr()
 	fmt.Fprintf(stdout, "\nnatsgate demo: NATS at %s, gateway at %s, admin at http://%s\n\n", natsURL, base, gw.AdminAddr())
 	fmt.Fprint(stdout, strings.ReplaceAll(demoCurls, "BASE", base))
+	fmt.Fprintf(stdout, "  # routes, stages and breakers; move get-profile to shadow at run time\n")
+	fmt.Fprintf(stdout, "  curl -s http://%s/admin/routes\n", gw.AdminAddr())
+	fmt.Fprintf(stdout, "  curl -s -X PUT -H 'Authorization: Bearer %s' -d '{\"cutover\":\"shadow\"}' http://%s/admin/routes/get-profile/cutover\n", t.Config.Admin.Token, gw.AdminAddr())
 	fmt.Fprintf(stdout, "  curl -s http://%s/metrics | grep natsgate_http_requests_total\n\nCtrl-C stops the demo.\n\n", gw.AdminAddr())
 	return waitAndStop(gw, "", t.Config.HTTP.ShutdownGrace)
 }
@@ -56,6 +73,9 @@ func demo(stdout, stderr io.Writer, logFormat string, traffic bool) int {
 const demoCurls = `Try:
   # request-reply to a queue group of two workers
   curl -i BASE/users/42
+  # a route still on the legacy service, and the catch-all to it
+  curl -i BASE/profiles/42
+  curl -i BASE/version
   # a worker's error mapped to a status (404 problem body)
   curl -i BASE/users/0
   # a bad path parameter never reaches NATS (400)

@@ -23,9 +23,9 @@ const QueueGroup = "natsgate-demo"
 type User struct {
 	ID   int    `json:"id"`
 	Name string `json:"name"`
-	// Worker names the instance that answered, to show the queue group
-	// spreading load.
-	Worker string `json:"worker,omitempty"`
+	// ServedBy names the instance that answered, to show the queue group
+	// spreading load. The demo's shadow comparison ignores it.
+	ServedBy string `json:"served_by,omitempty"`
 }
 
 // Options tune a worker.
@@ -89,7 +89,7 @@ func getUser(req micro.Request, instance string) {
 		_ = req.Error("404", fmt.Sprintf("no user %q", id), nil)
 		return
 	}
-	body, _ := json.Marshal(User{ID: n, Name: "user-" + id, Worker: instance})
+	body, _ := json.Marshal(User{ID: n, Name: "user-" + id, ServedBy: instance})
 	_ = req.Respond(body, micro.WithHeaders(micro.Headers{
 		"Content-Type":  {"application/json"},
 		"Server-Timing": {fmt.Sprintf("worker;dur=%.3f", float64(time.Since(start).Microseconds())/1000)},

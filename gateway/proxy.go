@@ -1,0 +1,167 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"time"
+
+	"github.com/natsgate/natsgate/metrics"
+	"github.com/natsgate/natsgate/routes"
+)
+
+// upstream is a legacy service: its transport (shared by every route that
+// proxies to it, so connections are reused) and its breaker.
+type upstream struct {
+	cfg       *routes.Upstream
+	transport http.RoundTripper
+	breaker   *breaker
+}
+
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil, // an upstream is reached directly, whatever the environment says
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+}
+
+// exchangeKey carries a request's exchange to the proxy's transport and
+// response hooks, which see only the outgoing request.
+type exchangeKey struct{}
+
+// newProxy builds the reverse proxy of one route. It uses Rewrite, not
+// Director, so a client's Connection header cannot strip the forwarding
+// headers; hop-by-hop headers are removed by ReverseProxy itself.
+func newProxy(up *upstream, m *metrics.Route, trusted []*net.IPNet) *httputil.ReverseProxy {
+	target := up.cfg.URL
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host // the legacy service sees the host the client asked for
+			if peerTrusted(pr.In.RemoteAddr, trusted) {
+				pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+			}
+			pr.SetXForwarded()
+			// SetURL joins the paths; keep the client's raw path when the
+			// upstream has no prefix, so escaping passes through unchanged.
+			if target.Path == "" || target.Path == "/" {
+				pr.Out.URL.Path, pr.Out.URL.RawPath = pr.In.URL.Path, pr.In.URL.RawPath
+			}
+		},
+		Transport: &proxyTransport{up: up, m: m},
+		ModifyResponse: func(resp *http.Response) error {
+			if ex, ok := resp.Request.Context().Value(exchangeKey{}).(*exchange); ok {
+				setServerTiming(resp.Header, ex)
+			}
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			// Leave the error to the route handler, which writes every
+			// problem body in one place.
+			if sw, ok := w.(*statusWriter); ok {
+				sw.proxyErr = err
+				return
+			}
+			w.WriteHeader(http.StatusBadGateway)
+		},
+		FlushInterval: -1, // stream bodies as they come
+		ErrorLog:      nil,
+	}
+}
+
+// proxyTransport times the upstream hop, applies the upstream's timeout and
+// breaker, and turns transport failures into natsgate's errors.
+type proxyTransport struct {
+	up *upstream
+	m  *metrics.Route
+}
+
+func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	done, err := t.up.breaker.allow()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), t.up.cfg.Timeout)
+	start := time.Now()
+	resp, err := t.up.transport.RoundTrip(req.WithContext(ctx))
+	d := time.Since(start)
+	ex, _ := req.Context().Value(exchangeKey{}).(*exchange)
+	if ex != nil {
+		ex.upstream = d
+	}
+	metrics.Observe(t.m.Upstream, d, "")
+	if err != nil {
+		cancel()
+		var tooLarge *http.MaxBytesError
+		switch {
+		case req.Context().Err() != nil:
+			err = ErrClientGone
+		case errors.As(err, &tooLarge):
+			err = wrapf(ErrBodyTooLarge, "the limit is %d bytes", tooLarge.Limit)
+		case errors.Is(err, context.DeadlineExceeded):
+			err = wrapf(ErrUpstreamTimeout, "upstream %s did not answer within %v", t.up.cfg.Name, t.up.cfg.Timeout)
+		default:
+			err = wrapf(ErrUpstream, "upstream %s: %v", t.up.cfg.Name, err)
+		}
+		done(err)
+		return nil, err
+	}
+	if resp.StatusCode >= 500 {
+		done(errServerError)
+	} else {
+		done(nil)
+	}
+	// The timeout covers the body too; cancel once it is read or closed.
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// peerTrusted reports whether the direct peer is a trusted proxy, whose
+// X-Forwarded-For may be kept.
+func peerTrusted(remoteAddr string, trusted []*net.IPNet) bool {
+	if len(trusted) == 0 {
+		return false
+	}
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false
+	}
+	for _, n := range trusted {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// cancelOnClose releases an upstream request's timeout once its response
+// body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// wrapf wraps a sentinel with a detail: errors.Is still finds the sentinel.
+func wrapf(sentinel error, format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{sentinel}, args...)...)
+}

@@ -1,0 +1,268 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/natsgate/natsgate/metrics"
+)
+
+// compareLimit bounds how much of each answer a shadow comparison keeps.
+// An answer larger than this is compared as an error, not guessed at.
+const compareLimit = 1 << 20
+
+// mismatchKeep is how many recent mismatches each route remembers, and
+// mismatchBody how much of each side's body a record keeps.
+const (
+	mismatchKeep = 20
+	mismatchBody = 2048
+)
+
+// Mismatch is one shadow comparison that differed, as GET
+// /admin/routes/{name}/mismatches shows it.
+type Mismatch struct {
+	At        time.Time `json:"at"`
+	RequestID string    `json:"request_id"`
+	Method    string    `json:"method"`
+	Path      string    `json:"path"`
+	Reason    string    `json:"reason"`
+	Legacy    Answer    `json:"legacy"`
+	NATS      Answer    `json:"nats"`
+}
+
+// Answer is one side of a shadow comparison, its body truncated.
+type Answer struct {
+	Status    int    `json:"status"`
+	Body      string `json:"body"`
+	Truncated bool   `json:"truncated,omitempty"`
+}
+
+// mismatches keeps the last few mismatches of each route.
+type mismatches struct {
+	mu     sync.Mutex
+	byName map[string][]Mismatch
+}
+
+func (m *mismatches) add(route string, mm Mismatch) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	list := append(m.byName[route], mm)
+	if len(list) > mismatchKeep {
+		list = list[len(list)-mismatchKeep:]
+	}
+	m.byName[route] = list
+}
+
+func (m *mismatches) list(route string) []Mismatch {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Mismatch, len(m.byName[route]))
+	copy(out, m.byName[route])
+	return out
+}
+
+// capture keeps up to limit bytes of what passes through it.
+type capture struct {
+	buf       bytes.Buffer
+	limit     int
+	truncated bool
+}
+
+func (c *capture) Write(p []byte) (int, error) {
+	if room := c.limit - c.buf.Len(); room < len(p) {
+		c.truncated = true
+		if room > 0 {
+			c.buf.Write(p[:room])
+		}
+		return len(p), nil
+	}
+	return c.buf.Write(p)
+}
+
+type teeBody struct {
+	io.Reader
+	io.Closer
+}
+
+// shadowable reports whether a request may be copied to NATS: only GET and
+// HEAD, unless the route opts in with shadow_unsafe.
+func (h *routeHandler) shadowable(r *http.Request) bool {
+	return h.rt.ShadowUnsafe || r.Method == http.MethodGet || r.Method == http.MethodHead
+}
+
+// serveShadow lets the upstream answer the client, then sends NATS a copy
+// in the background and compares the two answers. The copy is never on
+// the client's path: it starts after the legacy answer is written, and
+// when too many copies are in flight it is dropped and counted.
+func (h *routeHandler) serveShadow(w *statusWriter, r *http.Request, ex *exchange) error {
+	if !h.shadowable(r) {
+		return h.serveLegacy(w, r, ex)
+	}
+	// What the copy needs is taken now, while the request is ours.
+	var reqBody *capture
+	if r.Body != nil && r.Body != http.NoBody {
+		reqBody = &capture{limit: int(h.rt.MaxBody)}
+		r.Body = teeBody{Reader: io.TeeReader(r.Body, reqBody), Closer: r.Body}
+	}
+	w.capture = &capture{limit: compareLimit}
+	names, values, perr := pathParams(r, h.rt.Params)
+	hdr := requestHeader(h.rt, r, ex.reqID, names, values)
+	hdr[HeaderShadow] = []string{"true"}
+	method, path := r.Method, r.URL.EscapedPath()
+
+	if err := h.serveLegacy(w, r, ex); err != nil {
+		return err // no legacy answer: nothing to compare against
+	}
+	legacy := Answer{Status: w.status, Truncated: w.capture.truncated}
+	legacyBody := w.capture.buf.Bytes()
+
+	gw := h.gw
+	select {
+	case gw.shadowSem <- struct{}{}:
+	default:
+		gw.shadowResult(h.rt.Name, metrics.ShadowDropped)
+		return nil
+	}
+	ex.shadowed = true
+	go func() {
+		defer func() { <-gw.shadowSem }()
+		rec := Mismatch{At: time.Now().UTC(), RequestID: ex.reqID, Method: method, Path: path}
+		var body []byte
+		if reqBody != nil {
+			if reqBody.truncated {
+				gw.shadowResult(h.rt.Name, metrics.ShadowError)
+				return
+			}
+			body = reqBody.buf.Bytes()
+		}
+		if perr != nil {
+			gw.shadowResult(h.rt.Name, metrics.ShadowError)
+			return
+		}
+		nats, err := h.shadowCopy(names, values, hdr, body)
+		if err != nil {
+			rec.Reason = "the NATS copy failed: " + err.Error()
+			rec.Legacy = truncate(legacy, legacyBody)
+			gw.shadowResult(h.rt.Name, metrics.ShadowError)
+			gw.mismatches.add(h.rt.Name, rec)
+			return
+		}
+		if legacy.Truncated {
+			gw.shadowResult(h.rt.Name, metrics.ShadowError)
+			return
+		}
+		reason := compareAnswers(legacy.Status, legacyBody, nats.status, nats.body, h.rt.ShadowIgnore)
+		if reason == "" {
+			gw.shadowResult(h.rt.Name, metrics.ShadowMatch)
+			return
+		}
+		rec.Reason = reason
+		rec.Legacy = truncate(legacy, legacyBody)
+		rec.NATS = truncate(Answer{Status: nats.status}, nats.body)
+		gw.mismatches.add(h.rt.Name, rec)
+		gw.shadowResult(h.rt.Name, metrics.ShadowMismatch)
+	}()
+	return nil
+}
+
+// shadowCopy sends the copy and maps its reply like any other. The worker
+// sees Http-Shadow: true, so it can skip side effects.
+func (h *routeHandler) shadowCopy(names, values []string, hdr nats.Header, body []byte) (reply, error) {
+	subject, err := h.rt.Subject.Render(names, values, h.rt.MaxSubject)
+	if err != nil {
+		return reply{}, err
+	}
+	nc := h.gw.nc
+	if !nc.IsConnected() {
+		return reply{}, ErrDisconnected
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.rt.Timeout)
+	defer cancel()
+	t0 := time.Now()
+	resp, err := nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Header: hdr, Data: body})
+	h.m.NATS.Observe(time.Since(t0).Seconds())
+	if err != nil {
+		return reply{}, err
+	}
+	rep := mapReply(resp)
+	if rep.workerTime >= 0 {
+		h.m.Worker.Observe(rep.workerTime.Seconds())
+	}
+	if rep.workerErr != nil {
+		rep.body = nil
+	}
+	return rep, nil
+}
+
+// compareAnswers says how two answers differ, or "" when they match. The
+// status must be equal; bodies are compared for answers below 400 only
+// (error bodies differ in form by nature). Two JSON bodies are compared as
+// data, so key order and white space do not count, with ignored fields
+// removed first; other bodies byte for byte.
+func compareAnswers(legacyStatus int, legacyBody []byte, natsStatus int, natsBody []byte, ignore [][]string) string {
+	if legacyStatus != natsStatus {
+		return fmt.Sprintf("status: legacy %d, nats %d", legacyStatus, natsStatus)
+	}
+	if legacyStatus >= 400 {
+		return ""
+	}
+	var a, b any
+	if json.Unmarshal(legacyBody, &a) == nil && json.Unmarshal(natsBody, &b) == nil {
+		for _, path := range ignore {
+			a, b = dropField(a, path), dropField(b, path)
+		}
+		if reflect.DeepEqual(a, b) {
+			return ""
+		}
+		return "body: JSON differs"
+	}
+	if bytes.Equal(legacyBody, natsBody) {
+		return ""
+	}
+	return "body: bytes differ"
+}
+
+// dropField removes a dotted field path from decoded JSON; in arrays it
+// applies to every element.
+func dropField(v any, path []string) any {
+	if len(path) == 0 {
+		return v
+	}
+	switch t := v.(type) {
+	case map[string]any:
+		if len(path) == 1 {
+			delete(t, path[0])
+		} else if child, ok := t[path[0]]; ok {
+			t[path[0]] = dropField(child, path[1:])
+		}
+	case []any:
+		for i := range t {
+			t[i] = dropField(t[i], path)
+		}
+	}
+	return v
+}
+
+func truncate(a Answer, body []byte) Answer {
+	if len(body) > mismatchBody {
+		body, a.Truncated = body[:mismatchBody], true
+	}
+	a.Body = string(body)
+	return a
+}
+
+// shadowResult counts a shadow outcome. Every outcome passes here.
+func (s *Server) shadowResult(route, result string) {
+	s.metrics.ShadowComparisons.WithLabelValues(route, result).Inc()
+}
+
+// Mismatches returns a route's recent shadow mismatches, oldest first.
+func (s *Server) Mismatches(route string) []Mismatch { return s.mismatches.list(route) }
