@@ -76,7 +76,7 @@ func Parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 		return nil, &FieldError{File: file, Msg: "the file is empty"}
 	}
 	var errs []error
-	w := walker{src: src, lookupEnv: lookupEnv, errs: &errs}
+	w := walker{src: src, lookupEnv: lookupEnv, errs: &errs, expanded: map[*yaml.Node]bool{}}
 	w.walk(root.Content[0], reflect.TypeFor[Config](), "")
 	if err := root.Content[0].Decode(cfg); err != nil {
 		var te *yaml.TypeError
@@ -103,6 +103,10 @@ type walker struct {
 	src       *source
 	lookupEnv func(string) (string, bool)
 	errs      *[]error
+	// expanded holds the scalars already expanded: a node reached again
+	// through an alias must not be expanded a second time, or a variable's
+	// value holding "${...}" would be expanded in turn.
+	expanded map[*yaml.Node]bool
 }
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
@@ -122,17 +126,7 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		w.record(path, n)
 		switch t.Kind() {
 		case reflect.Struct:
-			fields := yamlFields(t)
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				k, v := n.Content[i], n.Content[i+1]
-				child := joinPath(path, k.Value)
-				f, ok := fields[k.Value]
-				if !ok {
-					*w.errs = append(*w.errs, w.src.fieldError(nil, child, k.Line, "unknown field"+suggest(k.Value, fields)))
-					continue
-				}
-				w.walk(v, f, child)
-			}
+			w.walkFields(n, yamlFields(t), path)
 		case reflect.Map:
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				k, v := n.Content[i], n.Content[i+1]
@@ -149,6 +143,37 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	}
 }
 
+// walkFields visits the keys of a mapping decoded into a struct. A merge
+// key ("<<: *base") brings in the keys of the mapping, or mappings, it
+// names, as the decoder will.
+func (w walker) walkFields(n *yaml.Node, fields map[string]reflect.Type, path string) {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
+			merged := []*yaml.Node{v}
+			if v.Kind == yaml.SequenceNode {
+				merged = v.Content
+			}
+			for _, m := range merged {
+				if m.Kind == yaml.AliasNode && m.Alias != nil {
+					m = m.Alias
+				}
+				if m.Kind == yaml.MappingNode {
+					w.walkFields(m, fields, path)
+				}
+			}
+			continue
+		}
+		child := joinPath(path, k.Value)
+		f, ok := fields[k.Value]
+		if !ok {
+			*w.errs = append(*w.errs, w.src.fieldError(nil, child, k.Line, "unknown field"+suggest(k.Value, fields)))
+			continue
+		}
+		w.walk(v, f, child)
+	}
+}
+
 func (w walker) record(path string, n *yaml.Node) {
 	if path == "" {
 		return
@@ -160,9 +185,10 @@ func (w walker) record(path string, n *yaml.Node) {
 // expand replaces ${VAR} in a scalar with the variable's value. Only plain
 // and quoted scalars are expanded, and the node keeps its line.
 func (w walker) expand(n *yaml.Node, path string) {
-	if !strings.Contains(n.Value, "${") {
+	if w.expanded[n] || !strings.Contains(n.Value, "${") {
 		return
 	}
+	w.expanded[n] = true
 	n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
 		name := ref[2 : len(ref)-1]
 		v, ok := w.lookupEnv(name)
@@ -171,10 +197,13 @@ func (w walker) expand(n *yaml.Node, path string) {
 		}
 		return v
 	})
-	if n.Tag == "!!str" || n.Style != 0 {
+	// A quoted or explicitly tagged value stays a string. The parser gives
+	// a plain scalar the tag it resolved ("!!str" for "${N}"), so clear it
+	// to let yaml resolve the expanded text (an int, a bool) anew.
+	if n.Style != 0 {
 		return
 	}
-	n.Tag = "" // let yaml resolve the expanded text (an int, a bool) anew
+	n.Tag = ""
 }
 
 func joinPath(path, key string) string {
@@ -277,15 +306,27 @@ var yamlLine = regexp.MustCompile(`line (\d+): `)
 func (s *source) typeError(cfg *Config, msg string) *FieldError {
 	line := yamlErrorLine(msg)
 	msg = cleanYAMLError(msg)
-	path := ""
+	// A scalar on the line whose value the message quotes is the field; a
+	// mapping or sequence where a scalar belongs ("method: [GET]") is the
+	// last (innermost) collection on the line.
+	collection := strings.Contains(msg, "!!seq") || strings.Contains(msg, "!!map")
+	scalarPath, collectionPath := "", ""
 	for _, p := range s.keyOrder {
 		pos := s.positions[p]
-		if pos.line != line || pos.value == "" {
+		if pos.line != line {
 			continue
 		}
-		if path == "" || strings.Contains(msg, strconv.Quote(pos.value)) || strings.Contains(msg, "`"+pos.value+"`") {
-			path = p
+		if pos.value == "" {
+			collectionPath = p
+			continue
 		}
+		if scalarPath == "" || strings.Contains(msg, strconv.Quote(pos.value)) || strings.Contains(msg, "`"+pos.value+"`") {
+			scalarPath = p
+		}
+	}
+	path := scalarPath
+	if path == "" || (collection && collectionPath != "") {
+		path = collectionPath
 	}
 	return s.fieldError(cfg, path, line, msg)
 }
