@@ -1,0 +1,220 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/natsgate/natsgate/internal/natstest"
+	"github.com/natsgate/natsgate/metrics"
+	"github.com/natsgate/natsgate/routes"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// benchConfig is the route the hot-path benchmarks serve: one path
+// parameter, a rendered subject and a forwarded header, as a typical
+// request route has. The access log is off: its cost is the log sink's.
+const benchConfig = `
+log: {access: false}
+routes:
+  - name: get-user
+    method: GET
+    path: /users/{id}
+    forward_headers: [Authorization]
+    nats: {subject: "users.{id}.get", timeout: 2s}
+`
+
+// benchReply is what the worker answers, with the headers a micro worker
+// typically sets.
+func benchReply() *nats.Msg {
+	return &nats.Msg{
+		Data: []byte(`{"id":7,"name":"user-7"}`),
+		Header: nats.Header{
+			"Content-Type":  {"application/json"},
+			"Server-Timing": {"worker;dur=0.012"},
+		},
+	}
+}
+
+func benchRequest(b *testing.B) *http.Request {
+	b.Helper()
+	r, err := http.NewRequest("GET", "http://gw/users/7?fields=name", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.Header.Set("Accept", "application/json")
+	r.Header.Set("Authorization", "Bearer x")
+	r.Header.Set("X-Request-Id", "bench-request-1")
+	return r
+}
+
+// discardWriter is a ResponseWriter that keeps nothing, so that the
+// benchmark counts the gateway's allocations and not a recorder's.
+type discardWriter struct {
+	h      http.Header
+	status int
+}
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) WriteHeader(code int)        { w.status = code }
+func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *discardWriter) reset() {
+	clear(w.h)
+	w.status = 0
+}
+
+func benchServer(b *testing.B, conn *nats.Conn) *Server {
+	b.Helper()
+	cfg, err := routes.Parse("bench.yaml", []byte(benchConfig), func(string) (string, bool) { return "", false })
+	if err != nil {
+		b.Fatal(err)
+	}
+	table, err := routes.Compile(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(context.Background(), Options{
+		Table:    table,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Registry: prometheus.NewRegistry(),
+		Conn:     conn,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+// BenchmarkHotPath measures the request path's own work, part by part and
+// as a whole, without the network: route match, subject render, header
+// mapping, reply mapping and metrics. BENCHMARKS.md quotes its allocs/op.
+func BenchmarkHotPath(b *testing.B) {
+	ns := natstest.RunServer(b)
+	s := benchServer(b, natstest.Connect(b, ns))
+	rt := s.Table().Route("get-user")
+	h := s.table.Load().handlers["get-user"]
+	req := benchRequest(b)
+	reply := benchReply()
+	names, values := []string{"id"}, []string{"7"}
+
+	b.Run("route-match", func(b *testing.B) {
+		// The same chi pattern the gateway compiles, with a handler that
+		// does nothing, so only the match and chi's route context count.
+		mux := chi.NewRouter()
+		mux.Method(rt.Method, rt.Path, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+		w := &discardWriter{h: http.Header{}}
+		b.ReportAllocs()
+		for b.Loop() {
+			mux.ServeHTTP(w, req)
+		}
+	})
+	b.Run("subject-render", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := rt.Subject.Render(names, values, rt.MaxSubject); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("request-header", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = requestHeader(rt, req, "bench-request-1", names, values)
+		}
+	})
+	b.Run("reply-map", func(b *testing.B) {
+		w := &discardWriter{h: http.Header{}}
+		b.ReportAllocs()
+		for b.Loop() {
+			w.reset()
+			rep := mapReply(reply)
+			for k, v := range rep.header {
+				w.h[k] = v
+			}
+		}
+	})
+	b.Run("all", func(b *testing.B) {
+		// Every part above in the order the handler runs them, with the
+		// worker's reply standing in for the NATS round trip.
+		mux := chi.NewRouter()
+		mux.Method(rt.Method, rt.Path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			names, values, err := pathParams(r, rt.Params)
+			if err != nil {
+				b.Fatal(err)
+			}
+			subject, err := rt.Subject.Render(names, values, rt.MaxSubject)
+			if err != nil {
+				b.Fatal(err)
+			}
+			h.m.Inflight.Inc()
+			msg := &nats.Msg{Subject: subject, Header: requestHeader(rt, r, "bench-request-1", names, values)}
+			_ = msg
+			rep := mapReply(reply)
+			hdr := w.Header()
+			for k, v := range rep.header {
+				hdr[k] = v
+			}
+			w.WriteHeader(rep.status)
+			_, _ = w.Write(rep.body)
+			h.m.NATS.Observe(0.0002)
+			h.m.Worker.Observe(rep.workerTime.Seconds())
+			h.m.Request(r.Method, metrics.BackendNATS, rep.status, time.Since(start), "")
+			h.m.Inflight.Dec()
+		}))
+		w := &discardWriter{h: http.Header{}}
+		b.ReportAllocs()
+		for b.Loop() {
+			w.reset()
+			mux.ServeHTTP(w, req)
+		}
+	})
+	b.Run("metrics", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			h.m.Inflight.Inc()
+			h.m.NATS.Observe(0.0002)
+			h.m.Worker.Observe(0.00001)
+			h.m.Request("GET", metrics.BackendNATS, 200, 300*time.Microsecond, "")
+			h.m.Inflight.Dec()
+		}
+	})
+}
+
+// BenchmarkHandler serves GET /users/7 through the public Handler, over a
+// real nats-server to a worker on its own connection. Its allocs/op are
+// process-wide: they include the worker's and the nats-server's
+// allocations, which run in this process too, so they are an upper bound
+// for the gateway's own.
+func BenchmarkHandler(b *testing.B) {
+	ns := natstest.RunServer(b)
+	worker := natstest.Connect(b, ns)
+	reply := benchReply()
+	sub, err := worker.QueueSubscribe("users.*.get", "workers", func(m *nats.Msg) {
+		_ = m.RespondMsg(reply)
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := worker.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	s := benchServer(b, natstest.Connect(b, ns))
+	handler := s.Handler()
+	req := benchRequest(b)
+	w := &discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		w.reset()
+		handler.ServeHTTP(w, req)
+		if w.status != http.StatusOK {
+			b.Fatalf("status %d", w.status)
+		}
+	}
+}
