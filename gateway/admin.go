@@ -21,8 +21,9 @@ import (
 // when admin.token is not set.
 const TokenEnv = "NATSGATE_ADMIN_TOKEN"
 
-// AdminHandler serves the admin listener: /healthz, /readyz, /metrics and
-// the admin API under /admin.
+// AdminHandler serves the admin listener: /healthz, /readyz, /metrics, the
+// admin API under /admin, and the dashboard at / with its data at
+// /admin/stats.
 func (s *Server) AdminHandler() http.Handler {
 	mux := chi.NewRouter()
 	mux.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -42,6 +43,7 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.Get("/admin/routes/{name}/mismatches", s.listMismatches)
 	mux.Put("/admin/routes/{name}/cutover", s.requireToken(s.putCutover))
 	mux.Delete("/admin/routes/{name}/cutover", s.requireToken(s.deleteCutover))
+	s.mountDashboard(mux)
 	mux.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, failure{status: http.StatusNotFound, kind: "not_found", detail: "no admin endpoint here"}, "", requestID(r))
 	})

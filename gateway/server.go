@@ -51,6 +51,7 @@ type Server struct {
 	log      *slog.Logger
 	reg      *prometheus.Registry
 	metrics  *metrics.Metrics
+	stats    *stats        // the last minute, for the dashboard
 	cfg      routes.Config // listeners and NATS, fixed for the process
 	nc       *nats.Conn
 	js       jetstream.JetStream
@@ -101,6 +102,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		shadowSem:   make(chan struct{}, opts.Table.Config.Defaults.ShadowMaxInflight),
 		mismatches:  mismatches{byName: map[string][]Mismatch{}},
 		upstreams:   map[string]*upstream{},
+		stats:       newStats(nil),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -336,7 +338,9 @@ func (s *Server) answerUnrouted(w http.ResponseWriter, r *http.Request, err erro
 
 // finish records a served request: metrics and the access log line.
 func (s *Server) finish(rt *routes.Route, m *metrics.Route, r *http.Request, ex *exchange) {
-	m.Request(r.Method, ex.backend, ex.status, time.Since(ex.start), traceID(r))
+	edge := time.Since(ex.start)
+	m.Request(r.Method, ex.backend, ex.status, edge, traceID(r))
+	s.stats.request(rt.Name, ex, edge)
 	s.accessLog(r, rt.Name, ex)
 }
 

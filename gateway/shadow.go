@@ -262,6 +262,7 @@ func truncate(a Answer, body []byte) Answer {
 // shadowResult counts a shadow outcome. Every outcome passes here.
 func (s *Server) shadowResult(route, result string) {
 	s.metrics.ShadowComparisons.WithLabelValues(route, result).Inc()
+	s.stats.shadow(route, result)
 }
 
 // Mismatches returns a route's recent shadow mismatches, oldest first.
