@@ -135,10 +135,16 @@ func mapReply(msg *nats.Msg) reply {
 			rep.status = n
 		}
 	}
+	connection := connectionTokens(msg.Header)
 	for k, v := range msg.Header {
 		canon := http.CanonicalHeaderKey(k)
 		switch {
-		case hopByHop[canon], strings.HasPrefix(canon, "Http-"), strings.HasPrefix(canon, "Nats-"):
+		// CanonicalHeaderKey leaves a name with a bad character as it is
+		// ("nats-x y"): such a name is dropped, so the prefix checks below
+		// always see the canonical form.
+		case !validHeaderName(canon), hopByHop[canon], connection[canon],
+			strings.HasPrefix(canon, "Http-"), strings.HasPrefix(canon, "Nats-"),
+			canon == HeaderRequestID, canon == HeaderBackend: // the gateway's own
 			continue
 		case canon == HeaderServerTiming:
 			rep.workerTime = workerDuration(v)
@@ -150,6 +156,42 @@ func mapReply(msg *nats.Msg) reply {
 		rep.header[canon] = v
 	}
 	return rep
+}
+
+// connectionTokens are the header names a Connection header lists: they
+// describe the worker's hop only (RFC 9110, 7.6.1).
+func connectionTokens(h nats.Header) map[string]bool {
+	var out map[string]bool
+	for k, vs := range h {
+		if http.CanonicalHeaderKey(k) != "Connection" {
+			continue
+		}
+		for _, v := range vs {
+			for tok := range strings.SplitSeq(v, ",") {
+				if tok = strings.TrimSpace(tok); tok != "" {
+					if out == nil {
+						out = map[string]bool{}
+					}
+					out[http.CanonicalHeaderKey(tok)] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// validHeaderName reports whether s is an HTTP field name (an RFC 9110
+// token).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // workerDuration finds "worker;dur=<ms>" in Server-Timing values, or -1.
