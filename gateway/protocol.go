@@ -208,7 +208,7 @@ func workerDuration(values []string) time.Duration {
 					continue
 				}
 				ms, err := strconv.ParseFloat(strings.Trim(val, `"`), 64)
-				if err != nil || ms < 0 || ms > 1e9 {
+				if err != nil || !(ms >= 0 && ms <= 1e9) { // NaN fails both
 					return -1
 				}
 				return time.Duration(ms * float64(time.Millisecond))
