@@ -74,6 +74,9 @@ func requestHeader(rt *routes.Route, r *http.Request, reqID string, names, value
 		}
 	}
 	for _, name := range rt.ForwardHeaders {
+		if _, own := h[name]; own {
+			continue // X-Request-Id and the like are the gateway's to set
+		}
 		if v := r.Header[name]; len(v) > 0 {
 			h[name] = v
 		}
