@@ -165,7 +165,10 @@
     row.badge.textContent = stage + (stage === 'canary' && percent != null ? ' ' + percent + '%' : '');
     row.override.textContent = a && a.overridden ? 'override (config: ' + a.config_stage + ')' : '';
     if (row.control) {
+      // Shown where the admin API takes changes; usable once a token is in.
       row.control.hidden = !writable;
+      for (const c of row.control.children) c.disabled = !token();
+      row.control.title = token() ? '' : 'paste the admin token above to change the stage';
       const editing = row.dirty || row.control.contains(document.activeElement);
       if (!editing) {
         row.select.value = stage;
@@ -219,7 +222,7 @@
       seg.style.width = (100 * v / total).toFixed(1) + '%'; // CSSOM, which the page's CSP allows
       row.bar.append(seg);
     }
-    const text = ['gw ' + ms(gw), 'nats ' + ms(transport)];
+    const text = ['gateway ' + ms(gw), 'transport ' + ms(transport)];
     if (worker != null) text.push('worker ' + ms(worker));
     if (h.upstream) text.push('upstream ' + ms(h.upstream.p50));
     row.hopText.textContent = text.join(' · ');
@@ -261,8 +264,8 @@
     nats.className = 'pill ' + (stats.nats_connected ? 'ok' : 'down');
     $('window').textContent = 'last ' + Math.round(stats.window_seconds) + ' s';
     $('updated').textContent = 'updated ' + new Date(stats.time).toLocaleTimeString();
-    $('auth').hidden = !stats.admin_writable;
-    const writable = stats.admin_writable && token() !== '';
+    const writable = admin && 'cutover_writable' in admin ? admin.cutover_writable : stats.admin_writable;
+    $('auth').hidden = !writable;
 
     const tbody = $('rows');
     const seen = new Set();
