@@ -121,7 +121,12 @@ func startProc(t testing.TB, name, path string, args ...string) *proc {
 	}()
 	t.Cleanup(func() {
 		p.Kill()
-		if t.Failed() || os.Getenv("E2E_LOGS") != "" {
+		if dir := os.Getenv("E2E_LOGS"); dir != "" {
+			// Keep every child's whole output for a look afterwards.
+			name := strings.NewReplacer("/", "_", " ", "_").Replace(fmt.Sprintf("%s-%s-%d.log", t.Name(), p.name, p.cmd.Process.Pid))
+			_ = os.WriteFile(filepath.Join(dir, name), []byte(p.out.String()), 0o644)
+		}
+		if t.Failed() {
 			t.Logf("--- output of %s (pid %d):\n%s", p.name, p.cmd.Process.Pid, tail(p.out.String(), 6000))
 		}
 	})

@@ -171,4 +171,3 @@ func TestJetStreamNoLossAcrossRestart(t *testing.T) {
 	assertStoredOnce(t, acked, ids)
 	t.Logf("%d keys, %d attempts, failures by status %v, %d messages stored", len(acked), attempts, failures, len(ids))
 }
-

@@ -13,12 +13,12 @@ import (
 // natsServer is a nats-server process. Restart brings it back on the same
 // ports and store directory.
 type natsServer struct {
-	t        testing.TB
-	name     string
-	port     int
-	monitor  int
-	conf     string
-	proc     *proc
+	t       testing.TB
+	name    string
+	port    int
+	monitor int
+	conf    string
+	proc    *proc
 }
 
 // natsOptions shape a nats-server's config file.
