@@ -2,17 +2,26 @@
 // against any NATS server:
 //
 //	go run ./cmd/sample-worker --nats nats://127.0.0.1:4222
+//
+// With --legacy ADDR it is instead the demo's legacy REST service, the
+// upstream natsgate proxies to (docker-compose.yml runs it so):
+//
+//	go run ./cmd/sample-worker --legacy 127.0.0.1:9001
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/natsgate/natsgate/examples/legacy"
 	"github.com/natsgate/natsgate/examples/worker"
 )
 
@@ -20,7 +29,12 @@ func main() {
 	url := flag.String("nats", nats.DefaultURL, "NATS server URL")
 	name := flag.String("name", "", "instance name shown in replies (default: host and pid)")
 	slow := flag.Duration("slow", 3*time.Second, "how long the slow endpoint takes")
+	legacyAddr := flag.String("legacy", "", "serve the demo's legacy REST API on this address instead of joining NATS")
 	flag.Parse()
+	if *legacyAddr != "" {
+		serveLegacy(*legacyAddr)
+		return
+	}
 	if *name == "" {
 		host, _ := os.Hostname()
 		*name = fmt.Sprintf("%s-%d", host, os.Getpid())
@@ -41,4 +55,22 @@ func main() {
 	<-sig
 	_ = svc.Stop()
 	_ = nc.Drain()
+}
+
+// serveLegacy serves the demo's legacy REST API until SIGINT or SIGTERM.
+func serveLegacy(addr string) {
+	srv := &http.Server{Addr: addr, Handler: legacy.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}()
+	fmt.Printf("legacy REST service on http://%s\n", addr)
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		fmt.Fprintln(os.Stderr, "sample-worker:", err)
+		os.Exit(1)
+	}
 }
