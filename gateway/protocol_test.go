@@ -1,0 +1,322 @@
+package gateway
+
+// Tests of the wire protocol as a worker in any language sees it: the
+// headers on the NATS message, and how reply headers come back over HTTP.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/natsgate/natsgate/internal/natstest"
+)
+
+// hostileHeaders are client headers that must never reach NATS: the
+// gateway's own Http-* and NATS or JetStream control headers.
+var hostileHeaders = http.Header{
+	"Nats-Msg-Id":                 {"client-chosen"},
+	"Nats-Rollup":                 {"all"},
+	"Nats-Expected-Last-Sequence": {"999"},
+	"Nats-Expected-Stream":        {"OTHER"},
+	"Nats-Ttl":                    {"1s"},
+	"Http-Status":                 {"500"},
+	"Http-Method":                 {"DELETE"},
+	"Http-Route":                  {"admin"},
+	"Http-Param-Id":               {"spoofed"},
+	"Http-Param-id":               {"spoofed"},
+}
+
+func headerDiff(got nats.Header, want map[string]string) string {
+	var diff []string
+	for k, v := range got {
+		if w, ok := want[k]; !ok {
+			diff = append(diff, fmt.Sprintf("unexpected %s: %q", k, v))
+		} else if len(v) != 1 || v[0] != w {
+			diff = append(diff, fmt.Sprintf("%s: %q, want %q", k, v, w))
+		}
+	}
+	for k, w := range want {
+		if _, ok := got[k]; !ok {
+			diff = append(diff, fmt.Sprintf("missing %s: %q", k, w))
+		}
+	}
+	sort.Strings(diff)
+	return strings.Join(diff, "\n")
+}
+
+func TestRequestHeadersOnTheWire(t *testing.T) {
+	ns := natstest.RunServer(t)
+	gw := startGateway(t, ns, `
+routes:
+  - name: update-user
+    method: POST
+    path: /orgs/{org}/users/{userId}
+    forward_headers: [X-Tenant]
+    nats: {subject: "orgs.{org}.users.{userId}", timeout: 5s}
+`)
+	worker := natstest.Connect(t, ns)
+	got := make(chan *nats.Msg, 1)
+	respond(t, worker, "orgs.>", func(m *nats.Msg) *nats.Msg {
+		got <- m
+		return &nats.Msg{Data: []byte("ok")}
+	})
+
+	body := []byte("binary \x00\x01\xff body")
+	h := http.Header{
+		"Content-Type":  {"application/octet-stream"},
+		"Accept":        {"application/json"},
+		"Traceparent":   {"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+		"Tracestate":    {"vendor=opaque"},
+		"X-Tenant":      {"acme"},
+		"X-Request-Id":  {"rid-1"},
+		"X-Other":       {"not forwarded"},
+		"Authorization": {"Bearer not-forwarded"},
+		"Cookie":        {"session=not-forwarded"},
+	}
+	for k, v := range hostileHeaders {
+		h[k] = v
+	}
+	resp, _ := do(t, "POST", gw.URL+"/orgs/acme%2Dco/users/7?a=1&b=%20x", bytes.NewReader(body), h)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	var m *nats.Msg
+	select {
+	case m = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the worker got nothing")
+	}
+	if m.Subject != "orgs.acme-co.users.7" {
+		t.Errorf("subject %q", m.Subject)
+	}
+	if !bytes.Equal(m.Data, body) {
+		t.Errorf("data %q, want the body unchanged %q", m.Data, body)
+	}
+	want := map[string]string{
+		"Http-Method":       "POST",
+		"Http-Path":         "/orgs/acme%2Dco/users/7", // raw, as the client sent it
+		"Http-Query":        "a=1&b=%20x",
+		"Http-Route":        "update-user",
+		"Http-Param-org":    "acme-co", // unescaped, the name as in the pattern
+		"Http-Param-userId": "7",
+		"X-Request-Id":      "rid-1",
+		"Content-Type":      "application/octet-stream",
+		"Accept":            "application/json",
+		"traceparent":       "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+		"tracestate":        "vendor=opaque",
+		"X-Tenant":          "acme",
+	}
+	if d := headerDiff(m.Header, want); d != "" {
+		t.Errorf("NATS header:\n%s", d)
+	}
+}
+
+// Without a query string, a body or optional headers, only the protocol's
+// headers are set, and the gateway makes up a request id.
+func TestRequestHeadersMinimal(t *testing.T) {
+	ns := natstest.RunServer(t)
+	gw := startGateway(t, ns, `
+routes:
+  - name: ping
+    method: GET
+    path: /ping
+    nats: {subject: ping, timeout: 5s}
+`)
+	worker := natstest.Connect(t, ns)
+	got := make(chan *nats.Msg, 1)
+	respond(t, worker, "ping", func(m *nats.Msg) *nats.Msg {
+		got <- m
+		return &nats.Msg{}
+	})
+	req, err := http.NewRequest("GET", gw.URL+"/ping", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept-Encoding", "identity") // the client adds gzip otherwise; not forwarded either way
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	m := <-got
+	id := resp.Header.Get("X-Request-Id")
+	if id == "" {
+		t.Fatal("no X-Request-Id in the response")
+	}
+	want := map[string]string{"Http-Method": "GET", "Http-Path": "/ping", "Http-Route": "ping", "X-Request-Id": id}
+	if d := headerDiff(m.Header, want); d != "" {
+		t.Errorf("NATS header:\n%s", d)
+	}
+	if len(m.Data) != 0 {
+		t.Errorf("data %q, want none", m.Data)
+	}
+}
+
+// Client-sent control headers do not reach a publish subscriber nor a
+// JetStream stream: a stream would obey Nats-Expected-*, Nats-Rollup,
+// Nats-TTL and deduplicate on Nats-Msg-Id.
+func TestControlHeadersNeverReachNATS(t *testing.T) {
+	ns := natstest.RunServer(t)
+	gw := startGateway(t, ns, `
+nats:
+  streams:
+    - name: ORDERS
+      subjects: [orders.>]
+routes:
+  - name: post-event
+    method: POST
+    path: /events
+    nats: {subject: events.created, pattern: publish}
+  - name: create-order
+    method: POST
+    path: /orders
+    nats: {subject: orders.created, pattern: jetstream}
+`)
+	nc := natstest.Connect(t, ns)
+	sub, err := nc.SubscribeSync("events.created")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	resp, body := do(t, "POST", gw.URL+"/events", strings.NewReader("e"), hostileHeaders)
+	if resp.StatusCode != 202 {
+		t.Fatalf("publish: %d %s", resp.StatusCode, body)
+	}
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkNoClientControl(t, "publish", m.Header)
+
+	// Both POSTs carry the same Nats-Msg-Id and a wrong expected sequence:
+	// leaked, the first would be refused and the second deduplicated.
+	for i := 1; i <= 2; i++ {
+		resp, body := do(t, "POST", gw.URL+"/orders", strings.NewReader(fmt.Sprint(i)), hostileHeaders)
+		if resp.StatusCode != 202 || !strings.Contains(body, fmt.Sprintf(`"seq":%d`, i)) || !strings.Contains(body, `"duplicate":false`) {
+			t.Fatalf("jetstream POST %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stream, err := js.Stream(ctx, "ORDERS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= 2; seq++ {
+		sm, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("message %d: %v (a rollup would have removed it)", seq, err)
+		}
+		checkNoClientControl(t, fmt.Sprintf("stored message %d", seq), sm.Header)
+	}
+}
+
+func checkNoClientControl(t *testing.T, what string, h nats.Header) {
+	t.Helper()
+	for k, v := range h {
+		lower := strings.ToLower(k)
+		if strings.HasPrefix(lower, "nats-") {
+			t.Errorf("%s: client header %s: %q reached NATS", what, k, v)
+		}
+		if strings.HasPrefix(lower, "http-") && len(v) == 1 && (v[0] == "spoofed" || v[0] == "DELETE" || v[0] == "admin" || v[0] == "500") {
+			t.Errorf("%s: client header %s: %q reached NATS", what, k, v)
+		}
+	}
+	if h.Get("Http-Method") != "POST" {
+		t.Errorf("%s: Http-Method %q, want the gateway's POST", what, h.Get("Http-Method"))
+	}
+}
+
+// Reply headers become response headers, except the protocol's own and
+// hop-by-hop ones; the worker's Server-Timing joins the gateway's.
+func TestReplyHeaders(t *testing.T) {
+	ns := natstest.RunServer(t)
+	gw := startGateway(t, ns, `
+routes:
+  - name: create-user
+    method: POST
+    path: /users
+    nats: {subject: users.create, timeout: 5s}
+`)
+	worker := natstest.Connect(t, ns)
+	respond(t, worker, "users.create", func(m *nats.Msg) *nats.Msg {
+		return &nats.Msg{Data: []byte(`{"id":1}`), Header: nats.Header{
+			"Http-Status":        {"201"},
+			"Content-Type":       {"application/json"},
+			"Location":           {"/users/1"},
+			"X-Custom":           {"a", "b"},
+			"Nats-Msg-Id":        {"leak"},
+			"Http-Route":         {"leak"},
+			"Connection":         {"X-Hop"},
+			"X-Hop":              {"leak"},
+			"Keep-Alive":         {"timeout=1"},
+			"Content-Length":     {"9999"},
+			"X-Request-Id":       {"worker-id"},
+			"X-Natsgate-Backend": {"leak"},
+			"Server-Timing":      {"worker;dur=3"},
+		}}
+	})
+	resp, body := do(t, "POST", gw.URL+"/users", strings.NewReader("{}"), http.Header{"X-Request-Id": {"client-id"}})
+	if resp.StatusCode != 201 || body != `{"id":1}` {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	for k, want := range map[string]string{"Content-Type": "application/json", "Location": "/users/1", "X-Request-Id": "client-id", "Content-Length": "8"} {
+		if got := resp.Header.Get(k); got != want {
+			t.Errorf("%s: %q, want %q", k, got, want)
+		}
+	}
+	if got := resp.Header.Values("X-Custom"); strings.Join(got, ",") != "a,b" {
+		t.Errorf("X-Custom %q, want both values", got)
+	}
+	for k, v := range resp.Header {
+		lower := strings.ToLower(k)
+		if strings.HasPrefix(lower, "nats-") || strings.HasPrefix(lower, "http-") || k == "X-Hop" || k == "Keep-Alive" {
+			t.Errorf("reply header %s: %q leaked to the client", k, v)
+		}
+	}
+	if b := resp.Header.Get("X-Natsgate-Backend"); b != "nats" {
+		t.Errorf("X-Natsgate-Backend %q, want the gateway's nats", b)
+	}
+	st := resp.Header.Get("Server-Timing")
+	for _, part := range []string{"edge;dur=", "nats;dur=", "worker;dur=3"} {
+		if !strings.Contains(st, part) {
+			t.Errorf("Server-Timing %q lacks %q", st, part)
+		}
+	}
+}
+
+// The body reaches the worker byte for byte, declared or chunked.
+func TestBodyUnchanged(t *testing.T) {
+	ns := natstest.RunServer(t)
+	gw := startGateway(t, ns, `
+routes:
+  - name: echo
+    method: PUT
+    path: /echo
+    nats: {subject: echo, timeout: 5s}
+`)
+	worker := natstest.Connect(t, ns)
+	respond(t, worker, "echo", func(m *nats.Msg) *nats.Msg { return &nats.Msg{Data: m.Data} })
+	payload := bytes.Repeat([]byte("0123456789abcdef\x00\xff"), 4000)
+	for name, r := range map[string]io.Reader{"declared": bytes.NewReader(payload), "chunked": io.MultiReader(bytes.NewReader(payload))} {
+		resp, body := do(t, "PUT", gw.URL+"/echo", r, nil)
+		if resp.StatusCode != 200 || body != string(payload) {
+			t.Errorf("%s: %d, %d bytes back of %d", name, resp.StatusCode, len(body), len(payload))
+		}
+	}
+}
