@@ -296,7 +296,9 @@ func (s *Server) Handler() http.Handler {
 		if n := s.inflight.Add(1); s.maxInflight > 0 && n > s.maxInflight {
 			s.inflight.Add(-1)
 			s.metrics.Rejected.WithLabelValues("inflight_limit").Inc()
-			writeProblem(w, r, classify(fmt.Errorf("%w: the limit is %d", ErrOverloaded, s.maxInflight)), "", requestID(r))
+			reqID := requestID(r)
+			w.Header()[HeaderRequestID] = []string{reqID}
+			writeProblem(w, r, classify(fmt.Errorf("%w: the limit is %d", ErrOverloaded, s.maxInflight)), "", reqID)
 			return
 		}
 		defer s.inflight.Add(-1)
