@@ -708,3 +708,56 @@ routes:
 		})
 	}
 }
+
+// Over http.max_inflight a request is refused at once with 503, and the
+// problem still names the request id the client sent.
+func TestOverloaded(t *testing.T) {
+	ns := natstest.RunServer(t)
+	gw := startGateway(t, ns, `
+http:
+  max_inflight: 1
+routes:
+  - name: slow
+    method: GET
+    path: /slow
+    nats: {subject: slow, timeout: 5s}
+`)
+	worker := natstest.Connect(t, ns)
+	holding := make(chan struct{}, 1)
+	release := make(chan struct{})
+	respond(t, worker, "slow", func(*nats.Msg) *nats.Msg {
+		holding <- struct{}{}
+		<-release
+		return &nats.Msg{Data: []byte("done")}
+	})
+	first := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(gw.URL + "/slow")
+		if err != nil {
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	select {
+	case <-holding:
+	case <-time.After(5 * time.Second):
+		close(release)
+		t.Fatal("the first request never reached the worker")
+	}
+	var resp *http.Response
+	var body string
+	took := elapsed(func() { resp, body = do(t, "GET", gw.URL+"/slow", nil, http.Header{"X-Request-Id": {"second"}}) })
+	close(release)
+	p := checkProblem(t, resp, body, 503, nil)
+	if p["kind"] != "overloaded" || resp.Header.Get("X-Request-Id") != "second" {
+		t.Errorf("kind %v, X-Request-Id %q", p["kind"], resp.Header.Get("X-Request-Id"))
+	}
+	if took > notAHang {
+		t.Errorf("refused after %v, want at once", took)
+	}
+	if code := <-first; code != 200 {
+		t.Errorf("the first request got %d, want 200", code)
+	}
+}
