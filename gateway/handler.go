@@ -199,14 +199,14 @@ func (h *routeHandler) request(ctx context.Context, w *statusWriter, r *http.Req
 	t0 := time.Now()
 	resp, err := h.gw.nc.RequestMsgWithContext(ctx, msg)
 	ex.nats = time.Since(t0)
-	h.m.NATS.Observe(ex.nats.Seconds())
+	metrics.Observe(h.m.NATS, ex.nats, traceID(r))
 	if err != nil {
 		return natsError(r, err)
 	}
 	rep := mapReply(resp)
 	if rep.workerTime >= 0 {
 		ex.worker = rep.workerTime
-		h.m.Worker.Observe(rep.workerTime.Seconds())
+		metrics.Observe(h.m.Worker, rep.workerTime, traceID(r))
 	}
 	if rep.workerErr != nil {
 		return rep.workerErr
@@ -233,7 +233,7 @@ func (h *routeHandler) publish(ctx context.Context, w *statusWriter, r *http.Req
 		err = nc.FlushWithContext(ctx)
 	}
 	ex.nats = time.Since(t0)
-	h.m.NATS.Observe(ex.nats.Seconds())
+	metrics.Observe(h.m.NATS, ex.nats, traceID(r))
 	if err != nil {
 		return natsError(r, err)
 	}
@@ -252,7 +252,7 @@ func (h *routeHandler) jetstream(ctx context.Context, w *statusWriter, r *http.R
 	t0 := time.Now()
 	ack, err := h.gw.js.PublishMsg(ctx, msg)
 	ex.nats = time.Since(t0)
-	h.m.NATS.Observe(ex.nats.Seconds())
+	metrics.Observe(h.m.NATS, ex.nats, traceID(r))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoStreamResponse) {
 			return ErrNoStream

@@ -99,7 +99,7 @@ func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if ex != nil {
 		ex.upstream = d
 	}
-	metrics.Observe(t.m.Upstream, d, "")
+	metrics.Observe(t.m.Upstream, d, traceID(req))
 	if err != nil {
 		cancel()
 		var tooLarge *http.MaxBytesError

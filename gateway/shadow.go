@@ -188,11 +188,13 @@ func (h *routeHandler) shadowCopy(names, values []string, hdr nats.Header, body 
 	defer cancel()
 	t0 := time.Now()
 	resp, err := nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Header: hdr, Data: body})
-	h.m.NATS.Observe(time.Since(t0).Seconds())
+	hop := time.Since(t0)
+	h.m.NATS.Observe(hop.Seconds())
 	if err != nil {
 		return reply{}, err
 	}
 	rep := mapReply(resp)
+	h.gw.stats.hops(h.rt.Name, hop, rep.workerTime) // the dashboard's NATS side during shadow
 	if rep.workerTime >= 0 {
 		h.m.Worker.Observe(rep.workerTime.Seconds())
 	}

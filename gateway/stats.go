@@ -158,6 +158,19 @@ func (s *stats) request(route string, ex *exchange, edge time.Duration) {
 	}
 }
 
+// hops records the NATS hop and the worker's time (-1: not reported) of a
+// call no client waited on: a shadow copy.
+func (s *stats) hops(route string, nats, worker time.Duration) {
+	sl := s.route(route).slot(s.epoch(s.now()))
+	if sl == nil {
+		return
+	}
+	sl.latency[seriesNATSHop][latencyBucket(nats)].Add(1)
+	if worker >= 0 {
+		sl.latency[seriesWorker][latencyBucket(worker)].Add(1)
+	}
+}
+
 // shadow records a shadow comparison's result (metrics.ShadowMatch, …).
 func (s *stats) shadow(route, result string) {
 	i := -1

@@ -178,6 +178,14 @@ func TestStatsShadow(t *testing.T) {
 	if sh.MatchRate == nil || *sh.MatchRate != 0.95 {
 		t.Errorf("match rate %v, want 0.95", sh.MatchRate)
 	}
+
+	// The copies' hops count as hops, not as requests answered.
+	s.hops("r", 2*time.Millisecond, time.Millisecond)
+	s.hops("r", 4*time.Millisecond, -1)
+	rs := s.snapshot("r")
+	if rs.Requests != 0 || rs.Hops["nats"].Count != 2 || rs.Hops["worker"].Count != 1 {
+		t.Errorf("after two shadow copies: %d requests, nats hops %d, worker %d; want 0, 2, 1", rs.Requests, rs.Hops["nats"].Count, rs.Hops["worker"].Count)
+	}
 }
 
 // TestStatsConcurrent records from many goroutines across slot turnovers;

@@ -51,23 +51,58 @@ func lastLines(s string, n int) string {
 
 var (
 	numberRe = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?$`)
-	tdRe     = regexp.MustCompile(`(?s)<td[^>]*data-col="([a-z0-9-]+)"[^>]*>(.*?)</td>`)
+	tdRe     = regexp.MustCompile(`(?s)<td([^>]*data-col="([a-z0-9-]+)"[^>]*)>(.*?)</td>`)
 	tagRe    = regexp.MustCompile(`<[^>]*>`)
 )
 
 // dashboardRows reads the dashboard's rows from a dumped DOM: route name to
-// column to the cell's text, and to its HTML under "column:html".
+// column to the cell's text, its HTML under "column:html" and its
+// attributes under "column:attrs".
 func dashboardRows(dom string) map[string]map[string]string {
 	rows := map[string]map[string]string{}
 	for _, m := range regexp.MustCompile(`(?s)<tr[^>]*data-route="([^"]+)"[^>]*>(.*?)</tr>`).FindAllStringSubmatch(dom, -1) {
 		cells := map[string]string{}
 		for _, c := range tdRe.FindAllStringSubmatch(m[2], -1) {
-			cells[c[1]] = strings.TrimSpace(tagRe.ReplaceAllString(c[2], " "))
-			cells[c[1]+":html"] = c[2]
+			cells[c[2]] = strings.TrimSpace(tagRe.ReplaceAllString(c[3], " "))
+			cells[c[2]+":html"] = c[3]
+			cells[c[2]+":attrs"] = c[1]
 		}
 		rows[m[1]] = cells
 	}
 	return rows
+}
+
+// want is a dashboard cell's expected content: "number", or a substring.
+type want struct{ route, col, is string }
+
+// waitForDashboard loads the page in the browser until every cell is as
+// wanted (the page fills in after its first fetch), within a bound, and
+// returns the DOM.
+func waitForDashboard(t *testing.T, bin, url string, wants []want) string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for attempt := 1; ; attempt++ {
+		dom := string(chromium(t, bin, url, "--dump-dom"))
+		rows := dashboardRows(dom)
+		var missing []string
+		for _, w := range wants {
+			got, ok := rows[w.route][w.col]
+			switch {
+			case !ok:
+				missing = append(missing, w.route+"/"+w.col+": no such cell")
+			case w.is == "number" && !numberRe.MatchString(got):
+				missing = append(missing, w.route+"/"+w.col+": "+got+", want a number")
+			case w.is != "number" && !strings.Contains(got, w.is):
+				missing = append(missing, w.route+"/"+w.col+": "+got+", want "+w.is)
+			}
+		}
+		if len(missing) == 0 {
+			return dom
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d loads the dashboard still lacks:\n  %s\nDOM:\n%s", attempt, strings.Join(missing, "\n  "), dom)
+		}
+	}
 }
 
 // TestDashboardInBrowser loads the dashboard in a real browser while the
@@ -84,9 +119,18 @@ func TestDashboardInBrowser(t *testing.T) {
 	d.traffic(t, 60)
 
 	// get-profile goes legacy → shadow → canary 50%, as in a migration.
+	// In shadow, its NATS columns show the shadow copies' NATS hop, marked.
 	d.cutover(t, "get-profile", `{"cutover":"shadow"}`)
 	natstest.Eventually(t, 20*time.Second, "shadow comparisons on get-profile", func() bool {
 		return routeStats(d.stats(t), "get-profile").Shadow.Match >= 5
+	})
+	waitForDashboard(t, bin, d.admin+"/", []want{
+		{"get-profile", "stage", "shadow"},
+		{"get-profile", "legacy-p50", "number"},
+		{"get-profile", "nats-p50", "number"},
+		{"get-profile", "nats-p99", "number"},
+		{"get-profile", "nats-p50:attrs", "from-shadow"},
+		{"get-profile", "shadow", "% match"},
 	})
 	d.cutover(t, "get-profile", `{"cutover":"canary","canary_percent":50}`)
 	natstest.Eventually(t, 20*time.Second, "get-profile answered by both sides", func() bool {
@@ -94,7 +138,6 @@ func TestDashboardInBrowser(t *testing.T) {
 		return b["nats"].Requests >= 10 && b["legacy"].Requests >= 10 && routeStats(d.stats(t), "legacy-rest").Requests > 0
 	})
 
-	type want struct{ route, col, is string } // is: "number", or a substring
 	var wants []want
 	for _, r := range d.table.Routes {
 		wants = append(wants, want{r.Name, "route", r.Name})
@@ -124,33 +167,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		want{"get-profile", "stage:html", "disabled"},
 	)
 
-	// The page fills in after its first fetch; poll the browser until it
-	// shows everything, within a bound.
-	var dom string
-	var missing []string
-	deadline := time.Now().Add(60 * time.Second)
-	for attempt := 1; ; attempt++ {
-		dom = string(chromium(t, bin, d.admin+"/", "--dump-dom"))
-		rows := dashboardRows(dom)
-		missing = missing[:0]
-		for _, w := range wants {
-			got, ok := rows[w.route][w.col]
-			switch {
-			case !ok:
-				missing = append(missing, w.route+"/"+w.col+": no such cell")
-			case w.is == "number" && !numberRe.MatchString(got):
-				missing = append(missing, w.route+"/"+w.col+": "+got+", want a number")
-			case w.is != "number" && !strings.Contains(got, w.is):
-				missing = append(missing, w.route+"/"+w.col+": "+got+", want "+w.is)
-			}
-		}
-		if len(missing) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %d loads the dashboard still lacks:\n  %s\nDOM:\n%s", attempt, strings.Join(missing, "\n  "), dom)
-		}
-	}
+	dom := waitForDashboard(t, bin, d.admin+"/", wants)
 	if strings.Contains(dom, "Cannot read the gateway") {
 		t.Errorf("the page reports an error reading the gateway")
 	}

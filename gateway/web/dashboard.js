@@ -178,8 +178,13 @@
     }
 
     const b = r.backends || {};
-    const nats = b.nats ? b.nats.latency : {};
+    let nats = b.nats ? b.nats.latency : {};
     const legacy = b.legacy ? b.legacy.latency : {};
+    // In shadow no client is answered over NATS: show the NATS hop of the
+    // shadow copies instead, marked as such.
+    const sh = r.shadow || {};
+    const fromShadow = !b.nats && r.hops && r.hops.nats && (sh.match || sh.mismatch || sh.error) > 0;
+    if (fromShadow) nats = r.hops.nats;
     c.rate.textContent = perSec(r.rate);
     const split = [];
     if (b.nats) split.push('nats ' + perSec(b.nats.rate));
@@ -191,7 +196,10 @@
 
     for (const q of ['p50', 'p95', 'p99']) {
       setNum(c['legacy-' + q], legacy[q]);
-      setNum(c['nats-' + q], nats[q], compare(nats[q], legacy[q]));
+      const td = c['nats-' + q];
+      setNum(td, nats[q], fromShadow ? '' : compare(nats[q], legacy[q]));
+      td.classList.toggle('from-shadow', !!fromShadow);
+      td.title = fromShadow ? 'NATS hop of the shadow copies: no client waits on them' : '';
     }
 
     fillHops(row, r);

@@ -1,0 +1,339 @@
+package gateway
+
+// Tests of what issue 4 makes visible per request: Server-Timing on every
+// response, one access log line per request with each hop and no secrets,
+// and trace ids passed on and attached to the latency histograms as
+// exemplars.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/natsgate/natsgate/internal/natstest"
+	"github.com/natsgate/natsgate/routes"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// syncBuffer is a log destination the test reads while the gateway writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// observed is a gateway with a NATS route, a legacy route and an
+// unanswered one, logging JSON to a buffer, with what its worker and its
+// legacy service saw.
+type observed struct {
+	gw  *testGateway
+	log *syncBuffer
+
+	mu            sync.Mutex
+	workerTrace   []string // traceparent as the worker got it
+	upstreamTrace []string // traceparent as the legacy service got it
+}
+
+const observedTrace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+func startObserved(t *testing.T) *observed {
+	t.Helper()
+	o := &observed{log: &syncBuffer{}}
+	legacySrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.mu.Lock()
+		o.upstreamTrace = append(o.upstreamTrace, r.Header.Get("Traceparent"))
+		o.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"version":"3.4.1"}`))
+	}))
+	t.Cleanup(legacySrv.Close)
+
+	ns := natstest.RunServer(t)
+	cfg, err := routes.Parse("observe.yaml", []byte(fmt.Sprintf(`
+log: {format: json, level: info}
+upstreams:
+  legacy: {url: %q}
+routes:
+  - name: get-user
+    method: GET
+    path: /users/{id}
+    nats: {subject: "users.{id}.get", timeout: 2s}
+  - name: version
+    method: GET
+    path: /version
+    upstream: legacy
+  - name: nobody
+    method: GET
+    path: /nobody
+    nats: {subject: nobody.home}
+`, legacySrv.URL)), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.NATS.URL = ns.ClientURL()
+	cfg.HTTP.Listen, cfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	table, err := routes.Compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	gw, err := New(context.Background(), Options{Table: table, Logger: NewLogger(cfg.Log, o.log, ""), Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = gw.Shutdown(ctx)
+	})
+	o.gw = &testGateway{Server: gw, URL: "http://" + gw.Addr(), AdminURL: "http://" + gw.AdminAddr(), NS: ns, Registry: reg}
+
+	worker := natstest.Connect(t, ns)
+	respond(t, worker, "users.*.get", func(m *nats.Msg) *nats.Msg {
+		o.mu.Lock()
+		o.workerTrace = append(o.workerTrace, m.Header.Get("traceparent"))
+		o.mu.Unlock()
+		out := nats.NewMsg(m.Reply)
+		out.Header.Set("Server-Timing", "worker;dur=1.5")
+		out.Data = []byte(`{"id":7}`)
+		return out
+	})
+	return o
+}
+
+// serverTiming parses a Server-Timing header into name → milliseconds.
+func serverTiming(t *testing.T, h string) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, part := range strings.Split(h, ",") {
+		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		dur, ok := strings.CutPrefix(params, "dur=")
+		if !ok {
+			t.Fatalf("Server-Timing %q: %q has no dur", h, part)
+		}
+		v, err := strconv.ParseFloat(dur, 64)
+		if err != nil || v < 0 {
+			t.Fatalf("Server-Timing %q: bad dur %q", h, dur)
+		}
+		out[name] = v
+	}
+	return out
+}
+
+func TestServerTiming(t *testing.T) {
+	o := startObserved(t)
+	for _, tc := range []struct {
+		path   string
+		status int
+		hops   []string // besides edge
+	}{
+		{"/users/7", 200, []string{"nats", "worker"}},
+		{"/version", 200, []string{"upstream"}},
+		{"/nobody", 503, []string{"nats"}}, // no responders: the hop was still made
+		{"/users/a.b", 400, nil},           // refused before NATS
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			resp, _ := do(t, "GET", o.gw.URL+tc.path, nil, nil)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			st := serverTiming(t, resp.Header.Get("Server-Timing"))
+			if _, ok := st["edge"]; !ok {
+				t.Errorf("Server-Timing %v has no edge", st)
+			}
+			if len(st) != 1+len(tc.hops) {
+				t.Errorf("Server-Timing %v, want edge and %v", st, tc.hops)
+			}
+			for _, h := range tc.hops {
+				if _, ok := st[h]; !ok {
+					t.Errorf("Server-Timing %v has no %s", st, h)
+				}
+			}
+			if w, ok := st["worker"]; ok && w != 1.5 {
+				t.Errorf("worker;dur=%g, want the worker's own 1.5", w)
+			}
+		})
+	}
+}
+
+func TestAccessLog(t *testing.T) {
+	o := startObserved(t)
+	secret := http.Header{
+		"Authorization": {"Bearer sekrit-token"},
+		"Cookie":        {"session=sekrit-cookie"},
+		"X-Api-Key":     {"sekrit-key"},
+		"Traceparent":   {observedTrace},
+	}
+	for i, path := range []string{"/users/7", "/version", "/nobody"} {
+		h := secret.Clone()
+		h.Set("X-Request-Id", fmt.Sprintf("req-%d", i))
+		do(t, "GET", o.gw.URL+path+"?token=sekrit-query", nil, h)
+	}
+	var lines []map[string]any
+	natstest.Eventually(t, 5*time.Second, "three access log lines", func() bool {
+		lines = lines[:0]
+		for _, l := range strings.Split(strings.TrimSpace(o.log.String()), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "request" {
+				lines = append(lines, m)
+			}
+		}
+		return len(lines) >= 3
+	})
+	if len(lines) != 3 {
+		t.Fatalf("%d access log lines, want one per request: %v", len(lines), lines)
+	}
+	for i, tc := range []struct {
+		route, backend string
+		status         float64
+		hops           []string
+		absent         []string
+	}{
+		{"get-user", "nats", 200, []string{"nats_ms", "worker_ms"}, []string{"upstream_ms", "error"}},
+		{"version", "legacy", 200, []string{"upstream_ms"}, []string{"nats_ms", "worker_ms", "error"}},
+		{"nobody", "nats", 503, []string{"nats_ms", "error"}, []string{"upstream_ms", "worker_ms"}},
+	} {
+		l := lines[i]
+		if l["route"] != tc.route || l["backend"] != tc.backend || l["status"] != tc.status || l["method"] != "GET" ||
+			l["request_id"] != fmt.Sprintf("req-%d", i) || l["level"] != "INFO" {
+			t.Errorf("line %d: %v; want route %s, backend %s, status %g, GET, req-%d, INFO", i, l, tc.route, tc.backend, tc.status, i)
+		}
+		if b, ok := l["bytes"].(float64); !ok || b <= 0 {
+			t.Errorf("line %d: bytes %v, want the body's size", i, l["bytes"])
+		}
+		for _, k := range append([]string{"edge_ms"}, tc.hops...) {
+			if _, ok := l[k]; !ok {
+				t.Errorf("line %d (%s): no %s in %v", i, tc.route, k, l)
+			}
+		}
+		for _, k := range tc.absent {
+			if _, ok := l[k]; ok {
+				t.Errorf("line %d (%s): %s present: %v", i, tc.route, k, l)
+			}
+		}
+	}
+	if all := o.log.String(); strings.Contains(all, "sekrit") {
+		t.Errorf("a secret reached the log:\n%s", all)
+	}
+}
+
+// exemplarTraces returns the trace ids of a histogram family's exemplars,
+// for one route.
+func exemplarTraces(t *testing.T, reg *prometheus.Registry, family, route string) []string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	add := func(e *dto.Exemplar) {
+		for _, lp := range e.GetLabel() {
+			if lp.GetName() == "trace_id" {
+				out = append(out, lp.GetValue())
+			}
+		}
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != family {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			isRoute := false
+			for _, lp := range m.GetLabel() {
+				isRoute = isRoute || (lp.GetName() == "route" && lp.GetValue() == route)
+			}
+			if !isRoute {
+				continue
+			}
+			for _, b := range m.GetHistogram().GetBucket() {
+				if e := b.GetExemplar(); e != nil {
+					add(e)
+				}
+			}
+			for _, e := range m.GetHistogram().GetExemplars() {
+				add(e)
+			}
+		}
+	}
+	return out
+}
+
+func TestTraceContextAndExemplars(t *testing.T) {
+	o := startObserved(t)
+	traced := http.Header{"Traceparent": {observedTrace}, "Tracestate": {"vendor=1"}}
+	do(t, "GET", o.gw.URL+"/users/7", nil, traced)
+	do(t, "GET", o.gw.URL+"/version", nil, traced)
+	do(t, "GET", o.gw.URL+"/nobody", nil, nil) // no trace: no exemplar
+
+	o.mu.Lock()
+	if len(o.workerTrace) != 1 || o.workerTrace[0] != observedTrace {
+		t.Errorf("the worker got traceparent %q, want %q", o.workerTrace, observedTrace)
+	}
+	if len(o.upstreamTrace) != 1 || o.upstreamTrace[0] != observedTrace {
+		t.Errorf("the legacy service got traceparent %q, want %q", o.upstreamTrace, observedTrace)
+	}
+	o.mu.Unlock()
+
+	const traceID = "0af7651916cd43dd8448eb211c80319c"
+	for _, tc := range []struct{ family, route string }{
+		{"natsgate_http_request_duration_seconds", "get-user"},
+		{"natsgate_nats_request_duration_seconds", "get-user"},
+		{"natsgate_worker_duration_seconds", "get-user"},
+		{"natsgate_http_request_duration_seconds", "version"},
+		{"natsgate_upstream_request_duration_seconds", "version"},
+	} {
+		// The access log and metrics are written after the response; poll.
+		natstest.Eventually(t, 5*time.Second, tc.family+" exemplar for "+tc.route, func() bool {
+			for _, id := range exemplarTraces(t, o.gw.Registry, tc.family, tc.route) {
+				if id == traceID {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	natstest.Eventually(t, 5*time.Second, "nobody's request counted", func() bool {
+		mfs, _ := o.gw.Registry.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "natsgate_http_requests_total" {
+				for _, m := range mf.GetMetric() {
+					for _, lp := range m.GetLabel() {
+						if lp.GetValue() == "nobody" {
+							return true
+						}
+					}
+				}
+			}
+		}
+		return false
+	})
+	for _, family := range []string{"natsgate_http_request_duration_seconds", "natsgate_nats_request_duration_seconds"} {
+		if got := exemplarTraces(t, o.gw.Registry, family, "nobody"); len(got) != 0 {
+			t.Errorf("%s for an untraced request has exemplars %v", family, got)
+		}
+	}
+}
