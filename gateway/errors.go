@@ -146,6 +146,12 @@ func writeProblem(w http.ResponseWriter, r *http.Request, f failure, route, reqI
 	h.Set("Content-Type", "application/problem+json")
 	h.Set("Cache-Control", "no-store")
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	if status == http.StatusRequestEntityTooLarge {
+		// Close instead of letting net/http drain up to 256 KiB of a body
+		// natsgate refused before answering: a client that stops sending
+		// would hold the 413 back.
+		h.Set("Connection", "close")
+	}
 	if f.retryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(int((f.retryAfter+time.Second-1)/time.Second)))
 	}

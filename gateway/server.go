@@ -293,6 +293,14 @@ func (s *Server) Conn() *nats.Conn { return s.nc }
 // Handler is the public HTTP handler: the in-flight limit, then the routes.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.TransferEncoding) > 0 {
+			// A chunked request may also have carried a Content-Length,
+			// which net/http drops before a handler can see it. RFC 9112
+			// §6.1: close the connection after answering, so that bytes
+			// after the body are never read as another request (no
+			// desync with a proxy in front that framed it by length).
+			w.Header().Set("Connection", "close")
+		}
 		if n := s.inflight.Add(1); s.maxInflight > 0 && n > s.maxInflight {
 			s.inflight.Add(-1)
 			s.metrics.Rejected.WithLabelValues("inflight_limit").Inc()
