@@ -438,6 +438,9 @@ func readStatus(conn net.Conn) (int, string) {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	var hdr strings.Builder
 	_ = resp.Header.Write(&hdr)
+	if resp.Close {
+		hdr.WriteString("Connection: close\r\n") // net/http keeps it out of Header
+	}
 	return resp.StatusCode, hdr.String() + "\n" + string(b)
 }
 
