@@ -36,9 +36,19 @@ func benchReply() *nats.Msg {
 		Data: []byte(`{"id":7,"name":"user-7"}`),
 		Header: nats.Header{
 			"Content-Type":  {"application/json"},
-			"Server-Timing": {"worker;dur=0.012"},
+			"Server-Timing": serverTiming,
 		},
 	}
+}
+
+var serverTiming = []string{"worker;dur=0.012"}
+
+// reuse puts back what mapReply took out of a reply (it takes the message
+// over), so that one message can stand for every reply of a benchmark. A
+// map assignment to a key just deleted does not allocate.
+func reuse(m *nats.Msg) *nats.Msg {
+	m.Header["Server-Timing"] = serverTiming
+	return m
 }
 
 func benchRequest(b *testing.B) *http.Request {
@@ -132,7 +142,7 @@ func BenchmarkHotPath(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			w.reset()
-			rep := mapReply(reply)
+			rep := mapReply(reuse(reply))
 			for k, v := range rep.header {
 				w.h[k] = v
 			}
@@ -155,7 +165,7 @@ func BenchmarkHotPath(b *testing.B) {
 			h.m.Inflight.Inc()
 			msg := &nats.Msg{Subject: subject, Header: requestHeader(rt, r, "bench-request-1", names, values)}
 			_ = msg
-			rep := mapReply(reply)
+			rep := mapReply(reuse(reply))
 			hdr := w.Header()
 			for k, v := range rep.header {
 				hdr[k] = v

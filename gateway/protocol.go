@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,11 +49,29 @@ func natsHeaderName(canonical string) string {
 
 // requestHeader builds the NATS header of a request. Only the protocol's own
 // headers and the route's allowlist are copied, so a client can never set
-// an Http-* header or a Nats-* control header by sending it. param reads a
-// path parameter's value (already checked by the subject render).
+// an Http-* header or a Nats-* control header by sending it. names and
+// values are the path parameters (already checked by the subject render).
+//
+// It is on every request's path, so it allocates little: the map is sized
+// to what it will hold (a map of at most 8 entries costs two allocations,
+// a larger one four), the single values share one backing array, and the
+// parameters' header names are made once per name.
 func requestHeader(rt *routes.Route, r *http.Request, reqID string, names, values []string) nats.Header {
-	h := make(nats.Header, 5+len(names)+len(protocolRequestHeaders)+len(rt.ForwardHeaders))
-	// One backing array for the single values, instead of one each.
+	size := 4 + len(names)
+	if r.URL.RawQuery != "" {
+		size++
+	}
+	for _, name := range protocolRequestHeaders {
+		if len(r.Header[name]) > 0 {
+			size++
+		}
+	}
+	for _, name := range rt.ForwardHeaders {
+		if len(r.Header[name]) > 0 {
+			size++
+		}
+	}
+	h := make(nats.Header, size)
 	one := make([]string, 5+len(names))
 	set := func(i int, k, v string) {
 		one[i] = v
@@ -66,7 +85,7 @@ func requestHeader(rt *routes.Route, r *http.Request, reqID string, names, value
 	set(3, HeaderRoute, rt.Name)
 	set(4, HeaderRequestID, reqID)
 	for i, name := range names {
-		set(5+i, HeaderParam+name, values[i])
+		set(5+i, paramHeader(name), values[i])
 	}
 	for _, name := range protocolRequestHeaders {
 		if v := r.Header[name]; len(v) > 0 {
@@ -82,6 +101,19 @@ func requestHeader(rt *routes.Route, r *http.Request, reqID string, names, value
 		}
 	}
 	return h
+}
+
+// paramHeaders caches "Http-Param-<name>" by parameter name. Names come
+// only from configured paths, so it stays small.
+var paramHeaders sync.Map
+
+// paramHeader is the header that carries path parameter name.
+func paramHeader(name string) string {
+	if v, ok := paramHeaders.Load(name); ok {
+		return v.(string)
+	}
+	v, _ := paramHeaders.LoadOrStore(name, HeaderParam+name)
+	return v.(string)
 }
 
 // reply is a worker's answer mapped to HTTP.
@@ -110,7 +142,9 @@ var hopByHop = map[string]bool{
 	"Content-Length": true,
 }
 
-// mapReply turns a NATS reply into an HTTP status, headers and body:
+// mapReply turns a NATS reply into an HTTP status, headers and body. It
+// takes msg over: its header map becomes the reply's header.
+//
 // Http-Status sets the status (default 200); Nats-Service-Error-Code and
 // Nats-Service-Error (what nats.go micro's req.Error sets) give that 4xx or
 // 5xx status with a problem body, any other code 502; other headers become
@@ -138,6 +172,11 @@ func mapReply(msg *nats.Msg) reply {
 			rep.status = n
 		}
 	}
+	// The reply is ours alone, so its header map becomes the response
+	// headers in place, without a copy: what must not pass is deleted, and
+	// a name not in canonical form is moved to it (deleting and adding
+	// while ranging is allowed; an entry added may be seen again, and is
+	// then canonical and kept).
 	connection := connectionTokens(msg.Header)
 	for k, v := range msg.Header {
 		canon := http.CanonicalHeaderKey(k)
@@ -148,15 +187,20 @@ func mapReply(msg *nats.Msg) reply {
 		case !validHeaderName(canon), hopByHop[canon], connection[canon],
 			strings.HasPrefix(canon, "Http-"), strings.HasPrefix(canon, "Nats-"),
 			canon == HeaderRequestID, canon == HeaderBackend: // the gateway's own
+			delete(msg.Header, k)
 			continue
 		case canon == HeaderServerTiming:
 			rep.workerTime = workerDuration(v)
+			delete(msg.Header, k)
 			continue
 		}
-		if rep.header == nil {
-			rep.header = make(http.Header, len(msg.Header))
+		if canon != k {
+			delete(msg.Header, k)
+			msg.Header[canon] = v
 		}
-		rep.header[canon] = v
+	}
+	if len(msg.Header) > 0 {
+		rep.header = http.Header(msg.Header)
 	}
 	return rep
 }

@@ -3,6 +3,7 @@ package metrics
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,15 +21,28 @@ type Route struct {
 	Upstream prometheus.Observer // nil for a route without an upstream
 	Inflight prometheus.Gauge
 
-	durations sync.Map // durationKey -> prometheus.Observer
-	requests  sync.Map // requestKey -> prometheus.Counter
+	// recorders holds the label children of each method, backend and code
+	// seen so far. It is read without a lock on every request and copied
+	// whole, under mu, the first time a combination is seen: there are few
+	// (methods × backends × codes), and a plain map with a comparable key
+	// hashes faster than a sync.Map's interface keys.
+	recorders atomic.Pointer[map[requestKey]*recorder]
+	mu        sync.Mutex
+	// last is the recorder used last: most requests of a route share one
+	// key, and comparing it costs less than hashing it.
+	last atomic.Pointer[recorder]
 }
-
-type durationKey struct{ method, backend string }
 
 type requestKey struct {
 	method, backend string
 	code            int
+}
+
+// recorder is the two children a request with one key records into.
+type recorder struct {
+	key      requestKey
+	count    prometheus.Counter
+	duration prometheus.Observer
 }
 
 // Route returns the recorder of one route. pattern is its NATS pattern
@@ -67,20 +81,49 @@ func Method(m string) string {
 // Request records an answered request: its count by code and backend, and
 // its edge latency. traceID, when not empty, is attached as an exemplar.
 func (r *Route) Request(method, backend string, code int, d time.Duration, traceID string) {
-	method = Method(method)
-	rk := requestKey{method: method, backend: backend, code: code}
-	c, ok := r.requests.Load(rk)
-	if !ok {
-		c, _ = r.requests.LoadOrStore(rk, r.m.Requests.WithLabelValues(r.name, method, strconv.Itoa(code), backend))
+	key := requestKey{method: Method(method), backend: backend, code: code}
+	rec := r.last.Load()
+	if rec == nil || rec.key != key {
+		if m := r.recorders.Load(); m != nil {
+			rec = (*m)[key]
+		} else {
+			rec = nil
+		}
+		if rec == nil {
+			rec = r.addRecorder(key)
+		}
+		r.last.Store(rec)
 	}
-	c.(prometheus.Counter).Inc()
+	rec.count.Inc()
+	Observe(rec.duration, d, traceID)
+}
 
-	dk := durationKey{method: method, backend: backend}
-	o, ok := r.durations.Load(dk)
-	if !ok {
-		o, _ = r.durations.LoadOrStore(dk, r.m.RequestDuration.WithLabelValues(r.name, method, backend))
+// addRecorder looks up the label children of a key not seen before and
+// publishes a copy of the recorders with it.
+func (r *Route) addRecorder(key requestKey) *recorder {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.recorders.Load()
+	if old != nil {
+		if rec := (*old)[key]; rec != nil {
+			return rec
+		}
 	}
-	Observe(o.(prometheus.Observer), d, traceID)
+	next := make(map[requestKey]*recorder, 1)
+	if old != nil {
+		next = make(map[requestKey]*recorder, len(*old)+1)
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	rec := &recorder{
+		key:      key,
+		count:    r.m.Requests.WithLabelValues(r.name, key.method, strconv.Itoa(key.code), key.backend),
+		duration: r.m.RequestDuration.WithLabelValues(r.name, key.method, key.backend),
+	}
+	next[key] = rec
+	r.recorders.Store(&next)
+	return rec
 }
 
 // Observe records a duration, with the trace id as an exemplar when there
