@@ -40,6 +40,7 @@ func main() {
 	flag.IntVar(&opts.Workers, "workers", 2, "workers in the queue group")
 	flag.DurationVar(&opts.ProfileDuration, "profile", 4*time.Second, "CPU and allocation profile time per natsgate scenario (0: none)")
 	flag.IntVar(&opts.ProfileConcurrency, "profile-c", 64, "concurrency while profiling")
+	flag.StringVar(&opts.ProfileScenarios, "profile-scenarios", "CDEF", "scenarios profiled")
 	flag.IntVar(&opts.IdleConns, "conns", 10000, "idle keep-alive connections for the memory check (0: skip)")
 	flag.IntVar(&opts.InFlight, "inflight", 1000, "requests held in flight for the inbox check (0: skip)")
 	flag.Parse()

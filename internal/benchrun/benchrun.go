@@ -61,6 +61,9 @@ type Options struct {
 	ProfileDuration time.Duration
 	// ProfileConcurrency is the concurrency profiled. Default 64.
 	ProfileConcurrency int
+	// ProfileScenarios are the scenarios profiled. Default "CDEF": the
+	// minimal bridge too, so natsgate's profile has one to be read against.
+	ProfileScenarios string
 	// IdleConns is the number of idle keep-alive connections of the memory
 	// check. Default 10000; negative: skip the check.
 	IdleConns int
@@ -100,6 +103,10 @@ func (o *Options) fill() {
 	if o.ProfileConcurrency <= 0 {
 		o.ProfileConcurrency = 64
 	}
+	if o.ProfileScenarios == "" {
+		o.ProfileScenarios = "CDEF"
+	}
+	o.ProfileScenarios = strings.ToUpper(o.ProfileScenarios)
 	if o.IdleConns == 0 {
 		o.IdleConns = 10000
 	}
@@ -237,7 +244,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 	if opts.ProfileDuration > 0 {
 		for _, sc := range rep.Scenarios {
-			if sc.Key < "D" {
+			if !strings.Contains(opts.ProfileScenarios, sc.Key) {
 				continue
 			}
 			files, err := profile(ctx, client, sc, sc.url(r), opts)

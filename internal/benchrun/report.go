@@ -129,7 +129,7 @@ func (rep *Report) Markdown() string {
 			mib(mc.HeapBefore), mib(mc.HeapAfter), mib(mc.HeapSettled))
 	}
 	if len(rep.Profiles) > 0 {
-		b.WriteString("\nProfiles (natsgate scenarios, c=" + fmt.Sprint(o.ProfileConcurrency) + "): ")
+		b.WriteString("\nProfiles (c=" + fmt.Sprint(o.ProfileConcurrency) + "): ")
 		names := make([]string, len(rep.Profiles))
 		for i, p := range rep.Profiles {
 			names[i] = filepath.Base(p)
