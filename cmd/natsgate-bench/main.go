@@ -4,7 +4,7 @@
 // BENCHMARKS.md shows.
 //
 //	go run ./cmd/natsgate-bench -out bench-out
-//	go run ./cmd/natsgate-bench -duration 500ms -rounds 1 -c 1,64 -conns 1000   # a quick look
+//	go run ./cmd/natsgate-bench -duration 500ms -rounds 1 -c 1,64 -conns 1000 -profile 0   # a quick look
 package main
 
 import (
@@ -34,9 +34,9 @@ func main() {
 	flag.StringVar(&opts.OutDir, "out", "bench-out", "output folder: results.md, results.json, plot.svg, profiles")
 	flag.StringVar(&conc, "c", "1,16,64,256", "concurrency levels, comma separated")
 	flag.StringVar(&opts.Scenarios, "scenarios", "ABCDEF", "scenarios to run: A direct, B reverse proxy, C minimal bridge, D natsgate request, E natsgate legacy, F natsgate shadow")
-	flag.DurationVar(&opts.Duration, "duration", 3*time.Second, "measured time per cell and round")
-	flag.DurationVar(&opts.Warmup, "warmup", 500*time.Millisecond, "warm-up before each cell")
-	flag.IntVar(&opts.Rounds, "rounds", 2, "rounds of the whole matrix, merged per cell")
+	flag.DurationVar(&opts.Duration, "duration", 1500*time.Millisecond, "measured time per cell and round")
+	flag.DurationVar(&opts.Warmup, "warmup", 300*time.Millisecond, "warm-up before each cell")
+	flag.IntVar(&opts.Rounds, "rounds", 4, "rounds of the whole matrix, scenarios interleaved; req/s is the median of a cell's rounds, latencies are over all of them")
 	flag.IntVar(&opts.Workers, "workers", 2, "workers in the queue group")
 	flag.DurationVar(&opts.ProfileDuration, "profile", 4*time.Second, "CPU and allocation profile time per natsgate scenario (0: none)")
 	flag.IntVar(&opts.ProfileConcurrency, "profile-c", 64, "concurrency while profiling")

@@ -45,13 +45,13 @@ type Options struct {
 	Concurrency []int
 	// Scenarios to run, letters A to F. Default all.
 	Scenarios string
-	// Duration measured per cell and round. Default 3s.
+	// Duration measured per cell and round. Default 1.5s.
 	Duration time.Duration
-	// Warmup before each cell's measurement. Default 500ms.
+	// Warmup before each cell's measurement. Default 300ms.
 	Warmup time.Duration
 	// Rounds: the matrix runs this many times, scenarios interleaved, and
 	// each cell's rounds are merged, so that a burst of noise from the
-	// shared machine does not land on one scenario only. Default 2.
+	// shared machine does not land on one scenario only. Default 4.
 	Rounds int
 	// Workers in the queue group. Default 2.
 	Workers int
@@ -86,13 +86,13 @@ func (o *Options) fill() {
 	}
 	o.Scenarios = strings.ToUpper(o.Scenarios)
 	if o.Duration <= 0 {
-		o.Duration = 3 * time.Second
+		o.Duration = 1500 * time.Millisecond
 	}
 	if o.Warmup <= 0 {
-		o.Warmup = 500 * time.Millisecond
+		o.Warmup = 300 * time.Millisecond
 	}
 	if o.Rounds <= 0 {
-		o.Rounds = 2
+		o.Rounds = 4
 	}
 	if o.Workers <= 0 {
 		o.Workers = 2
@@ -148,9 +148,25 @@ type Cell struct {
 	// each scenario adds.
 	CPUPerReq    time.Duration
 	AllocsPerReq float64
-	sent         uint64
-	cpu          time.Duration
-	mallocs      uint64
+	// rounds are each round's throughput; see Throughput.
+	rounds  []float64
+	sent    uint64
+	cpu     time.Duration
+	mallocs uint64
+}
+
+// Throughput is the median of the rounds' throughputs: a neighbour's burst
+// of CPU on a shared machine then moves one round, not the figure.
+func (c *Cell) Throughput() float64 {
+	r := slices.Clone(c.rounds)
+	slices.Sort(r)
+	if n := len(r); n == 0 {
+		return 0
+	} else if n%2 == 1 {
+		return r[n/2]
+	} else {
+		return (r[n/2-1] + r[n/2]) / 2
+	}
 }
 
 // Report is a whole run.
@@ -222,7 +238,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 					round, opts.Rounds, conc, sc.Key, sc.Name, cell.Result.Throughput(),
 					fmtDur(cell.Result.Latency.Quantile(0.5)), fmtDur(cell.Result.Latency.Quantile(0.99)),
 					fmtDur(cell.Result.Latency.Quantile(0.999)), cell.Result.Errors)
+				cell.rounds = []float64{cell.Result.Throughput()}
 				if prev := rep.Cells[sc.Key][conc]; prev != nil {
+					prev.rounds = append(prev.rounds, cell.rounds...)
 					prev.Result.Merge(cell.Result)
 					prev.sent += cell.sent
 					prev.cpu += cell.cpu

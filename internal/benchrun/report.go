@@ -40,11 +40,24 @@ func (t Target) Ratio(rep *Report, conc int) (ratio float64, met, ok bool) {
 	if t.p99 {
 		ratio = float64(a.Result.Latency.Quantile(0.99)) / float64(b.Result.Latency.Quantile(0.99))
 	} else {
-		ratio = a.Result.Throughput() / b.Result.Throughput()
+		ratio = a.Throughput() / b.Throughput()
 	}
 	if t.atMost {
 		return ratio, ratio <= t.limit, true
 	}
+	return ratio, ratio >= t.limit, true
+}
+
+// CPURatio is a throughput target's ratio computed from the CPU each
+// request costs (b's over a's): the throughput ratio the two would show
+// given the same share of the CPU. On a machine shared with other work the
+// share each cell gets varies; the work per request does much less.
+func (t Target) CPURatio(rep *Report, conc int) (ratio float64, met, ok bool) {
+	a, b := rep.Cell(t.a, conc), rep.Cell(t.b, conc)
+	if t.p99 || a == nil || b == nil || a.CPUPerReq == 0 {
+		return 0, false, false
+	}
+	ratio = float64(b.CPUPerReq) / float64(a.CPUPerReq)
 	return ratio, ratio >= t.limit, true
 }
 
@@ -71,7 +84,7 @@ func (rep *Report) Markdown() string {
 	o := rep.Options
 	fmt.Fprintf(&b, "Run %s, %s in all. Machine: %s, %d CPUs, GOMAXPROCS=%d, %s %s, kernel %s, load average at start %s.\n",
 		rep.Started.UTC().Format("2006-01-02 15:04 MST"), rep.Elapsed.Round(time.Second), m.CPU, m.NumCPU, m.GOMAXPROCS, m.GoVersion, m.OS, m.Kernel, m.Load)
-	fmt.Fprintf(&b, "Closed loop at fixed concurrency; %v measured per cell in each of %d rounds (after %v warm-up), scenarios interleaved, rounds merged. "+
+	fmt.Fprintf(&b, "Closed loop at fixed concurrency; %v measured per cell in each of %d rounds (after %v warm-up), scenarios interleaved; req/s is the median of a cell's rounds, latencies are over all its requests. "+
 		"The load generator, nats-server, %d workers (one queue group), the legacy service and the thing measured share one process and every CPU.\n\n",
 		o.Duration, o.Rounds, o.Warmup, o.Workers)
 
@@ -84,7 +97,7 @@ func (rep *Report) Markdown() string {
 				continue
 			}
 			h := c.Result.Latency
-			fmt.Fprintf(&b, "| %d | %s %s | %.0f | %s | %s | %s | %s | %d | %.1f | %.0f |\n", conc, sc.Key, sc.Name, c.Result.Throughput(),
+			fmt.Fprintf(&b, "| %d | %s %s | %.0f | %s | %s | %s | %s | %d | %.1f | %.0f |\n", conc, sc.Key, sc.Name, c.Throughput(),
 				fmtDur(h.Quantile(0.5)), fmtDur(h.Quantile(0.99)), fmtDur(h.Quantile(0.999)), fmtDur(h.Max()), c.Result.Errors,
 				float64(c.CPUPerReq)/1e3, c.AllocsPerReq)
 		}
@@ -94,23 +107,30 @@ func (rep *Report) Markdown() string {
 		fmt.Fprintf(&b, "\nScenario %s was skipped: %s\n", k, why)
 	}
 
-	b.WriteString("\n| conc |")
+	b.WriteString("\nTargets, from this run's req/s and p99; in brackets, the throughput ratios from CPU time per request (what the two would do with the same CPU share):\n\n| conc |")
 	for _, t := range Targets {
 		fmt.Fprintf(&b, " %s (%s) |", t.Name, t.Goal)
 	}
 	b.WriteString("\n| ---: |" + strings.Repeat(" ---: |", len(Targets)) + "\n")
+	mark := func(r float64, met bool) string {
+		if met {
+			return fmt.Sprintf("%.2f ✓", r)
+		}
+		return fmt.Sprintf("%.2f ✗", r)
+	}
 	for _, conc := range o.Concurrency {
 		fmt.Fprintf(&b, "| %d |", conc)
 		for _, t := range Targets {
 			r, met, ok := t.Ratio(rep, conc)
-			switch {
-			case !ok:
+			if !ok {
 				b.WriteString(" n/a |")
-			case met:
-				fmt.Fprintf(&b, " %.2f ✓ |", r)
-			default:
-				fmt.Fprintf(&b, " %.2f ✗ |", r)
+				continue
 			}
+			b.WriteString(" " + mark(r, met))
+			if cr, cmet, ok := t.CPURatio(rep, conc); ok {
+				b.WriteString(" (" + mark(cr, cmet) + ")")
+			}
+			b.WriteString(" |")
 		}
 		b.WriteString("\n")
 	}
@@ -167,7 +187,7 @@ func (rep *Report) summary() any {
 			}
 			h := c.Result.Latency
 			us := func(d time.Duration) float64 { return float64(d) / 1e3 }
-			cells = append(cells, cellSummary{sc.Key, conc, c.Result.Throughput(), us(h.Quantile(0.5)), us(h.Quantile(0.99)), us(h.Quantile(0.999)), us(h.Max()),
+			cells = append(cells, cellSummary{sc.Key, conc, c.Throughput(), us(h.Quantile(0.5)), us(h.Quantile(0.99)), us(h.Quantile(0.999)), us(h.Max()),
 				c.Result.Requests, c.Result.Errors, c.Result.FirstError, float64(c.CPUPerReq) / 1e3, c.AllocsPerReq})
 		}
 	}
@@ -253,7 +273,7 @@ func (rep *Report) SVG() string {
 			}
 		}
 	}
-	panel(left, "throughput (req/s, higher is better)", func(c *Cell) float64 { return c.Result.Throughput() }, false,
+	panel(left, "throughput (req/s, higher is better)", func(c *Cell) float64 { return c.Throughput() }, false,
 		func(v float64) string { return fmt.Sprintf("%.0fk", v/1000) })
 	panel(left+panelW+80, "p99 latency (log scale, lower is better)", func(c *Cell) float64 { return float64(c.Result.Latency.Quantile(0.99)) }, true,
 		func(v float64) string { return fmtDur(time.Duration(v)) })
