@@ -36,18 +36,18 @@ func benchReply() *nats.Msg {
 		Data: []byte(`{"id":7,"name":"user-7"}`),
 		Header: nats.Header{
 			"Content-Type":  {"application/json"},
-			"Server-Timing": serverTiming,
+			"Server-Timing": benchServerTiming,
 		},
 	}
 }
 
-var serverTiming = []string{"worker;dur=0.012"}
+var benchServerTiming = []string{"worker;dur=0.012"}
 
 // reuse puts back what mapReply took out of a reply (it takes the message
 // over), so that one message can stand for every reply of a benchmark. A
 // map assignment to a key just deleted does not allocate.
 func reuse(m *nats.Msg) *nats.Msg {
-	m.Header["Server-Timing"] = serverTiming
+	m.Header["Server-Timing"] = benchServerTiming
 	return m
 }
 
