@@ -319,3 +319,15 @@ routes:
 		t.Errorf("GET /nothing-here: %d, want 404", resp.StatusCode)
 	}
 }
+
+// BenchmarkStatsRequest is the window's cost on the request path.
+func BenchmarkStatsRequest(b *testing.B) {
+	s := newStats(nil)
+	ex := &exchange{backend: metrics.BackendNATS, status: 200, nats: 300 * time.Microsecond, worker: 50 * time.Microsecond, upstream: -1}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			s.request("get-user", ex, 400*time.Microsecond)
+		}
+	})
+}
