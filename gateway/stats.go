@@ -22,7 +22,7 @@ const (
 
 // Latency histograms in the window are log-linear: exact below 8µs, then
 // eight buckets for each power of two, so a quantile is within about 6% of
-// the true value. 240 buckets reach 2^31µs (35 minutes); longer durations
+// the true value. 240 buckets reach 2^32µs (71 minutes); longer durations
 // land in the last one. Fixed buckets keep memory bounded and recording a
 // few atomic adds.
 const (

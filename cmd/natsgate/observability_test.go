@@ -359,3 +359,86 @@ func TestComposeFiles(t *testing.T) {
 		t.Errorf("natsgate's command %s does not serve configs/compose/natsgate.yaml (the image has configs/ at /etc/natsgate)", cmd)
 	}
 }
+
+// TestGrafanaDashboard checks the dashboard's shape as Grafana reads it:
+// unique panel ids, panels inside the 24-column grid, each query with its
+// own refId and the datasource variable, and the route variable feeding
+// the per-route panels.
+func TestGrafanaDashboard(t *testing.T) {
+	b, err := os.ReadFile(grafanaFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type target struct {
+		Expr       string         `json:"expr"`
+		RefID      string         `json:"refId"`
+		Datasource map[string]any `json:"datasource"`
+	}
+	var dash struct {
+		UID    string `json:"uid"`
+		Title  string `json:"title"`
+		Panels []struct {
+			ID      int                      `json:"id"`
+			Type    string                   `json:"type"`
+			Title   string                   `json:"title"`
+			Repeat  string                   `json:"repeat"`
+			Targets []target                 `json:"targets"`
+			GridPos struct{ X, Y, W, H int } `json:"gridPos"`
+		} `json:"panels"`
+		Templating struct {
+			List []struct {
+				Name string `json:"name"`
+				Type string `json:"type"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatal(err)
+	}
+	if dash.UID == "" || dash.Title == "" {
+		t.Errorf("uid %q, title %q: both are needed to provision it", dash.UID, dash.Title)
+	}
+	vars := map[string]string{}
+	for _, v := range dash.Templating.List {
+		vars[v.Name] = v.Type
+	}
+	if vars["datasource"] != "datasource" || vars["route"] != "query" {
+		t.Errorf("template variables %v, want datasource and route", vars)
+	}
+	ids := map[int]bool{}
+	repeated := 0
+	for _, p := range dash.Panels {
+		if ids[p.ID] {
+			t.Errorf("panel id %d used twice", p.ID)
+		}
+		ids[p.ID] = true
+		if p.Title == "" || p.GridPos.W <= 0 || p.GridPos.X+p.GridPos.W > 24 {
+			t.Errorf("panel %d %q: position %+v outside the grid, or no title", p.ID, p.Title, p.GridPos)
+		}
+		if p.Repeat != "" {
+			repeated++
+			if p.Repeat != "route" {
+				t.Errorf("panel %q repeats over %q", p.Title, p.Repeat)
+			}
+		}
+		if p.Type == "row" {
+			continue
+		}
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		refs := map[string]bool{}
+		for _, tg := range p.Targets {
+			if tg.Expr == "" || tg.RefID == "" || refs[tg.RefID] {
+				t.Errorf("panel %q: query %q with refId %q (empty or repeated)", p.Title, tg.Expr, tg.RefID)
+			}
+			refs[tg.RefID] = true
+			if tg.Datasource["uid"] != "${datasource}" {
+				t.Errorf("panel %q: datasource %v, want the ${datasource} variable", p.Title, tg.Datasource)
+			}
+		}
+	}
+	if repeated < 2 {
+		t.Errorf("%d panels repeat per route, want the latency and hop panels", repeated)
+	}
+}
