@@ -3,12 +3,15 @@ package routes_test
 import (
 	"errors"
 	"flag"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/natsgate/natsgate/routes"
 )
 
@@ -107,5 +110,58 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("a table without routes loaded")
 		}
 		_ = tb.Format(nil)
+	})
+}
+
+// FuzzCompileRoute drives Compile with arbitrary field values in a
+// well-formed file: whatever it accepts, the gateway can serve.
+func FuzzCompileRoute(f *testing.F) {
+	f.Add("get-user", "GET", "/users/{id}", "users.{id}.get", "request", "2s", "1MiB")
+	f.Add("files", "*", "/files/*", "files.{*}", "publish", "1m", "0")
+	f.Add("re", "PUT", "/a/{id:[0-9]+}/{b}", "a.{id}-{b}", "jetstream", "0s", "64KiB")
+	f.Add("x", "get", "/a/{id}/{id}", "a.{id}", "", "", "")
+	f.Add("y", "POST", "/{a}{b}", "{a}.{b}", "request", "5", "1XB")
+	f.Fuzz(func(t *testing.T, name, method, path, subject, pattern, timeout, maxBody string) {
+		yaml := "routes:\n  - name: " + strconv.Quote(name) +
+			"\n    method: " + strconv.Quote(method) +
+			"\n    path: " + strconv.Quote(path) +
+			"\n    max_body: " + strconv.Quote(maxBody) +
+			"\n    nats:\n      subject: " + strconv.Quote(subject) +
+			"\n      pattern: " + strconv.Quote(pattern) +
+			"\n      timeout: " + strconv.Quote(timeout) + "\n"
+		tb, err := routes.Load("fuzz.yaml", []byte(yaml), noEnv)
+		if err != nil {
+			if !errors.Is(err, routes.ErrInvalidConfig) {
+				t.Fatalf("error does not wrap ErrInvalidConfig: %v", err)
+			}
+			return
+		}
+		r := tb.Routes[0]
+		if r.Timeout <= 0 || r.MaxBody < 0 || r.Subject == nil {
+			t.Fatalf("compiled route %+v", r)
+		}
+		values := make([]string, len(r.Params))
+		for i := range values {
+			values[i] = "v"
+		}
+		for _, p := range r.Subject.Params() {
+			if !slices.Contains(r.Params, p) {
+				t.Fatalf("subject uses {%s}, path params %q", p, r.Params)
+			}
+		}
+		out, err := r.Subject.Render(r.Params, values, 0)
+		if err != nil {
+			t.Fatalf("render %q: %v", r.Subject, err)
+		}
+		if got, want := strings.Count(out, ".")+1, strings.Count(r.Subject.String(), ".")+1; got != want {
+			t.Fatalf("%q rendered %q", r.Subject, out)
+		}
+		mux := chi.NewRouter()
+		noop := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+		if r.Method == "*" {
+			mux.Handle(r.Path, noop)
+		} else {
+			mux.Method(r.Method, r.Path, noop)
+		}
 	})
 }
