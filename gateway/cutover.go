@@ -195,15 +195,14 @@ func (h *routeHandler) toNATS(r *http.Request, percent int) bool {
 }
 
 // EffectiveStages reads the overrides in the bucket of a config's NATS
-// system, for `natsgate routes`. Where NATS cannot be reached (or the
-// config starts an embedded server) it says so and returns nil, so the
-// caller prints the config's stages.
+// system (for a config without nats.url, the embedded server of a running
+// natsgate), for `natsgate routes`. Where NATS cannot be reached it says so
+// and returns nil, so the caller prints the config's stages.
 func EffectiveStages(t *routes.Table, warn func(string)) func(*routes.Route) routes.Stage {
-	if t.Config.NATS.URL == "" {
-		warn("nats.url is not set (embedded server): showing the config's stages; see GET /admin/routes on a running gateway")
-		return nil
-	}
 	cfg := t.Config.NATS
+	if cfg.URL == "" { // the embedded server of a running natsgate, if there is one
+		cfg.URL = "nats://" + cfg.Embedded.Listen
+	}
 	zero := 0
 	cfg.MaxReconnects = &zero
 	nc, err := connect(cfg, nil, connHooks{

@@ -165,7 +165,8 @@ func (h *routeHandler) serveNATS(w *statusWriter, r *http.Request, ex *exchange)
 	ex.body = body
 	ex.backend = metrics.BackendNATS
 	nc := h.gw.nc
-	if !nc.IsConnected() {
+	epoch := h.gw.epoch.Load()
+	if !nc.IsConnected() || epoch.Err() != nil {
 		return ErrDisconnected
 	}
 	if int64(len(body)) > nc.MaxPayload()-1024 {
@@ -179,6 +180,9 @@ func (h *routeHandler) serveNATS(w *statusWriter, r *http.Request, ex *exchange)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), rt.Timeout)
 	defer cancel()
+	// A request in flight when the connection drops is answered at once,
+	// not at its timeout: its reply can no longer arrive.
+	defer context.AfterFunc(epoch, cancel)()
 	switch rt.Pattern {
 	case routes.Publish:
 		err = h.publish(ctx, w, r, msg, ex)
@@ -186,6 +190,9 @@ func (h *routeHandler) serveNATS(w *statusWriter, r *http.Request, ex *exchange)
 		err = h.jetstream(ctx, w, r, msg, ex)
 	default:
 		err = h.request(ctx, w, r, msg, ex)
+	}
+	if err != nil && epoch.Err() != nil && !errors.Is(err, ErrClientGone) {
+		err = ErrDisconnected
 	}
 	if err == nil && w.status >= 500 {
 		done(errServerError)

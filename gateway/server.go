@@ -59,6 +59,9 @@ type Server struct {
 	embedded *EmbeddedServer
 
 	table atomic.Pointer[compiled]
+	// epoch is canceled when the NATS connection drops and replaced when it
+	// comes back, so requests waiting on a lost connection end at once.
+	epoch atomic.Pointer[connEpoch]
 
 	cutovers     *cutovers
 	cutoverWatch jetstream.KeyWatcher
@@ -121,6 +124,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		}
 		s.ownConn = true
 	}
+	s.newEpoch()
 	if s.nc.IsConnected() {
 		s.metrics.NATSConnected.Set(1)
 	}
@@ -163,9 +167,17 @@ func (s *Server) dial() error {
 	nc, err := connect(s.cfg.NATS, s.embedded, connHooks{
 		disconnected: func(err error) {
 			s.metrics.NATSConnected.Set(0)
+			if ep := s.epoch.Load(); ep != nil {
+				ep.cancel()
+			}
+			if s.draining.Load() {
+				s.log.Info("NATS connection drained")
+				return
+			}
 			s.log.Warn("NATS disconnected", "error", err)
 		},
 		reconnected: func() {
+			s.newEpoch()
 			s.metrics.NATSConnected.Set(1)
 			s.log.Info("NATS reconnected", "url", s.nc.ConnectedUrlRedacted())
 		},
@@ -191,6 +203,18 @@ func (s *Server) dial() error {
 	}
 	s.nc = nc
 	return nil
+}
+
+// connEpoch is one stretch of being connected: its context is canceled
+// when the connection drops.
+type connEpoch struct {
+	context.Context
+	cancel context.CancelFunc
+}
+
+func (s *Server) newEpoch() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.epoch.Store(&connEpoch{Context: ctx, cancel: cancel})
 }
 
 // compile builds the router and handlers of a table.

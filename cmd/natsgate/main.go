@@ -78,7 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			printConfigError(stderr, err)
 			return 1
 		}
-		fmt.Fprint(stdout, t.Format(nil))
+		stages := gateway.EffectiveStages(t, func(msg string) { fmt.Fprintln(stderr, "natsgate routes:", msg) })
+		fmt.Fprint(stdout, t.Format(stages))
 		return 0
 	case "serve":
 		if !needConfig() {
