@@ -761,3 +761,47 @@ routes:
 		t.Errorf("the first request got %d, want 200", code)
 	}
 }
+
+// Catch-all and regexp parameters obey the same one-token rule.
+func TestPathPatterns(t *testing.T) {
+	ns := natstest.RunServer(t)
+	gw := startGateway(t, ns, `
+routes:
+  - name: get-file
+    method: GET
+    path: /files/*
+    nats: {subject: "files.{*}", timeout: 5s}
+  - name: get-item
+    method: GET
+    path: "/items/{id:[0-9]+}"
+    nats: {subject: "items.{id}", timeout: 5s}
+`)
+	worker := natstest.Connect(t, ns)
+	echoSubject := func(m *nats.Msg) *nats.Msg { return &nats.Msg{Data: []byte(m.Subject)} }
+	respond(t, worker, "files.>", echoSubject)
+	respond(t, worker, "items.*", echoSubject)
+	for _, tt := range []struct {
+		target string
+		status int
+		want   any // the subject for 200, the route for a problem
+	}{
+		{"/files/a/b.txt", 400, "get-file"},
+		{"/files/a/b", 200, "files.a/b"},
+		{"/files/a%2Fb", 200, "files.a/b"},
+		{"/files/a%2Eb", 400, "get-file"},
+		{"/files/%3E", 400, "get-file"},
+		{"/items/12", 200, "items.12"},
+		{"/items/ab", 404, nil},
+	} {
+		t.Run(tt.target, func(t *testing.T) {
+			resp, body := rawRequest(t, "GET", gw.URL, tt.target)
+			if tt.status == 200 {
+				if resp.StatusCode != 200 || body != tt.want {
+					t.Errorf("got %d %q, want 200 %q", resp.StatusCode, body, tt.want)
+				}
+				return
+			}
+			checkProblem(t, resp, body, tt.status, tt.want)
+		})
+	}
+}
