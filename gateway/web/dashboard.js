@@ -60,7 +60,8 @@
   // cutover changes a route's stage through the admin API; reset (stage
   // null) returns it to the config file's.
   async function cutover(name, stage, percent) {
-    const init = { method: stage ? 'PUT' : 'DELETE', headers: { Authorization: 'Bearer ' + token() } };
+    // The actor header names the dashboard in the gateway's audit line.
+    const init = { method: stage ? 'PUT' : 'DELETE', headers: { Authorization: 'Bearer ' + token(), 'X-Natsgate-Actor': 'dashboard' } };
     if (stage) {
       const body = { cutover: stage };
       if (stage === 'canary') body.canary_percent = Number(percent);
