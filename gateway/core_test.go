@@ -187,6 +187,11 @@ routes:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Stop() })
+	// The service subscribed on its own connection: make sure the server
+	// has the subscription before the gateway's connection sends to it.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 
 	resp, body := do(t, "GET", gw.URL+"/users/7", nil, nil)
 	if resp.StatusCode != 200 || body != `{"id":"7"}` {

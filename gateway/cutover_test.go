@@ -207,7 +207,10 @@ func TestStageShadowComparesOffThePath(t *testing.T) {
 func TestShadowCopiesOverTheBoundAreDropped(t *testing.T) {
 	ns := natstest.RunServer(t)
 	legacy := startLegacy(t)
-	gw := startGateway(t, ns, "defaults:\n  shadow_max_inflight: 2\n"+cutoverConfig(legacy.URL, "shadow", ""))
+	// A copy ends only when the worker lets go: the route's timeout is far
+	// longer than the test, so no slot frees up by timing out.
+	cfg := strings.Replace(cutoverConfig(legacy.URL, "shadow", ""), "timeout: 300ms", "timeout: 1m", 1)
+	gw := startGateway(t, ns, "defaults:\n  shadow_max_inflight: 2\n"+cfg)
 	nc := natstest.Connect(t, ns)
 	release := make(chan struct{})
 	seen := make(chan nats.Header, 10)
