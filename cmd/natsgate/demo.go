@@ -67,9 +67,10 @@ func demo(stdout, stderr io.Writer, logFormat string, traffic bool) int {
 	fmt.Fprintf(stdout, "  curl -s http://%s/admin/routes\n", gw.AdminAddr())
 	fmt.Fprintf(stdout, "  curl -s -X PUT -H 'Authorization: Bearer %s' -d '{\"cutover\":\"shadow\"}' http://%s/admin/routes/get-profile/cutover\n", t.Config.Admin.Token, gw.AdminAddr())
 	fmt.Fprintf(stdout, "  curl -s http://%s/metrics | grep natsgate_http_requests_total\n\nCtrl-C stops the demo.\n\n", gw.AdminAddr())
-	if traffic { // steady sample traffic until the demo stops; see the dashboard
+	fmt.Fprintf(stdout, "Dashboard (legacy vs NATS, per route): http://%s/\n\n", gw.AdminAddr())
+	if traffic { // steady sample traffic until the demo stops
 		defer startTraffic(base, t, trafficOptions{}, log)()
-		fmt.Fprintf(stdout, "Sending sample traffic: watch http://%s/\n\n", gw.AdminAddr())
+		fmt.Fprint(stdout, "Sending sample traffic to every route, about 20 requests a second.\n\n")
 	}
 	return waitAndStop(gw, "", t.Config.HTTP.ShutdownGrace)
 }
