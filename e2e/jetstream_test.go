@@ -63,19 +63,18 @@ func streamMsgIDs(t *testing.T, urls, stream string) map[string]int {
 		info, err = s.Info(ctx)
 		return err == nil
 	})
+	// Message by message with retries: after a kill a replicated stream
+	// may still be settling, and one failed read must not end the check.
 	ids := make(map[string]int, info.State.Msgs)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatalf("consumer on %s: %v", stream, err)
-	}
-	for n := uint64(0); n < info.State.Msgs; n++ {
-		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			t.Fatalf("reading %s message %d of %d: %v", stream, n+1, info.State.Msgs, err)
-		}
-		ids[msg.Headers().Get(nats.MsgIdHdr)]++
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		var msg *jetstream.RawStreamMsg
+		eventually(t, 10*time.Second, fmt.Sprintf("%s message %d of %d", stream, seq, info.State.LastSeq), func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			msg, err = s.GetMsg(ctx, seq)
+			return err == nil
+		})
+		ids[msg.Header.Get(nats.MsgIdHdr)]++
 	}
 	return ids
 }

@@ -36,6 +36,14 @@ type natsOptions struct {
 // ports, waiting until its /healthz says it is ready.
 func startNATS(t testing.TB, o natsOptions) *natsServer {
 	t.Helper()
+	ns := newNATS(t, o)
+	ns.Start()
+	return ns
+}
+
+// newNATS writes a nats-server's config file; Start runs it.
+func newNATS(t testing.TB, o natsOptions) *natsServer {
+	t.Helper()
 	if o.name == "" {
 		o.name = "n1"
 	}
@@ -53,7 +61,6 @@ func startNATS(t testing.TB, o natsOptions) *natsServer {
 	if err := os.WriteFile(ns.conf, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ns.Start()
 	return ns
 }
 

@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startCluster starts three nats-servers with JetStream, routed to each
+// other, and waits until all are healthy.
+func startCluster(t *testing.T) []*natsServer {
+	t.Helper()
+	var clientPorts, routePorts [3]int
+	for i := range 3 {
+		clientPorts[i], routePorts[i] = freePort(t), freePort(t)
+	}
+	var routes []string
+	for _, p := range routePorts {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	nodes := make([]*natsServer, 3)
+	for i := range 3 {
+		t.Helper()
+		extra := fmt.Sprintf("cluster {\n  name: e2e\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n", routePorts[i], strings.Join(routes, ", "))
+		nodes[i] = newNATS(t, natsOptions{name: fmt.Sprintf("n%d", i+1), jetstream: true, port: clientPorts[i], extra: extra})
+		nodes[i].StartNoWait()
+	}
+	for _, n := range nodes {
+		n.WaitReady()
+	}
+	return nodes
+}
+
+// hasConnection reports whether the server has a client connection named
+// name.
+func (ns *natsServer) hasConnection(name string) bool {
+	resp, err := http.Get(ns.MonitorURL() + "/connz")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return strings.Contains(string(b), fmt.Sprintf("%q", name))
+}
+
+// Fault 2: the cluster node the gateway is connected to is killed under
+// load.
+func TestClusterNodeKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: a three-node JetStream cluster takes a while to form")
+	}
+	nodes := startCluster(t)
+	var urls []string
+	for _, n := range nodes {
+		urls = append(urls, n.URL())
+	}
+	natsExtra, body := ordersConfig(3)
+	body += `  - name: get-user
+    method: GET
+    path: /users/{id}
+    nats: {subject: "users.{id}.get", pattern: request, timeout: 1s}
+`
+	g := startGateway(t, gatewayConfig{NATSURL: strings.Join(urls, ","), NATS: natsExtra, Body: body})
+	var victim *natsServer
+	var others []*natsServer
+	eventually(t, 5*time.Second, "the gateway's connection to show in /connz", func() bool {
+		victim, others = nil, nil
+		for _, n := range nodes {
+			if n.hasConnection("natsgate-e2e") {
+				victim = n
+			} else {
+				others = append(others, n)
+			}
+		}
+		return victim != nil
+	})
+	// Workers on the other nodes, so that only the gateway loses its node.
+	startWorker(t, others[0].URL(), "w1", time.Second)
+	startWorker(t, others[1].URL(), "w2", time.Second)
+	client := newClient(t)
+	eventually(t, 5*time.Second, "a 200 from get-user", func() bool { return do(client, "GET", g.URL+"/users/1", "", nil).status == 200 })
+
+	const getters, posters = 3, 2
+	gets := startLoad(getters, 100000, 30*time.Second, getUser(client, g.URL))
+	defer gets.Stop()
+	posts := startLoad(posters, 100000, 30*time.Second, func(c, i int) exchange {
+		return postOrder(client, g.URL, fmt.Sprintf("order-%d-%d", c, i))
+	})
+	defer posts.Stop()
+	eventually(t, 10*time.Second, "steady load", func() bool { return gets.Count(200) >= 20 && posts.Count(202) >= 20 })
+
+	killStart := time.Now()
+	victim.Kill()
+	killed := time.Now()
+	if took, ok := within(5*time.Second, func() bool { return others[0].hasConnection("natsgate-e2e") || others[1].hasConnection("natsgate-e2e") }); !ok {
+		t.Fatalf("the gateway did not move to another node within %v", took)
+	} else {
+		t.Logf("the gateway moved to another node %v after the kill", took.Round(time.Millisecond))
+	}
+	// Run on for 3 s after the kill, then require the tail to be clean.
+	time.Sleep(time.Until(killed.Add(3 * time.Second)))
+	tailStart := time.Now()
+	time.Sleep(time.Second)
+	getResults, postResults := gets.Stop(), posts.Stop()
+
+	failed, inflight := 0, 0
+	var failures []string
+	for _, e := range append(getResults, postResults...) {
+		if e.start.Before(killed) && e.end.After(killStart) {
+			inflight++
+		}
+		if e.status == 200 || e.status == 202 {
+			continue
+		}
+		failed++
+		failures = append(failures, e.String())
+		if e.err != nil || e.took() > 2*time.Second+time.Second {
+			t.Errorf("a request hung or got no answer: %v", e)
+		}
+		if e.start.After(tailStart) {
+			t.Errorf("a request failed 3s after the kill: %v", e)
+		}
+	}
+	t.Logf("%d requests, %d in flight at the kill, %d failed", len(getResults)+len(postResults), inflight, failed)
+	if failed > inflight {
+		t.Errorf("%d requests failed, more than the %d in flight at the kill:\n%s", failed, inflight, strings.Join(failures, "\n"))
+	}
+
+	acked := map[string]bool{}
+	for _, e := range postResults {
+		if e.status == 202 {
+			acked[e.key] = true
+		}
+	}
+	assertStoredOnce(t, acked, streamMsgIDs(t, others[0].URL()+","+others[1].URL(), "ORDERS"))
+}
