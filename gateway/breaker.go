@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/routes"
 	"github.com/sony/gobreaker/v2"
 )
@@ -73,8 +74,12 @@ func newBreaker(name, target string, cfg routes.Breaker, log *slog.Logger, onCha
 				var we *workerError
 				return err == nil || (errors.As(err, &we) && we.code < 500)
 			},
+			// A client that left, or sent a request NATS cannot take, says
+			// nothing about the backend: such requests are not counted, or
+			// a few bad requests would open the breaker for everyone.
 			IsExcluded: func(err error) bool {
-				return errors.Is(err, ErrClientGone) || errors.Is(err, context.Canceled)
+				return errors.Is(err, ErrClientGone) || errors.Is(err, context.Canceled) ||
+					errors.Is(err, ErrBadRequest) || errors.Is(err, ErrBodyTooLarge) || errors.Is(err, nats.ErrMaxPayload)
 			},
 		}),
 	}
