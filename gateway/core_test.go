@@ -810,3 +810,44 @@ routes:
 		})
 	}
 }
+
+// A client's own mistakes are its answer alone: they never count against
+// the route's breaker, or a few bad requests would shut everyone out.
+func TestClientErrorsDoNotOpenTheBreaker(t *testing.T) {
+	opts := natstest.Options(t)
+	opts.MaxPayload = 8 << 10
+	ns := natstest.RunServerWith(t, opts)
+	gw := startGateway(t, ns, `
+nats:
+  streams:
+    - name: ORDERS
+      subjects: [orders.>]
+routes:
+  - name: create-order
+    method: POST
+    path: /orders/{kind}
+    breaker: {failures: 2, open_for: 1m}
+    forward_headers: [X-Big]
+    nats: {subject: "orders.{kind}", pattern: jetstream, timeout: 5s}
+`)
+	bad := []struct {
+		name   string
+		target string
+		header http.Header
+		status int
+	}{
+		{"long Idempotency-Key", "/orders/new", http.Header{"Idempotency-Key": {strings.Repeat("k", 300)}}, 400},
+		{"headers over max_payload", "/orders/new", http.Header{"X-Big": {strings.Repeat("h", 9<<10)}}, 413},
+		{"bad param", "/orders/a.b", nil, 400},
+	}
+	for round := 0; round < 3; round++ {
+		for _, b := range bad {
+			resp, body := do(t, "POST", gw.URL+b.target, strings.NewReader("{}"), b.header)
+			checkProblem(t, resp, body, b.status, "create-order")
+		}
+	}
+	resp, body := do(t, "POST", gw.URL+"/orders/new", strings.NewReader("{}"), nil)
+	if resp.StatusCode != 202 {
+		t.Fatalf("a good request after client errors: %d %s, want 202", resp.StatusCode, body)
+	}
+}
