@@ -168,7 +168,6 @@ type Breaker struct {
 
 var (
 	routeName  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-	pathParam  = regexp.MustCompile(`\{([^{}:]+)(?::[^{}]*)?\}`)
 	headerName = regexp.MustCompile("^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$")
 	methods    = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"}
 )
@@ -431,12 +430,7 @@ func (c *compiler) route(i int, rc RouteConfig, cfg *Config, upstreams map[strin
 	if !strings.HasPrefix(rc.Path, "/") {
 		c.fail(p+".path", "%q must start with /", rc.Path)
 	}
-	for _, m := range pathParam.FindAllStringSubmatch(rc.Path, -1) {
-		r.Params = append(r.Params, m[1])
-	}
-	if strings.HasSuffix(rc.Path, "*") {
-		r.Params = append(r.Params, "*")
-	}
+	r.Params = pathParams(rc.Path)
 	if rc.MaxBody > 0 {
 		r.MaxBody = int64(rc.MaxBody)
 	}
@@ -542,6 +536,41 @@ func (c *compiler) routeCutover(p string, r *Route, rc RouteConfig) {
 	for _, f := range rc.ShadowIgnore {
 		r.ShadowIgnore = append(r.ShadowIgnore, strings.Split(f, "."))
 	}
+}
+
+// pathParams lists a chi pattern's parameter names, reading it as chi
+// does: a {name:regexp} ends at the brace that balances its opening one,
+// so a regexp may hold braces of its own ({id:[0-9]{3}}); a trailing *
+// is the parameter "*".
+func pathParams(pattern string) []string {
+	var names []string
+	for {
+		open := strings.IndexByte(pattern, '{')
+		if open < 0 {
+			break
+		}
+		depth, end := 0, -1
+		for i := open; i < len(pattern) && end < 0; i++ {
+			switch pattern[i] {
+			case '{':
+				depth++
+			case '}':
+				if depth--; depth == 0 {
+					end = i
+				}
+			}
+		}
+		if end < 0 {
+			break // unbalanced: chiAccepts reports it
+		}
+		name, _, _ := strings.Cut(pattern[open+1:end], ":")
+		names = append(names, name)
+		pattern = pattern[end+1:]
+	}
+	if strings.HasSuffix(pattern, "*") {
+		names = append(names, "*")
+	}
+	return names
 }
 
 // chiAccepts registers the route's pattern on a scratch router: chi panics
