@@ -573,3 +573,35 @@ func TestLoadCollectionTypeErrors(t *testing.T) {
 		}
 	}
 }
+
+// Path parameters are read as chi reads them, so the subject can name
+// exactly the parameters chi will fill.
+func TestPathParams(t *testing.T) {
+	tests := []struct {
+		path, subject string
+		want          string
+	}{
+		{"/users/{id}", "users.{id}", "id"},
+		{"/orgs/{org}/users/{userId}", "orgs.{org}.users.{userId}", "org,userId"},
+		{"/a/{id:[0-9]+}", "a.{id}", "id"},
+		{"/a/{id:[0-9]{3}}", "a.{id}", "id"},
+		{"/a/{code:[A-Z]{2,3}}/{n}", "a.{code}.{n}", "code,n"},
+		{"/a/{id}-{x}", "a.{id}.{x}", "id,x"},
+		{"/files/*", "files.{*}", "*"},
+		{"/a/{id}/*", "a.{id}", "id,*"},
+	}
+	for _, tt := range tests {
+		tb, err := routes.Load("p.yaml", []byte(route("path: '"+tt.path+"'", "nats: {subject: '"+tt.subject+"'}")), noEnv)
+		if err != nil {
+			t.Errorf("%s: %v", tt.path, err)
+			continue
+		}
+		if got := strings.Join(tb.Routes[0].Params, ","); got != tt.want {
+			t.Errorf("%s: params %q, want %q", tt.path, got, tt.want)
+		}
+	}
+	// A name chi would not fill is refused, whatever the regexp holds.
+	if _, err := routes.Load("p.yaml", []byte(route("path: '/a/{id:[0-9]{3}}'", "nats: {subject: 'a.{3}'}")), noEnv); err == nil {
+		t.Error(`subject "a.{3}" accepted for the path /a/{id:[0-9]{3}}`)
+	}
+}
