@@ -198,7 +198,7 @@ var colors = map[string]string{"A": "#7f7f7f", "B": "#ff7f0e", "C": "#1f77b4", "
 
 // SVG draws throughput and p99 against concurrency, one line per scenario.
 func (rep *Report) SVG() string {
-	const w, h, panelW, top, bottom, left = 1000, 430, 400, 50, 60, 80
+	const w, h, panelW, gap, top, bottom, left = 1300, 470, 340, 85, 50, 100, 70
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", w, h, w, h)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
@@ -273,23 +273,31 @@ func (rep *Report) SVG() string {
 			}
 		}
 	}
-	panel(left, "throughput (req/s, higher is better)", func(c *Cell) float64 { return c.Throughput() }, false,
-		func(v float64) string { return fmt.Sprintf("%.0fk", v/1000) })
-	panel(left+panelW+80, "p99 latency (log scale, lower is better)", func(c *Cell) float64 { return float64(c.Result.Latency.Quantile(0.99)) }, true,
-		func(v float64) string { return fmtDur(time.Duration(v)) })
+	panel(left, "throughput (req/s, median of rounds; higher is better)", func(c *Cell) float64 { return c.Throughput() }, false,
+		func(v float64) string { return fmt.Sprintf("%gk", v/1000) })
+	panel(left+panelW+gap, "p99 latency (log scale; lower is better)", func(c *Cell) float64 { return float64(c.Result.Latency.Quantile(0.99)) }, true,
+		tickDur)
+	panel(left+2*(panelW+gap), "CPU per request, whole process (µs; lower is better)", func(c *Cell) float64 { return float64(c.CPUPerReq) / 1e3 }, false,
+		func(v float64) string { return fmt.Sprintf("%g", v) })
 
-	lx := left + 2*panelW + 95
 	for i, sc := range rep.Scenarios {
-		ly := top + 10 + i*36
-		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="14" height="14" fill="%s"/><text x="%d" y="%d">%s</text><text x="%d" y="%d" font-size="10">%s</text>`+"\n",
-			lx, ly, colors[sc.Key], lx+20, ly+11, sc.Key, lx, ly+26, xmlEscape(shortName(sc.Name)))
+		lx, ly := left+i*205, h-24
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="14" height="14" fill="%s"/><text x="%d" y="%d">%s  %s</text>`+"\n",
+			lx, ly, colors[sc.Key], lx+20, ly+11, sc.Key, xmlEscape(sc.Name))
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
 }
 
-func shortName(s string) string {
-	return strings.NewReplacer("natsgate ", "", "httputil.", "", "minimal ", "", " to legacy", "").Replace(s)
+// tickDur labels a latency axis tick: 500µs, 2ms, 1s.
+func tickDur(v float64) string {
+	switch {
+	case v < 1e6:
+		return fmt.Sprintf("%gµs", v/1e3)
+	case v < 1e9:
+		return fmt.Sprintf("%gms", v/1e6)
+	}
+	return fmt.Sprintf("%gs", v/1e9)
 }
 
 func niceStep(raw float64) float64 {
