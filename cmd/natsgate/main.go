@@ -50,16 +50,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	needConfig := func() bool {
+	switch cmd {
+	case "validate", "routes", "serve":
 		if *config == "" {
 			fmt.Fprintf(stderr, "natsgate %s: --config FILE is required\n", cmd)
-			return false
-		}
-		return true
-	}
-	switch cmd {
-	case "validate":
-		if !needConfig() {
 			return 2
 		}
 		t, err := gateway.LoadConfig(*config)
@@ -67,28 +61,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			printConfigError(stderr, err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "%s: ok, %d routes, %d upstreams\n", *config, len(t.Routes), len(t.Upstreams))
-		return 0
-	case "routes":
-		if !needConfig() {
-			return 2
-		}
-		t, err := gateway.LoadConfig(*config)
-		if err != nil {
-			printConfigError(stderr, err)
-			return 1
-		}
-		stages := gateway.EffectiveStages(t, func(msg string) { fmt.Fprintln(stderr, "natsgate routes:", msg) })
-		fmt.Fprint(stdout, t.Format(stages))
-		return 0
-	case "serve":
-		if !needConfig() {
-			return 2
-		}
-		t, err := gateway.LoadConfig(*config)
-		if err != nil {
-			printConfigError(stderr, err)
-			return 1
+		switch cmd {
+		case "validate":
+			fmt.Fprintf(stdout, "%s: ok, %d routes, %d upstreams\n", *config, len(t.Routes), len(t.Upstreams))
+			return 0
+		case "routes":
+			stages := gateway.EffectiveStages(t, func(msg string) { fmt.Fprintln(stderr, "natsgate routes:", msg) })
+			fmt.Fprint(stdout, t.Format(stages))
+			return 0
 		}
 		return serve(t, *config, *logFormat, stderr)
 	case "demo":
