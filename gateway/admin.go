@@ -113,11 +113,19 @@ func (s *Server) listRoutes(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) listMismatches(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
-	if s.table.Load().handlers[name] == nil {
-		s.adminProblem(w, r, http.StatusNotFound, "unknown_route", name, "no route named "+name)
+	if s.routeOr404(w, r, name) == nil {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"route": name, "mismatches": s.Mismatches(name)})
+}
+
+// routeOr404 finds a route by name, or answers 404 and returns nil.
+func (s *Server) routeOr404(w http.ResponseWriter, r *http.Request, name string) *routeHandler {
+	h := s.table.Load().handlers[name]
+	if h == nil {
+		s.adminProblem(w, r, http.StatusNotFound, "unknown_route", name, "no route named "+name)
+	}
+	return h
 }
 
 // cutoverRequest is the body of PUT /admin/routes/{name}/cutover.
@@ -128,9 +136,8 @@ type cutoverRequest struct {
 
 func (s *Server) putCutover(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
-	h := s.table.Load().handlers[name]
+	h := s.routeOr404(w, r, name)
 	if h == nil {
-		s.adminProblem(w, r, http.StatusNotFound, "unknown_route", name, "no route named "+name)
 		return
 	}
 	var req cutoverRequest
@@ -174,9 +181,8 @@ func (s *Server) putCutover(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) deleteCutover(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
-	h := s.table.Load().handlers[name]
+	h := s.routeOr404(w, r, name)
 	if h == nil {
-		s.adminProblem(w, r, http.StatusNotFound, "unknown_route", name, "no route named "+name)
 		return
 	}
 	old := h.stage.Load()
