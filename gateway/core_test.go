@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -280,7 +281,8 @@ routes:
 // With the NATS server gone the gateway answers 503 at once on every
 // pattern: never a hang until the timeout, never 202 for a publish.
 func TestNATSDown(t *testing.T) {
-	ns := natstest.RunServer(t)
+	opts := natstest.Options(t)
+	ns := natstest.RunServerWith(t, opts)
 	gw := startGateway(t, ns, `
 nats:
   streams:
@@ -306,6 +308,7 @@ routes:
 		t.Fatalf("before the outage: %d", resp.StatusCode)
 	}
 
+	port := ns.Addr().(*net.TCPAddr).Port
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	natstest.Eventually(t, 5*time.Second, "the gateway to see the connection drop", func() bool {
@@ -330,6 +333,33 @@ routes:
 				t.Errorf("answered after %v with NATS down: want at once", took)
 			}
 		})
+	}
+
+	// The server comes back on the same address and store: the gateway
+	// reconnects by itself and serves every pattern again.
+	again := natstest.Options(t)
+	again.Port = port
+	again.StoreDir = opts.StoreDir
+	ns2 := natstest.RunServerWith(t, again)
+	natstest.Eventually(t, 10*time.Second, "the gateway to reconnect", func() bool {
+		resp, _ := do(t, "GET", gw.AdminURL+"/readyz", nil, nil)
+		return resp.StatusCode == 200
+	})
+	respond(t, natstest.Connect(t, ns2), "users.*.get", func(*nats.Msg) *nats.Msg { return &nats.Msg{Data: []byte("ok")} })
+	for _, tt := range []struct {
+		method, path string
+		want         int
+	}{{"GET", "/users/1", 200}, {"POST", "/events", 202}, {"POST", "/orders", 202}} {
+		if resp, body := do(t, tt.method, gw.URL+tt.path, strings.NewReader("{}"), nil); resp.StatusCode != tt.want {
+			t.Errorf("after reconnecting, %s %s: %d %s, want %d", tt.method, tt.path, resp.StatusCode, body, tt.want)
+		}
+	}
+	// Shut down while the server is up, so the drain is quick; the
+	// cleanup would otherwise race the server's own shutdown.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := gw.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
 	}
 }
 
