@@ -171,18 +171,21 @@ func (c *Cell) Throughput() float64 {
 
 // Report is a whole run.
 type Report struct {
-	Started    time.Time
-	Elapsed    time.Duration
-	Machine    Machine
-	Options    Options
-	Scenarios  []Scenario
-	Cells      map[string]map[int]*Cell // scenario key -> concurrency -> cell
-	Skipped    map[string]string        // scenario key -> why
-	Memory     *MemoryCheck
-	Inbox      *InboxCheck
-	Profiles   []string
-	Notes      []string
-	OutputFile string
+	Started   time.Time
+	Elapsed   time.Duration
+	Machine   Machine
+	Options   Options
+	Scenarios []Scenario
+	Cells     map[string]map[int]*Cell // scenario key -> concurrency -> cell
+	Skipped   map[string]string        // scenario key -> why
+	Memory    *MemoryCheck
+	Inbox     *InboxCheck
+	Profiles  []string
+	// ProfileRequests is how many requests each scenario's profiles cover,
+	// to turn their samples into time per request.
+	ProfileRequests map[string]uint64
+	Notes           []string
+	OutputFile      string
 }
 
 // Cell returns a measured cell, or nil.
@@ -199,7 +202,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err := os.MkdirAll(opts.OutDir, 0o755); err != nil {
 		return nil, err
 	}
-	rep := &Report{Started: time.Now(), Machine: describeMachine(), Options: opts, Cells: map[string]map[int]*Cell{}, Skipped: map[string]string{}}
+	rep := &Report{Started: time.Now(), Machine: describeMachine(), Options: opts, Cells: map[string]map[int]*Cell{}, Skipped: map[string]string{}, ProfileRequests: map[string]uint64{}}
 	maxConc := slices.Max(opts.Concurrency)
 	r, err := newRig(ctx, opts.Workers, max(maxConc, opts.ProfileConcurrency))
 	if err != nil {
@@ -265,11 +268,12 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			if !strings.Contains(opts.ProfileScenarios, sc.Key) {
 				continue
 			}
-			files, err := profile(ctx, client, sc, sc.url(r), opts)
+			files, n, err := profile(ctx, client, sc, sc.url(r), opts)
 			if err != nil {
 				return nil, fmt.Errorf("profiling %s: %w", sc.Key, err)
 			}
 			rep.Profiles = append(rep.Profiles, files...)
+			rep.ProfileRequests[sc.Key] = n
 		}
 	}
 	client.CloseIdleConnections()
@@ -347,33 +351,33 @@ func processCPU() time.Duration {
 // profile runs one natsgate scenario under the CPU profiler and writes it
 // with the allocations made meanwhile (an allocs profile and the base to
 // subtract from it).
-func profile(ctx context.Context, client *http.Client, sc Scenario, url string, opts Options) ([]string, error) {
+func profile(ctx context.Context, client *http.Client, sc Scenario, url string, opts Options) ([]string, uint64, error) {
 	fmt.Fprintf(opts.Progress, "profiling %s %s at c=%d for %v\n", sc.Key, sc.Name, opts.ProfileConcurrency, opts.ProfileDuration)
 	cpuFile := filepath.Join(opts.OutDir, "cpu-"+sc.Key+".pprof")
 	baseFile := filepath.Join(opts.OutDir, "allocs-"+sc.Key+"-base.pprof")
 	allocFile := filepath.Join(opts.OutDir, "allocs-"+sc.Key+".pprof")
 	runtime.GC()
 	if err := writeProfile("allocs", baseFile); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	f, err := os.Create(cpuFile)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer f.Close()
 	if err := pprof.StartCPUProfile(f); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	_, err = loadgen.Run(ctx, client, loadgen.Config{URL: url, Concurrency: opts.ProfileConcurrency, Warmup: 100 * time.Millisecond, Duration: opts.ProfileDuration})
+	res, err := loadgen.Run(ctx, client, loadgen.Config{URL: url, Concurrency: opts.ProfileConcurrency, Warmup: 100 * time.Millisecond, Duration: opts.ProfileDuration})
 	pprof.StopCPUProfile()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	runtime.GC()
 	if err := writeProfile("allocs", allocFile); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return []string{cpuFile, allocFile, baseFile}, nil
+	return []string{cpuFile, allocFile, baseFile}, res.Sent, nil
 }
 
 func writeProfile(name, path string) error {

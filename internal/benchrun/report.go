@@ -155,6 +155,13 @@ func (rep *Report) Markdown() string {
 			names[i] = filepath.Base(p)
 		}
 		b.WriteString(strings.Join(names, ", "))
+		var counts []string
+		for _, sc := range rep.Scenarios {
+			if n, ok := rep.ProfileRequests[sc.Key]; ok {
+				counts = append(counts, fmt.Sprintf("%s %d", sc.Key, n))
+			}
+		}
+		b.WriteString(". Requests each scenario's profiles cover (to turn samples into time per request): " + strings.Join(counts, ", "))
 		b.WriteString(". Allocations made during a profile: `go tool pprof -sample_index=alloc_space -base allocs-D-base.pprof allocs-D.pprof`.\n")
 	}
 	return b.String()
@@ -191,7 +198,7 @@ func (rep *Report) summary() any {
 				c.Result.Requests, c.Result.Errors, c.Result.FirstError, float64(c.CPUPerReq) / 1e3, c.AllocsPerReq})
 		}
 	}
-	return map[string]any{"started": rep.Started, "machine": rep.Machine, "cells": cells, "inbox": rep.Inbox, "memory": rep.Memory, "skipped": rep.Skipped}
+	return map[string]any{"started": rep.Started, "machine": rep.Machine, "cells": cells, "inbox": rep.Inbox, "memory": rep.Memory, "skipped": rep.Skipped, "profile_requests": rep.ProfileRequests}
 }
 
 var colors = map[string]string{"A": "#7f7f7f", "B": "#ff7f0e", "C": "#1f77b4", "D": "#2ca02c", "E": "#9467bd", "F": "#d62728"}
