@@ -303,14 +303,58 @@ routes:
     nats: {subject: orders.created, pattern: jetstream, timeout: 5s}
 `)
 	worker := natstest.Connect(t, ns, nats.MaxReconnects(0))
-	respond(t, worker, "users.*.get", func(*nats.Msg) *nats.Msg { return &nats.Msg{Data: []byte("ok")} })
+	holding := make(chan struct{}, 1)
+	respond(t, worker, "users.*.get", func(m *nats.Msg) *nats.Msg {
+		if m.Header.Get("Http-Param-id") == "hold" {
+			holding <- struct{}{}
+			return nil // the outage comes first
+		}
+		return &nats.Msg{Data: []byte("ok")}
+	})
 	if resp, _ := do(t, "GET", gw.URL+"/users/1", nil, nil); resp.StatusCode != 200 {
 		t.Fatalf("before the outage: %d", resp.StatusCode)
 	}
 
+	// A request in flight when the connection drops is answered at once:
+	// its reply can no longer arrive.
+	type answer struct {
+		resp *http.Response
+		body string
+		took time.Duration
+	}
+	inFlight := make(chan answer, 1)
+	go func() {
+		t0 := time.Now()
+		resp, err := http.Get(gw.URL + "/users/hold")
+		if err != nil {
+			inFlight <- answer{took: time.Since(t0)}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		inFlight <- answer{resp, string(b), time.Since(t0)}
+	}()
+	select {
+	case <-holding:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held request never reached the worker")
+	}
 	port := ns.Addr().(*net.TCPAddr).Port
 	ns.Shutdown()
 	ns.WaitForShutdown()
+	t.Run("in flight", func(t *testing.T) {
+		a := <-inFlight
+		if a.resp == nil {
+			t.Fatal("the in-flight request failed at the HTTP level")
+		}
+		p := checkProblem(t, a.resp, a.body, 503, "get-user")
+		if p["kind"] != "nats_disconnected" {
+			t.Errorf("kind %v, want nats_disconnected", p["kind"])
+		}
+		if a.took > notAHang {
+			t.Errorf("answered after %v: want at once, not at the 5s timeout", a.took)
+		}
+	})
 	natstest.Eventually(t, 5*time.Second, "the gateway to see the connection drop", func() bool {
 		resp, _ := do(t, "GET", gw.AdminURL+"/readyz", nil, nil)
 		return resp.StatusCode == 503
