@@ -107,8 +107,13 @@ func (h *routeHandler) canFallBack(r *http.Request, err error) bool {
 		return false
 	}
 	switch f := classify(err); f.kind {
-	case "no_responders", "no_stream", "breaker_open", "nats_disconnected":
+	case "no_responders", "no_stream", "breaker_open":
 		return true
+	case "nats_disconnected":
+		if !errors.Is(err, errDroppedInFlight) {
+			return true // nothing was sent
+		}
+		fallthrough // a worker may have acted, as after a timeout
 	case "timeout":
 		switch r.Method {
 		case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
@@ -142,6 +147,10 @@ func (h *routeHandler) serveLegacy(w *statusWriter, r *http.Request, ex *exchang
 	}
 	return nil
 }
+
+// errDroppedInFlight is a connection lost while the request was out: a
+// worker may have received it and acted.
+var errDroppedInFlight = fmt.Errorf("%w while the request was in flight", ErrDisconnected)
 
 // serveNATS answers over NATS with the route's pattern.
 func (h *routeHandler) serveNATS(w *statusWriter, r *http.Request, ex *exchange) error {
@@ -192,7 +201,7 @@ func (h *routeHandler) serveNATS(w *statusWriter, r *http.Request, ex *exchange)
 		err = h.request(ctx, w, r, msg, ex)
 	}
 	if err != nil && epoch.Err() != nil && !errors.Is(err, ErrClientGone) {
-		err = ErrDisconnected
+		err = errDroppedInFlight
 	}
 	if err == nil && w.status >= 500 {
 		done(errServerError)
