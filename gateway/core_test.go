@@ -925,3 +925,67 @@ routes:
 		t.Fatalf("a good request after client errors: %d %s, want 202", resp.StatusCode, body)
 	}
 }
+
+// A request a worker already holds when the connection drops may have been
+// acted on: like a timeout, it falls back to the upstream only when its
+// method is idempotent, so a POST is never run twice.
+func TestFallbackAfterDropInFlight(t *testing.T) {
+	ns := natstest.RunServer(t)
+	legacy := startLegacy(t)
+	gw := startGateway(t, ns, `
+upstreams:
+  legacy:
+    url: `+legacy.URL+`
+routes:
+  - name: user
+    method: "*"
+    path: /users/{id}
+    upstream: legacy
+    cutover: nats
+    fallback: true
+    nats: {subject: "users.{id}", timeout: 5s}
+`)
+	worker := natstest.Connect(t, ns, nats.MaxReconnects(0))
+	holding := make(chan string, 2)
+	respond(t, worker, "users.*", func(m *nats.Msg) *nats.Msg {
+		holding <- m.Header.Get("Http-Method")
+		return nil
+	})
+	type answer struct {
+		status  int
+		backend string
+	}
+	send := func(method string) <-chan answer {
+		out := make(chan answer, 1)
+		go func() {
+			req, _ := http.NewRequest(method, gw.URL+"/users/1", strings.NewReader("{}"))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				out <- answer{}
+				return
+			}
+			resp.Body.Close()
+			out <- answer{resp.StatusCode, resp.Header.Get(HeaderBackend)}
+		}()
+		return out
+	}
+	post, get := send("POST"), send("GET")
+	for i := 0; i < 2; i++ {
+		select {
+		case <-holding:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the worker did not get both requests")
+		}
+	}
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	if a := <-post; a.status != 503 || legacy.hits.Load() > 1 {
+		t.Errorf("POST in flight: %d from %q, legacy hit %d times: want 503 and the POST never replayed", a.status, a.backend, legacy.hits.Load())
+	}
+	if a := <-get; a.status != 200 || a.backend != "legacy" {
+		t.Errorf("GET in flight: %d from %q, want the legacy answer", a.status, a.backend)
+	}
+	if n := legacy.hits.Load(); n != 1 {
+		t.Errorf("legacy served %d requests, want only the GET", n)
+	}
+}
