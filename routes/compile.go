@@ -168,6 +168,7 @@ type Breaker struct {
 
 var (
 	routeName  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	paramName  = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 	headerName = regexp.MustCompile("^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$")
 	methods    = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"}
 )
@@ -431,6 +432,12 @@ func (c *compiler) route(i int, rc RouteConfig, cfg *Config, upstreams map[strin
 		c.fail(p+".path", "%q must start with /", rc.Path)
 	}
 	r.Params = pathParams(rc.Path)
+	for _, name := range r.Params {
+		// Each name becomes the NATS header Http-Param-<name>.
+		if name != "*" && !paramName.MatchString(name) {
+			c.fail(p+".path", "parameter name %q takes only letters, digits, '-' and '_' (it names the header Http-Param-<name>)", name)
+		}
+	}
 	if rc.MaxBody > 0 {
 		r.MaxBody = int64(rc.MaxBody)
 	}
