@@ -185,6 +185,16 @@ func TestLoadErrors(t *testing.T) {
 			want: wantError{3, "r1", "path", "duplicate param key"},
 		},
 		{
+			name: "path parameter name that cannot be a header",
+			yaml: route(`path: "/a/{user id}"`, `nats: {subject: "a.{user id}"}`),
+			want: wantError{3, "r1", "path", `parameter name "user id" takes only letters`},
+		},
+		{
+			name: "path parameter name with a line break",
+			yaml: route(`path: "/a/{x\nNats-Msg-Id: 1}"`, "nats: {subject: a}"),
+			want: wantError{3, "r1", "path", `parameter name "x\nNats-Msg-Id"`},
+		},
+		{
 			name: "unset variable",
 			yaml: route("path: /a", "nats:", "  subject: a.${SUFFIX}"),
 			want: wantError{5, "r1", "nats.subject", "environment variable SUFFIX is not set"},
