@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
@@ -303,4 +305,68 @@ func TestReloadBrokenAndGood(t *testing.T) {
 		}
 	}
 	t.Logf("%d requests across two reloads, all 200", len(results))
+}
+
+// Fault 1 with a fallback: while NATS is down, the route is answered by its
+// legacy upstream instead of 503, and goes back to NATS after the restart.
+func TestNATSKilledFallsBack(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	startWorker(t, ns.URL(), "w1", time.Second)
+	legacy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"served_by":"legacy"}`)
+	}))
+	defer legacy.Close()
+	g := startGateway(t, gatewayConfig{NATSURL: ns.URL(), Body: fmt.Sprintf(`
+upstreams:
+  legacy: {url: %q}
+routes:
+  - name: get-user
+    method: GET
+    path: /users/{id}
+    nats: {subject: "users.{id}.get", timeout: 1s}
+    upstream: legacy
+    cutover: nats
+    fallback: true
+    breaker: {failures: 5, open_for: 1s}
+`, legacy.URL)})
+	client := newClient(t)
+	eventually(t, 5*time.Second, "get-user answered over NATS", func() bool {
+		return do(client, "GET", g.URL+"/users/1", "", nil).backend == "nats"
+	})
+	l := startLoad(3, 100000, 30*time.Second, getUser(client, g.URL))
+	defer l.Stop()
+	eventually(t, 5*time.Second, "steady load", func() bool { return l.Count(200) >= 20 })
+
+	ns.Kill()
+	killed := time.Now()
+	time.Sleep(3 * time.Second)
+	outageEnd := time.Now()
+	ns.Start()
+	// Back on NATS after the worker's reconnect (up to 2 s) and open_for.
+	if took, ok := within(5*time.Second, func() bool {
+		snap := l.Snapshot()
+		return len(snap) > 0 && snap[len(snap)-1].backend == "nats" && snap[len(snap)-1].start.After(outageEnd)
+	}); !ok {
+		t.Errorf("not back on NATS %v after the restart", took)
+	}
+	results := l.Stop()
+	legacyDuring := 0
+	for _, e := range results {
+		if e.status != 200 || e.err != nil {
+			t.Errorf("with a fallback every request should be answered: %v", e)
+		}
+		if e.took() > time.Second+time.Second {
+			t.Errorf("answered after %v, more than the route timeout + 1s: %v", e.took(), e)
+		}
+		if e.start.After(killed.Add(100*time.Millisecond)) && e.end.Before(outageEnd) {
+			if e.backend != "legacy" {
+				t.Errorf("during the outage want the legacy fallback, got backend %q: %v", e.backend, e)
+			}
+			legacyDuring++
+		}
+	}
+	if legacyDuring == 0 {
+		t.Error("no request was answered during the outage")
+	}
+	t.Logf("%d requests, %d answered by the fallback during the outage, none failed", len(results), legacyDuring)
 }

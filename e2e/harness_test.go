@@ -288,6 +288,7 @@ type exchange struct {
 	status     int    // 0 when no response came
 	err        error  // transport error
 	retryAfter string // Retry-After of the response
+	backend    string // X-Natsgate-Backend of the response: nats or legacy
 	body       string
 	key        string // the Idempotency-Key sent, if any
 }
@@ -406,6 +407,7 @@ func do(client *http.Client, method, url string, body string, header http.Header
 	resp.Body.Close()
 	ex.end = time.Now()
 	ex.status, ex.body, ex.retryAfter = resp.StatusCode, string(b), resp.Header.Get("Retry-After")
+	ex.backend = resp.Header.Get("X-Natsgate-Backend")
 	if err != nil {
 		ex.err = fmt.Errorf("reading the body: %w", err)
 	}

@@ -102,7 +102,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	assertStoredOnce(t, acked, streamMsgIDs(t, ns.URL(), "ORDERS"))
 
 	// The NATS connection was drained and closed, not dropped.
-	if out := g.Output(); strings.Contains(out, "NATS error") || strings.Contains(out, "panic") {
+	if out := g.Output(); strings.Contains(out, "NATS error") || strings.Contains(out, "NATS disconnected") || strings.Contains(out, "panic") {
 		t.Errorf("shutdown logged an error:\n%s", tail(out, 2000))
 	}
 }
