@@ -178,7 +178,9 @@ func (h *routeHandler) serveNATS(w *statusWriter, r *http.Request, ex *exchange)
 	if !nc.IsConnected() || epoch.Err() != nil {
 		return ErrDisconnected
 	}
-	if int64(len(body)) > nc.MaxPayload()-1024 {
+	// The body alone over max_payload is refused before the breaker; with
+	// the headers, nats.go's exact check gives ErrMaxPayload, also 413.
+	if int64(len(body)) > nc.MaxPayload() {
 		return fmt.Errorf("%w: %d bytes is over the NATS server's max_payload", ErrBodyTooLarge, len(body))
 	}
 	msg := &nats.Msg{Subject: subject, Data: body, Header: requestHeader(rt, r, ex.reqID, names, values)}
