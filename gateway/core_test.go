@@ -610,9 +610,16 @@ routes:
 			t.Fatalf("got %d %s", resp.StatusCode, body)
 		}
 	})
-	natstest.Eventually(t, 5*time.Second, "the accepted upload to arrive", func() bool { return rec.has("uploads.new") })
-	if got := rec.subjects(); len(got) != 1 {
-		t.Errorf("published %v, want only the one accepted upload", got)
+	// A body that fits in max_payload with the protocol's headers is sent.
+	t.Run("just under the server's max_payload", func(t *testing.T) {
+		resp, body := do(t, "POST", gw.URL+"/big", bytes.NewReader(bytes.Repeat([]byte("z"), 16<<10-512)), nil)
+		if resp.StatusCode != 202 {
+			t.Fatalf("got %d %s", resp.StatusCode, body)
+		}
+	})
+	natstest.Eventually(t, 5*time.Second, "the accepted uploads to arrive", func() bool { return rec.has("uploads.new") && rec.has("uploads.big") })
+	if got := rec.subjects(); len(got) != 2 {
+		t.Errorf("published %v, want only the two accepted uploads", got)
 	}
 }
 
