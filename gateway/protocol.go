@@ -96,7 +96,11 @@ func requestHeader(rt *routes.Route, r *http.Request, reqID string, names, value
 		if _, own := h[name]; own {
 			continue // X-Request-Id and the like are the gateway's to set
 		}
-		if v := r.Header[name]; len(v) > 0 {
+		v := r.Header[name]
+		if name == "Host" && r.Host != "" {
+			v = []string{r.Host} // net/http keeps Host out of the header map
+		}
+		if len(v) > 0 {
 			h[name] = v
 		}
 	}
