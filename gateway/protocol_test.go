@@ -59,7 +59,7 @@ routes:
   - name: update-user
     method: POST
     path: /orgs/{org}/users/{userId}
-    forward_headers: [X-Tenant]
+    forward_headers: [X-Tenant, Host]
     nats: {subject: "orgs.{org}.users.{userId}", timeout: 5s}
 `)
 	worker := natstest.Connect(t, ns)
@@ -113,6 +113,7 @@ routes:
 		"traceparent":       "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
 		"tracestate":        "vendor=opaque",
 		"X-Tenant":          "acme",
+		"Host":              strings.TrimPrefix(gw.URL, "http://"), // Go keeps it out of the header map
 	}
 	if d := headerDiff(m.Header, want); d != "" {
 		t.Errorf("NATS header:\n%s", d)
