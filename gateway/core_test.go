@@ -996,3 +996,54 @@ routes:
 		t.Errorf("legacy served %d requests, want only the GET", n)
 	}
 }
+
+// A client that leaves frees the NATS wait at once and is not held against
+// the route: its breaker stays closed.
+func TestClientGone(t *testing.T) {
+	ns := natstest.RunServer(t)
+	gw := startGateway(t, ns, `
+routes:
+  - name: get-user
+    method: GET
+    path: /users/{id}
+    breaker: {failures: 1, open_for: 1m}
+    nats: {subject: "users.{id}.get", timeout: 5s}
+`)
+	worker := natstest.Connect(t, ns)
+	holding := make(chan struct{}, 1)
+	respond(t, worker, "users.*.get", func(m *nats.Msg) *nats.Msg {
+		if m.Header.Get("Http-Param-id") == "hold" {
+			holding <- struct{}{}
+			return nil
+		}
+		return &nats.Msg{Data: []byte("ok")}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, "GET", gw.URL+"/users/hold", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	select {
+	case <-holding:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request never reached the worker")
+	}
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatal("the canceled request got an answer")
+	}
+	natstest.Eventually(t, notAHang, "the gateway to give up the abandoned request before its 5s timeout", func() bool {
+		return gw.inflight.Load() == 0
+	})
+	if resp, body := do(t, "GET", gw.URL+"/users/1", nil, nil); resp.StatusCode != 200 {
+		t.Fatalf("after a client left: %d %s, want 200 (breaker closed)", resp.StatusCode, body)
+	}
+}
