@@ -210,12 +210,12 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	defer r.close()
 
-	client := loadgen.NewClient(max(maxConc, opts.ProfileConcurrency))
+	clients := loadgen.NewClients(max(maxConc, opts.ProfileConcurrency))
 	for _, sc := range Scenarios {
 		if !strings.Contains(opts.Scenarios, sc.Key) {
 			continue
 		}
-		if err := probe(ctx, client, sc.url(r), sc.legacy); err != nil {
+		if err := probe(ctx, clients[0], sc.url(r), sc.legacy); err != nil {
 			rep.Skipped[sc.Key] = err.Error()
 			fmt.Fprintf(opts.Progress, "%s %s: skipped: %v\n", sc.Key, sc.Name, err)
 			continue
@@ -233,7 +233,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 				if err := ctx.Err(); err != nil {
 					return nil, err
 				}
-				cell, err := measure(ctx, client, sc.url(r), conc, opts)
+				cell, err := measure(ctx, clients, sc.url(r), conc, opts)
 				if err != nil {
 					return nil, fmt.Errorf("%s at %d: %w", sc.Key, conc, err)
 				}
@@ -268,7 +268,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			if !strings.Contains(opts.ProfileScenarios, sc.Key) {
 				continue
 			}
-			files, n, err := profile(ctx, client, sc, sc.url(r), opts)
+			files, n, err := profile(ctx, clients, sc, sc.url(r), opts)
 			if err != nil {
 				return nil, fmt.Errorf("profiling %s: %w", sc.Key, err)
 			}
@@ -276,7 +276,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			rep.ProfileRequests[sc.Key] = n
 		}
 	}
-	client.CloseIdleConnections()
+	clients.CloseIdleConnections()
 
 	if opts.InFlight > 0 {
 		fmt.Fprintf(opts.Progress, "inbox check: %d requests in flight\n", opts.InFlight)
@@ -325,12 +325,12 @@ func probe(ctx context.Context, client *http.Client, url string, legacy bool) er
 	return nil
 }
 
-func measure(ctx context.Context, client *http.Client, url string, conc int, opts Options) (*Cell, error) {
+func measure(ctx context.Context, clients loadgen.Clients, url string, conc int, opts Options) (*Cell, error) {
 	runtime.GC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	cpu0 := processCPU()
-	res, err := loadgen.Run(ctx, client, loadgen.Config{URL: url, Concurrency: conc, Warmup: opts.Warmup, Duration: opts.Duration})
+	res, err := loadgen.Run(ctx, clients, loadgen.Config{URL: url, Concurrency: conc, Warmup: opts.Warmup, Duration: opts.Duration})
 	if err != nil {
 		return nil, err
 	}
@@ -351,15 +351,23 @@ func processCPU() time.Duration {
 // profile runs one natsgate scenario under the CPU profiler and writes it
 // with the allocations made meanwhile (an allocs profile and the base to
 // subtract from it).
-func profile(ctx context.Context, client *http.Client, sc Scenario, url string, opts Options) ([]string, uint64, error) {
+func profile(ctx context.Context, clients loadgen.Clients, sc Scenario, url string, opts Options) ([]string, uint64, error) {
 	fmt.Fprintf(opts.Progress, "profiling %s %s at c=%d for %v\n", sc.Key, sc.Name, opts.ProfileConcurrency, opts.ProfileDuration)
 	cpuFile := filepath.Join(opts.OutDir, "cpu-"+sc.Key+".pprof")
 	baseFile := filepath.Join(opts.OutDir, "allocs-"+sc.Key+"-base.pprof")
 	allocFile := filepath.Join(opts.OutDir, "allocs-"+sc.Key+".pprof")
+	mutexBase := filepath.Join(opts.OutDir, "mutex-"+sc.Key+"-base.pprof")
+	mutexFile := filepath.Join(opts.OutDir, "mutex-"+sc.Key+".pprof")
 	runtime.GC()
 	if err := writeProfile("allocs", baseFile); err != nil {
 		return nil, 0, err
 	}
+	if err := writeProfile("mutex", mutexBase); err != nil {
+		return nil, 0, err
+	}
+	// One contended lock in ten is recorded, during the profile only.
+	runtime.SetMutexProfileFraction(10)
+	defer runtime.SetMutexProfileFraction(0)
 	f, err := os.Create(cpuFile)
 	if err != nil {
 		return nil, 0, err
@@ -368,16 +376,20 @@ func profile(ctx context.Context, client *http.Client, sc Scenario, url string, 
 	if err := pprof.StartCPUProfile(f); err != nil {
 		return nil, 0, err
 	}
-	res, err := loadgen.Run(ctx, client, loadgen.Config{URL: url, Concurrency: opts.ProfileConcurrency, Warmup: 100 * time.Millisecond, Duration: opts.ProfileDuration})
+	res, err := loadgen.Run(ctx, clients, loadgen.Config{URL: url, Concurrency: opts.ProfileConcurrency, Warmup: 100 * time.Millisecond, Duration: opts.ProfileDuration})
 	pprof.StopCPUProfile()
 	if err != nil {
 		return nil, 0, err
 	}
+	runtime.SetMutexProfileFraction(0)
 	runtime.GC()
 	if err := writeProfile("allocs", allocFile); err != nil {
 		return nil, 0, err
 	}
-	return []string{cpuFile, allocFile, baseFile}, res.Sent, nil
+	if err := writeProfile("mutex", mutexFile); err != nil {
+		return nil, 0, err
+	}
+	return []string{cpuFile, allocFile, baseFile, mutexFile, mutexBase}, res.Sent, nil
 }
 
 func writeProfile(name, path string) error {

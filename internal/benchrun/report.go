@@ -162,7 +162,7 @@ func (rep *Report) Markdown() string {
 			}
 		}
 		b.WriteString(". Requests each scenario's profiles cover (to turn samples into time per request): " + strings.Join(counts, ", "))
-		b.WriteString(". Allocations made during a profile: `go tool pprof -sample_index=alloc_space -base allocs-D-base.pprof allocs-D.pprof`.\n")
+		b.WriteString(". Allocations made during a profile: `go tool pprof -sample_index=alloc_space -base allocs-D-base.pprof allocs-D.pprof`; lock contention likewise from `mutex-D.pprof` and its base.\n")
 	}
 	return b.String()
 }
