@@ -76,7 +76,7 @@ func Parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 		return nil, &FieldError{File: file, Msg: "the file is empty"}
 	}
 	var errs []error
-	w := walker{src: src, lookupEnv: lookupEnv, errs: &errs, expanded: map[*yaml.Node]bool{}}
+	w := walker{src: src, lookupEnv: lookupEnv, errs: &errs, expanded: map[*yaml.Node]bool{}, active: map[walkKey]bool{}}
 	w.walk(root.Content[0], reflect.TypeFor[Config](), "")
 	if err := root.Content[0].Decode(cfg); err != nil {
 		var te *yaml.TypeError
@@ -107,6 +107,16 @@ type walker struct {
 	// through an alias must not be expanded a second time, or a variable's
 	// value holding "${...}" would be expanded in turn.
 	expanded map[*yaml.Node]bool
+	// active holds the collections being walked, each with the type it is
+	// read as: an alias back to one of them, read as the same type again
+	// ("nats: &n {<<: *n}"), is a cycle, left to the decoder to report
+	// instead of walked forever.
+	active map[walkKey]bool
+}
+
+type walkKey struct {
+	n *yaml.Node
+	t reflect.Type
 }
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
@@ -118,6 +128,14 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
+	if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
+		key := walkKey{n, t}
+		if w.active[key] {
+			return
+		}
+		w.active[key] = true
+		defer delete(w.active, key)
+	}
 	switch n.Kind {
 	case yaml.ScalarNode:
 		w.expand(n, path)
@@ -126,7 +144,7 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		w.record(path, n)
 		switch t.Kind() {
 		case reflect.Struct:
-			w.walkFields(n, yamlFields(t), path)
+			w.walkFields(n, t, path)
 		case reflect.Map:
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				k, v := n.Content[i], n.Content[i+1]
@@ -146,7 +164,8 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) {
 // walkFields visits the keys of a mapping decoded into a struct. A merge
 // key ("<<: *base") brings in the keys of the mapping, or mappings, it
 // names, as the decoder will.
-func (w walker) walkFields(n *yaml.Node, fields map[string]reflect.Type, path string) {
+func (w walker) walkFields(n *yaml.Node, t reflect.Type, path string) {
+	fields := yamlFields(t)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
@@ -158,8 +177,10 @@ func (w walker) walkFields(n *yaml.Node, fields map[string]reflect.Type, path st
 				if m.Kind == yaml.AliasNode && m.Alias != nil {
 					m = m.Alias
 				}
-				if m.Kind == yaml.MappingNode {
-					w.walkFields(m, fields, path)
+				if key := (walkKey{m, t}); m.Kind == yaml.MappingNode && !w.active[key] {
+					w.active[key] = true
+					w.walkFields(m, t, path)
+					delete(w.active, key)
 				}
 			}
 			continue
