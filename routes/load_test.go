@@ -615,3 +615,16 @@ func TestPathParams(t *testing.T) {
 		t.Error(`subject "a.{3}" accepted for the path /a/{id:[0-9]{3}}`)
 	}
 }
+
+// An alias that refers to its own anchor is an error, not an endless walk.
+func TestRecursiveAlias(t *testing.T) {
+	for _, yaml := range []string{
+		"routes:\n  - name: a\n    path: /a\n    nats: &n\n      <<: *n\n",
+		"routes: &r\n  - name: a\n    path: /a\n    nats: {subject: a}\n  - *r\n",
+		"routes:\n  - &r\n    name: a\n    path: /a\n    nats: {subject: a}\n    breaker: *r\n",
+	} {
+		if _, err := routes.Load("alias.yaml", []byte(yaml), noEnv); !errors.Is(err, routes.ErrInvalidConfig) {
+			t.Errorf("Load(%q) = %v, want ErrInvalidConfig", yaml, err)
+		}
+	}
+}
