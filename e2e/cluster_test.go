@@ -27,7 +27,6 @@ func startCluster(t *testing.T) []*natsServer {
 	}
 	nodes := make([]*natsServer, 3)
 	for i := range 3 {
-		t.Helper()
 		extra := fmt.Sprintf("cluster {\n  name: e2e\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n", routePorts[i], strings.Join(routes, ", "))
 		nodes[i] = newNATS(t, natsOptions{name: fmt.Sprintf("n%d", i+1), jetstream: true, port: clientPorts[i], extra: extra})
 		nodes[i].StartNoWait()

@@ -118,7 +118,6 @@ type gateway struct {
 	URL, AdminURL string
 	Addr          string // public host:port
 	ConfigFile    string
-	cfg           gatewayConfig
 	httpPort      int
 	adminPort     int
 }
@@ -158,7 +157,7 @@ func startGateway(t testing.TB, cfg gatewayConfig) *gateway {
 // launchGateway starts natsgate serve without waiting for it.
 func launchGateway(t testing.TB, cfg gatewayConfig) *gateway {
 	t.Helper()
-	g := &gateway{cfg: cfg, httpPort: freePort(t), adminPort: freePort(t)}
+	g := &gateway{httpPort: freePort(t), adminPort: freePort(t)}
 	g.ConfigFile = filepath.Join(t.TempDir(), "natsgate.yaml")
 	g.WriteConfig(g.render(cfg))
 	g.Addr = fmt.Sprintf("127.0.0.1:%d", g.httpPort)
