@@ -29,6 +29,7 @@ var (
 	ErrUpstream         = errors.New("the upstream failed")
 	ErrUpstreamTimeout  = errors.New("the upstream did not answer in time")
 	ErrBadReply         = errors.New("the worker's reply could not be used")
+	ErrBodyTimeout      = errors.New("the request body did not arrive within the route's timeout")
 )
 
 // StatusClientClosed is logged (never sent: the client is gone) when a
@@ -63,6 +64,8 @@ func classify(err error) failure {
 		return failure{status: http.StatusRequestURITooLong, kind: "subject_too_long", detail: "the path makes a NATS subject longer than allowed"}
 	case errors.Is(err, ErrBodyTooLarge), errors.Is(err, nats.ErrMaxPayload):
 		return failure{status: http.StatusRequestEntityTooLarge, kind: "body_too_large", natsKind: natsKindIf(err, nats.ErrMaxPayload, metrics.KindPayload), detail: err.Error()}
+	case errors.Is(err, ErrBodyTimeout):
+		return failure{status: http.StatusRequestTimeout, kind: "body_timeout", detail: err.Error()}
 	case errors.Is(err, ErrBadRequest):
 		return failure{status: http.StatusBadRequest, kind: "bad_request", detail: err.Error()}
 	case errors.Is(err, ErrBreakerOpen), errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):

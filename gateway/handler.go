@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -167,10 +168,19 @@ func (h *routeHandler) serveNATS(w *statusWriter, r *http.Request, ex *exchange)
 	if err != nil {
 		return err
 	}
+	// The body must arrive within the route's timeout: a client that
+	// declares a body and stops sending would otherwise hold its request,
+	// and an in-flight slot, for ever. The deadline is lifted once the
+	// body is in, so that it cannot cut the wait for the reply short; on
+	// an error it stays, so that net/http's drain of the unread rest
+	// gives up too.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(rt.Timeout))
 	body, err := readBody(r, rt.MaxBody)
 	if err != nil {
 		return err
 	}
+	_ = rc.SetReadDeadline(time.Time{})
 	ex.body = body
 	ex.backend = metrics.BackendNATS
 	nc := h.gw.nc
@@ -359,6 +369,11 @@ func readBody(r *http.Request, max int64) ([]byte, error) {
 }
 
 func readError(r *http.Request, err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The read deadline set in serveNATS; net/http cancels the
+		// request's context on it too, so this comes first.
+		return ErrBodyTimeout
+	}
 	if r.Context().Err() != nil {
 		return ErrClientGone
 	}
