@@ -495,3 +495,34 @@ func TestUnknownRouteAndWrongMethod(t *testing.T) {
 		}
 	}
 }
+
+// Hostile input: a client that declares a body and then stops sending it
+// does not hold its request (and an in-flight slot) for ever: it is
+// answered or cut off within the route's timeout.
+func TestSlowBodyCutOff(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	g := startGateway(t, gatewayConfig{NATSURL: ns.URL(), HTTP: hostileHTTP, Body: `
+routes:
+  - name: post-event
+    method: POST
+    path: /events/{kind}
+    nats: {subject: "events.{kind}", pattern: publish, timeout: 1s}
+`})
+	conn, err := net.Dial("tcp", g.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	_, _ = io.WriteString(conn, "POST /events/slow HTTP/1.1\r\nHost: natsgate\r\nContent-Length: 100\r\n\r\n0123456789")
+	_ = conn.SetReadDeadline(time.Now().Add(8 * time.Second))
+	status, resp := readStatus(conn)
+	took := time.Since(start)
+	if took > time.Second+2*time.Second {
+		t.Fatalf("a stalled body held its request for %v (status %d %s); the route timeout is 1s", took, status, resp)
+	}
+	if status != 408 {
+		t.Errorf("a stalled body got %d, want 408:\n%s", status, resp)
+	}
+	t.Logf("a stalled body was answered %d after %v", status, took.Round(time.Millisecond))
+}
