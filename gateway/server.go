@@ -184,7 +184,7 @@ func (s *Server) dial() error {
 		closed: func() {
 			s.metrics.NATSConnected.Set(0)
 			if !s.draining.Load() {
-				s.fail(errors.New("the NATS connection closed for good (nats.max_reconnects reached)"))
+				s.fail(closedForGood(s.nc.LastError()))
 			}
 		},
 		asyncError: func(sub *nats.Subscription, err error) {
@@ -215,6 +215,20 @@ type connEpoch struct {
 func (s *Server) newEpoch() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.epoch.Store(&connEpoch{Context: ctx, cancel: cancel})
+}
+
+// closedForGood says why the NATS connection closed without natsgate
+// closing it: nats.go gives up on a server that refuses the credentials
+// twice in a row, as well as after nats.max_reconnects attempts.
+func closedForGood(last error) error {
+	switch {
+	case errors.Is(last, nats.ErrAuthorization), errors.Is(last, nats.ErrAuthExpired),
+		errors.Is(last, nats.ErrAuthRevoked), errors.Is(last, nats.ErrAccountAuthExpired):
+		return fmt.Errorf("the NATS connection closed for good: the server refused natsgate's credentials: %w", last)
+	case last != nil:
+		return fmt.Errorf("the NATS connection closed for good (nats.max_reconnects reached): %w", last)
+	}
+	return errors.New("the NATS connection closed for good (nats.max_reconnects reached)")
 }
 
 // compile builds the router and handlers of a table.
