@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -171,4 +172,39 @@ func assertNoStackTrace(t *testing.T, out string) {
 			return
 		}
 	}
+}
+
+// Fault 7, another way to lose NATS for good: the server comes back with
+// natsgate's credential revoked. natsgate does not sit on a closed
+// connection answering 503: it exits non-zero, saying why.
+func TestCredentialRevokedOnReconnect(t *testing.T) {
+	ns := startNATS(t, natsOptions{extra: "authorization { token: \"first-t0ken\" }\n"})
+	g := startGateway(t, gatewayConfig{NATSURL: ns.URL(), NATS: "  token: first-t0ken\n  reconnect_wait: 100ms", Body: publishRoute})
+	ns.Kill()
+	if err := os.WriteFile(ns.conf, []byte(strings.Replace(mustRead(t, ns.conf), "first-t0ken", "second-t0ken", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	code, exited := g.Wait(30 * time.Second)
+	if !exited {
+		t.Fatalf("natsgate still running 30s after its credential was revoked; /readyz %d", httpStatus(newClient(t), g.AdminURL+"/readyz"))
+	}
+	if code == 0 {
+		t.Errorf("natsgate exited 0")
+	}
+	out := g.Output()
+	last := out[strings.LastIndex(strings.TrimRight(out, "\n"), "\n")+1:]
+	if !strings.Contains(last, "cannot go on") || !strings.Contains(last, "credentials") {
+		t.Errorf("the last line should say the server refused the credentials:\n%s", tail(out, 2000))
+	}
+	assertNoStackTrace(t, out)
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
