@@ -70,10 +70,7 @@ func newBreaker(name, target string, cfg routes.Breaker, log *slog.Logger, onCha
 				log.Warn("circuit breaker state changed", "breaker", name, "from", from.String(), "to", to.String())
 				onChange(to)
 			},
-			IsSuccessful: func(err error) bool {
-				var we *workerError
-				return err == nil || (errors.As(err, &we) && we.code < 500)
-			},
+			IsSuccessful: func(err error) bool { return err == nil || isClientError(err) },
 			// A client that left, or sent a request NATS cannot take, says
 			// nothing about the backend: such requests are not counted, or
 			// a few bad requests would open the breaker for everyone.
@@ -83,6 +80,14 @@ func newBreaker(name, target string, cfg routes.Breaker, log *slog.Logger, onCha
 			},
 		}),
 	}
+}
+
+// isClientError reports a worker's 4xx answer: the worker is healthy. It
+// is a function of its own so that, on the common nil-error path, the
+// *workerError it looks for is not allocated.
+func isClientError(err error) bool {
+	var we *workerError
+	return errors.As(err, &we) && we.code < 500
 }
 
 // allow asks to send a request. The returned done must be called with the

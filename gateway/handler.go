@@ -37,6 +37,9 @@ type exchange struct {
 	shadowed bool          // a copy went to NATS in the background
 	fellBack bool          // NATS failed and the upstream answered
 	body     []byte        // the request body as read for NATS, kept for a fallback
+	// hv backs the single-valued response headers natsgate sets (request
+	// id, Content-Length, Server-Timing), so they cost no slice each.
+	hv [3]string
 }
 
 // routeHandler serves one compiled route.
@@ -52,7 +55,8 @@ type routeHandler struct {
 
 func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := exchange{start: time.Now(), reqID: requestID(r), nats: -1, worker: -1, upstream: -1}
-	w.Header()[HeaderRequestID] = []string{ex.reqID}
+	ex.hv[0] = ex.reqID
+	w.Header()[HeaderRequestID] = ex.hv[0:1:1]
 	h.m.Inflight.Inc()
 	defer h.m.Inflight.Dec()
 
@@ -174,13 +178,15 @@ func (h *routeHandler) serveNATS(w *statusWriter, r *http.Request, ex *exchange)
 	// body is in, so that it cannot cut the wait for the reply short; on
 	// an error it stays, so that net/http's drain of the unread rest
 	// gives up too.
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(rt.Timeout))
-	body, err := readBody(r, rt.MaxBody)
-	if err != nil {
-		return err
+	var body []byte
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(rt.Timeout))
+		if body, err = readBody(r, rt.MaxBody); err != nil {
+			return err
+		}
+		_ = rc.SetReadDeadline(time.Time{})
 	}
-	_ = rc.SetReadDeadline(time.Time{})
 	ex.body = body
 	ex.backend = metrics.BackendNATS
 	nc := h.gw.nc
@@ -243,7 +249,8 @@ func (h *routeHandler) request(ctx context.Context, w *statusWriter, r *http.Req
 	for k, v := range rep.header {
 		hdr[k] = v
 	}
-	hdr["Content-Length"] = []string{strconv.Itoa(len(rep.body))}
+	ex.hv[1] = strconv.Itoa(len(rep.body))
+	hdr["Content-Length"] = ex.hv[1:2:2]
 	hdr[HeaderBackend] = backendNATS
 	setServerTiming(hdr, ex)
 	w.WriteHeader(rep.status)
@@ -297,7 +304,8 @@ func writeAccepted(w *statusWriter, ex *exchange, body map[string]any) error {
 	}
 	hdr := w.Header()
 	hdr["Content-Type"] = []string{"application/json"}
-	hdr["Content-Length"] = []string{strconv.Itoa(len(b))}
+	ex.hv[1] = strconv.Itoa(len(b))
+	hdr["Content-Length"] = ex.hv[1:2:2]
 	hdr[HeaderBackend] = backendNATS
 	setServerTiming(hdr, ex)
 	w.WriteHeader(http.StatusAccepted)
@@ -383,8 +391,8 @@ func readError(r *http.Request, err error) error {
 // setServerTiming writes the hops natsgate measured, so devtools and curl
 // show the split without Prometheus.
 func setServerTiming(h http.Header, ex *exchange) {
-	b := make([]byte, 0, 96)
-	b = appendTiming(b, "edge", time.Since(ex.start))
+	var buf [96]byte
+	b := appendTiming(buf[:0], "edge", time.Since(ex.start))
 	if ex.nats >= 0 {
 		b = appendTiming(append(b, ", "...), "nats", ex.nats)
 	}
@@ -394,7 +402,8 @@ func setServerTiming(h http.Header, ex *exchange) {
 	if ex.upstream >= 0 {
 		b = appendTiming(append(b, ", "...), "upstream", ex.upstream)
 	}
-	h[HeaderServerTiming] = []string{string(b)}
+	ex.hv[2] = string(b)
+	h[HeaderServerTiming] = ex.hv[2:3:3]
 }
 
 func appendTiming(b []byte, name string, d time.Duration) []byte {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"sync"
 	"time"
 
 	"github.com/natsgate/natsgate/metrics"
@@ -75,6 +76,7 @@ func newProxy(up *upstream, m *metrics.Route, trusted []*net.IPNet) *httputil.Re
 			w.WriteHeader(http.StatusBadGateway)
 		},
 		FlushInterval: -1, // stream bodies as they come
+		BufferPool:    copyBuffers,
 		ErrorLog:      nil,
 	}
 }
@@ -165,3 +167,12 @@ func (c *cancelOnClose) Close() error {
 func wrapf(sentinel error, format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{sentinel}, args...)...)
 }
+
+// copyBuffers lends the reverse proxy its 32 KiB copy buffers, instead of
+// one allocated per proxied response.
+var copyBuffers = &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte  { return *p.pool.Get().(*[]byte) }
+func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
