@@ -51,8 +51,8 @@ func (ns *natsServer) hasConnection(name string) bool {
 
 // Fault 2: the cluster node the gateway is connected to is killed under
 // load, while another node leads the R3 stream: the gateway moves to
-// another node, only requests in flight at the kill fail, and no
-// acknowledged message is lost.
+// another node, only requests in flight between the kill and the move fail,
+// and no acknowledged message is lost.
 func TestClusterNodeKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: a three-node JetStream cluster takes a while to form")
@@ -131,6 +131,10 @@ func killGatewayNode(t *testing.T, leaderToo bool) {
 	} else {
 		t.Logf("the gateway moved to another node %v after the kill", took.Round(time.Millisecond))
 	}
+	// Until it has moved (a few ms), natsgate answers 503 at once rather
+	// than hold a request; a request sent in that gap counts as in flight
+	// at the kill.
+	moved := time.Now()
 	recovered := 3 * time.Second
 	if leaderToo {
 		// Time for the election, then the breaker's open_for.
@@ -151,7 +155,7 @@ func killGatewayNode(t *testing.T, leaderToo bool) {
 	failed, inflight, late := 0, 0, 0
 	var failures []string
 	for _, e := range append(getResults, postResults...) {
-		if e.start.Before(killed) && e.end.After(killStart) {
+		if e.start.Before(moved) && e.end.After(killStart) {
 			inflight++
 		}
 		if e.status == 200 || e.status == 202 {
@@ -169,12 +173,12 @@ func killGatewayNode(t *testing.T, leaderToo bool) {
 	if late > 0 {
 		t.Errorf("%d requests failed %v or more after the kill", late, recovered)
 	}
-	t.Logf("%d requests, %d in flight at the kill, %d failed", len(getResults)+len(postResults), inflight, failed)
+	t.Logf("%d requests, %d in flight between the kill and the move, %d failed", len(getResults)+len(postResults), inflight, failed)
 	if failed > inflight && !leaderToo {
 		if len(failures) > 12 {
 			failures = append(failures[:12], "…")
 		}
-		t.Errorf("%d requests failed, more than the %d in flight at the kill:\n%s", failed, inflight, strings.Join(failures, "\n"))
+		t.Errorf("%d requests failed, more than the %d in flight between the kill and the move:\n%s", failed, inflight, strings.Join(failures, "\n"))
 	}
 
 	acked := map[string]bool{}
