@@ -561,3 +561,35 @@ func TestWalkthroughWithoutDroppedRequests(t *testing.T) {
 		t.Fatalf("after DELETE: %+v", st)
 	}
 }
+
+// TestShutdownDelayKeepsServingWhileNotReady: after SIGTERM's Shutdown the
+// gateway reports not ready at once but keeps answering for
+// http.shutdown_delay, so load balancers can stop sending first.
+func TestShutdownDelayKeepsServingWhileNotReady(t *testing.T) {
+	ns := natstest.RunServer(t)
+	natsWorker(t, ns)
+	gw := startGateway(t, ns, `
+http:
+  shutdown_delay: 2s
+routes:
+  - name: get-user
+    method: GET
+    path: /users/{id}
+    nats: {subject: "users.{id}.get"}
+`)
+	done := make(chan error, 1)
+	go func() { done <- gw.Shutdown(context.Background()) }()
+	natstest.Eventually(t, time.Second, "/readyz to turn 503", func() bool {
+		resp, _ := do(t, "GET", gw.AdminURL+"/readyz", nil, nil)
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	if resp, body := do(t, "GET", gw.URL+"/users/1", nil, nil); resp.StatusCode != 200 {
+		t.Fatalf("during the delay: %d %s, want still served", resp.StatusCode, body)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Get(gw.URL + "/users/1"); err == nil {
+		t.Fatal("the listener still accepts after Shutdown")
+	}
+}

@@ -530,11 +530,20 @@ func (s *Server) fail(err error) {
 	})
 }
 
-// Shutdown stops in order, each step bounded by ctx: readiness off, stop
-// accepting and let in-flight requests finish, drain NATS, stop the
+// Shutdown stops in order, each step bounded by ctx: readiness off, wait
+// http.shutdown_delay, stop accepting and let in-flight requests finish, drain NATS, stop the
 // embedded server, close the admin listener.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
+	if d := time.Duration(s.cfg.HTTP.ShutdownDelay); d > 0 && s.public != nil {
+		// Readiness is off: give load balancers time to notice before the
+		// listener closes.
+		s.log.Info("readiness off; waiting before closing the listener", "shutdown_delay", d)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
 	var errs []error
 	if s.public != nil {
 		if err := s.public.Shutdown(ctx); err != nil {

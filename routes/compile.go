@@ -268,6 +268,9 @@ func (c *compiler) compile() *Table {
 		}
 		t.TrustedProxies = append(t.TrustedProxies, n)
 	}
+	if cfg.HTTP.ShutdownDelay >= cfg.HTTP.ShutdownGrace {
+		c.fail("http.shutdown_delay", "%v must be shorter than http.shutdown_grace (%v)", time.Duration(cfg.HTTP.ShutdownDelay), time.Duration(cfg.HTTP.ShutdownGrace))
+	}
 	if cfg.HTTP.MaxInflight < 0 {
 		c.fail("http.max_inflight", "must not be negative")
 	}

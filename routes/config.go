@@ -125,6 +125,10 @@ type HTTPConfig struct {
 	// ShutdownGrace is how long in-flight requests may take to finish after
 	// SIGTERM. Default 15s.
 	ShutdownGrace Duration `yaml:"shutdown_grace"`
+	// ShutdownDelay is how long natsgate keeps serving after SIGTERM with
+	// /readyz already 503, so load balancers stop sending before the
+	// listener closes. Default 0. It counts against ShutdownGrace.
+	ShutdownDelay Duration `yaml:"shutdown_delay"`
 	// TrustedProxies lists CIDRs whose X-Forwarded-For is kept and extended;
 	// from any other peer it is replaced. Default: none.
 	TrustedProxies []string `yaml:"trusted_proxies"`
