@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/natsgate/natsgate/routes"
 )
@@ -49,4 +52,38 @@ func (s *Server) ReloadFile(path string) bool {
 	}
 	s.log.Error("config reload failed; the old routes keep serving", "file", path, "error", err)
 	return false
+}
+
+// WatchFile reloads the route table whenever the file's content changes,
+// checking every interval until ctx ends (`natsgate serve --watch`). It
+// compares content, not only the modification time, so touching the file
+// or rewriting it unchanged reloads nothing. Reloads go through ReloadFile:
+// a broken file is logged and counted, and the old routes keep serving.
+func (s *Server) WatchFile(ctx context.Context, path string, interval time.Duration) {
+	last, _ := os.ReadFile(path)
+	var lastStat os.FileInfo
+	if st, err := os.Stat(path); err == nil {
+		lastStat = st
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		st, err := os.Stat(path)
+		if err != nil || (lastStat != nil && st.ModTime().Equal(lastStat.ModTime()) && st.Size() == lastStat.Size()) {
+			continue
+		}
+		lastStat = st
+		data, err := os.ReadFile(path)
+		if err != nil || bytes.Equal(data, last) {
+			continue
+		}
+		last = data
+		s.log.Info("config file changed; reloading", "file", path)
+		s.ReloadFile(path)
+	}
 }

@@ -24,7 +24,7 @@ import (
 const usage = `natsgate: the HTTP edge for teams moving from REST to NATS.
 
 Usage:
-  natsgate serve    --config FILE [--log-format json|text]
+  natsgate serve    --config FILE [--log-format json|text] [--watch]
   natsgate validate --config FILE
   natsgate routes   --config FILE
   natsgate demo     [--traffic]
@@ -47,6 +47,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	config := fs.String("config", "", "configuration file (YAML)")
 	logFormat := fs.String("log-format", "", "log format, json or text (overrides log.format)")
 	traffic := fs.Bool("traffic", false, "demo: send steady sample traffic so the dashboard fills")
+	watch := fs.Bool("watch", false, "serve: reload the config file when it changes (SIGHUP always reloads)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -70,7 +71,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stdout, t.Format(stages))
 			return 0
 		}
-		return serve(t, *config, *logFormat, stderr)
+		return serve(t, *config, *logFormat, *watch, stderr)
 	case "demo":
 		return demo(stdout, stderr, *logFormat, *traffic)
 	case "help", "-h", "--help":
@@ -91,7 +92,7 @@ func printConfigError(w io.Writer, err error) {
 
 // serve runs the gateway until SIGINT or SIGTERM, reloading the config
 // file on SIGHUP.
-func serve(t *routes.Table, file, logFormat string, stderr io.Writer) int {
+func serve(t *routes.Table, file, logFormat string, watch bool, stderr io.Writer) int {
 	log := gateway.NewLogger(t.Config.Log, stderr, logFormat)
 	ctx := context.Background()
 	gw, err := gateway.New(ctx, gateway.Options{Table: t, Logger: log})
@@ -103,6 +104,11 @@ func serve(t *routes.Table, file, logFormat string, stderr io.Writer) int {
 		log.Error("natsgate cannot start", "error", err)
 		_ = gw.Shutdown(ctx)
 		return 1
+	}
+	if watch {
+		wctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go gw.WatchFile(wctx, file, time.Second)
 	}
 	return waitAndStop(gw, file, t.Config.HTTP.ShutdownGrace)
 }

@@ -1,0 +1,61 @@
+package gateway
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/natsgate/natsgate/internal/natstest"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestWatchFileReloadsOnChange(t *testing.T) {
+	ns := natstest.RunServer(t)
+	nc := natstest.Connect(t, ns)
+	respond(t, nc, "svc.*", func(m *nats.Msg) *nats.Msg { return &nats.Msg{Data: []byte(m.Subject)} })
+
+	const one = `
+routes:
+  - name: a
+    method: GET
+    path: /a
+    nats: {subject: svc.a}
+`
+	const two = one + `
+  - name: b
+    method: GET
+    path: /b
+    nats: {subject: svc.b}
+`
+	path := filepath.Join(t.TempDir(), "natsgate.yaml")
+	if err := os.WriteFile(path, []byte(one), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gw := startGateway(t, ns, one)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go gw.WatchFile(ctx, path, 20*time.Millisecond)
+
+	if resp, _ := do(t, "GET", gw.URL+"/b", nil, nil); resp.StatusCode != 404 {
+		t.Fatalf("/b before the change: %d, want 404", resp.StatusCode)
+	}
+	if err := os.WriteFile(path, []byte(two), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "route b after the file changed", func() bool {
+		resp, body := do(t, "GET", gw.URL+"/b", nil, nil)
+		return resp.StatusCode == 200 && body == "svc.b"
+	})
+
+	if err := os.WriteFile(path, []byte(two+"  - name: [broken\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	failed := gw.metrics.ConfigReloads.WithLabelValues("error")
+	natstest.Eventually(t, 5*time.Second, "the broken file to be counted", func() bool { return testutil.ToFloat64(failed) == 1 })
+	if resp, body := do(t, "GET", gw.URL+"/b", nil, nil); resp.StatusCode != 200 || body != "svc.b" {
+		t.Fatalf("after a broken file: %d %q, want the old routes serving", resp.StatusCode, body)
+	}
+}
