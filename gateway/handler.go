@@ -144,8 +144,12 @@ func (h *routeHandler) serveLegacy(w *statusWriter, r *http.Request, ex *exchang
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(w, r.Body, h.rt.MaxBody)
 	}
-	w.Header()[HeaderBackend] = []string{metrics.BackendLegacy}
-	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+	w.Header()[HeaderBackend] = backendLegacy
+	// The upstream's timeout covers the whole exchange, body included; the
+	// exchange rides along for the transport to time the hop.
+	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), exchangeKey{}, ex), h.rt.Upstream.Timeout)
+	defer cancel()
+	h.proxy.ServeHTTP(w, r.WithContext(ctx))
 	if w.proxyErr != nil && !w.wrote {
 		delete(w.Header(), HeaderBackend)
 		return w.proxyErr
@@ -414,7 +418,10 @@ func appendTiming(b []byte, name string, d time.Duration) []byte {
 
 // backendNATS is the X-Natsgate-Backend value of NATS answers, shared so
 // the hot path does not allocate it.
-var backendNATS = []string{metrics.BackendNATS}
+var (
+	backendNATS   = []string{metrics.BackendNATS}
+	backendLegacy = []string{metrics.BackendLegacy}
+)
 
 // statusWriter remembers the status and counts the bytes written.
 type statusWriter struct {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -81,8 +80,10 @@ func newProxy(up *upstream, m *metrics.Route, trusted []*net.IPNet) *httputil.Re
 	}
 }
 
-// proxyTransport times the upstream hop, applies the upstream's timeout and
-// breaker, and turns transport failures into natsgate's errors.
+// proxyTransport times the upstream hop, applies the upstream's breaker,
+// and turns transport failures into natsgate's errors. The upstream's
+// timeout is on the request's context (see serveLegacy), so it covers the
+// response body as well.
 type proxyTransport struct {
 	up *upstream
 	m  *metrics.Route
@@ -93,24 +94,21 @@ func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(req.Context(), t.up.cfg.Timeout)
 	start := time.Now()
-	resp, err := t.up.transport.RoundTrip(req.WithContext(ctx))
+	resp, err := t.up.transport.RoundTrip(req)
 	d := time.Since(start)
-	ex, _ := req.Context().Value(exchangeKey{}).(*exchange)
-	if ex != nil {
+	if ex, ok := req.Context().Value(exchangeKey{}).(*exchange); ok {
 		ex.upstream = d
 	}
 	metrics.Observe(t.m.Upstream, d, traceID(req))
 	if err != nil {
-		cancel()
 		var tooLarge *http.MaxBytesError
-		switch {
-		case req.Context().Err() != nil:
+		switch ctxErr := req.Context().Err(); {
+		case errors.Is(ctxErr, context.Canceled):
 			err = ErrClientGone
 		case errors.As(err, &tooLarge):
 			err = wrapf(ErrBodyTooLarge, "the limit is %d bytes", tooLarge.Limit)
-		case errors.Is(err, context.DeadlineExceeded):
+		case errors.Is(ctxErr, context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
 			err = wrapf(ErrUpstreamTimeout, "upstream %s did not answer within %v", t.up.cfg.Name, t.up.cfg.Timeout)
 		default:
 			err = wrapf(ErrUpstream, "upstream %s: %v", t.up.cfg.Name, err)
@@ -123,8 +121,6 @@ func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	} else {
 		done(nil)
 	}
-	// The timeout covers the body too; cancel once it is read or closed.
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil
 }
 
@@ -148,19 +144,6 @@ func peerTrusted(remoteAddr string, trusted []*net.IPNet) bool {
 		}
 	}
 	return false
-}
-
-// cancelOnClose releases an upstream request's timeout once its response
-// body is closed.
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (c *cancelOnClose) Close() error {
-	err := c.ReadCloser.Close()
-	c.cancel()
-	return err
 }
 
 // wrapf wraps a sentinel with a detail: errors.Is still finds the sentinel.
