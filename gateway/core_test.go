@@ -632,13 +632,7 @@ func rawRequest(t *testing.T, method, base, target string) (*http.Response, stri
 		t.Fatal(err)
 	}
 	req.URL.Opaque = target
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, target, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
+	return send(t, req)
 }
 
 // A path parameter can never add a token or a wildcard to a subject:

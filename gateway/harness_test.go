@@ -95,9 +95,15 @@ func do(t testing.TB, method, url string, body io.Reader, header http.Header) (*
 	for k, v := range header {
 		req.Header[k] = v
 	}
+	return send(t, req)
+}
+
+// send sends a request and returns the response with its body read.
+func send(t testing.TB, req *http.Request) (*http.Response, string) {
+	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
