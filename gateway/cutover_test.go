@@ -123,8 +123,8 @@ func TestLegacyUpstreamDownIs502AndTimeoutIs504(t *testing.T) {
 	gw := startGateway(t, ns, strings.Replace(cutoverConfig(legacy.URL, "legacy", ""), "timeout: 2s", "timeout: 200ms", 1))
 
 	resp, body := do(t, "GET", gw.URL+"/users/2", nil, nil)
-	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, `"route":"get-user"`) {
-		t.Fatalf("slow upstream: got %d %s, want 504 problem", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, `"route":"get-user"`) || resp.Header.Get(HeaderBackend) != "legacy" {
+		t.Fatalf("slow upstream: got %d %s %q, want a 504 problem from the legacy side", resp.StatusCode, body, resp.Header.Get(HeaderBackend))
 	}
 	dead := httptest.NewServer(http.NotFoundHandler())
 	dead.Close()

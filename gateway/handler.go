@@ -70,6 +70,13 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if !sw.wrote {
 			setServerTiming(sw.Header(), &ex)
+			// Say which side failed, as a success says which answered.
+			switch ex.backend {
+			case metrics.BackendNATS:
+				sw.Header()[HeaderBackend] = backendNATS
+			case metrics.BackendLegacy:
+				sw.Header()[HeaderBackend] = backendLegacy
+			}
 			writeProblem(&sw, r, f, h.rt.Name, ex.reqID)
 		}
 	}
@@ -151,7 +158,6 @@ func (h *routeHandler) serveLegacy(w *statusWriter, r *http.Request, ex *exchang
 	defer cancel()
 	h.proxy.ServeHTTP(w, r.WithContext(ctx))
 	if w.proxyErr != nil && !w.wrote {
-		delete(w.Header(), HeaderBackend)
 		return w.proxyErr
 	}
 	return nil
