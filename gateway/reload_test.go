@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/internal/natstest"
+	"github.com/natsgate/natsgate/routes"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -58,4 +59,30 @@ routes:
 	if resp, body := do(t, "GET", gw.URL+"/b", nil, nil); resp.StatusCode != 200 || body != "svc.b" {
 		t.Fatalf("after a broken file: %d %q, want the old routes serving", resp.StatusCode, body)
 	}
+}
+
+func TestRestartNeededOnlyForChangedSettings(t *testing.T) {
+	load := func(text string) *routes.Table {
+		t.Helper()
+		tb, err := loadText(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tb
+	}
+	const base = "routes:\n  - name: a\n    path: /a\n    nats: {subject: a}\n"
+	a, b := load(base), load(base)
+	if restartNeeded(a.Config, b.Config) {
+		t.Fatal("two loads of one file differ")
+	}
+	if !restartNeeded(a.Config, load("nats:\n  max_reconnects: 3\n"+base).Config) {
+		t.Fatal("a changed nats.max_reconnects went unnoticed")
+	}
+	if restartNeeded(a.Config, load(base+"  - name: b\n    path: /b\n    nats: {subject: b}\n").Config) {
+		t.Fatal("a route change alone asked for a restart")
+	}
+}
+
+func loadText(text string) (*routes.Table, error) {
+	return routes.Load("test.yaml", []byte(text), func(string) (string, bool) { return "", false })
 }

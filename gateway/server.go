@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -314,8 +315,12 @@ func (s *Server) Reload(t *routes.Table) error {
 	return nil
 }
 
+// restartNeeded reports a change to settings a reload does not apply.
+// DeepEqual follows pointers (max_reconnects, log.access), so two loads of
+// one file compare equal.
 func restartNeeded(a, b routes.Config) bool {
-	return fmt.Sprint(a.NATS, a.HTTP, a.Admin, a.Log) != fmt.Sprint(b.NATS, b.HTTP, b.Admin, b.Log)
+	return !reflect.DeepEqual(a.NATS, b.NATS) || !reflect.DeepEqual(a.HTTP, b.HTTP) ||
+		!reflect.DeepEqual(a.Admin, b.Admin) || !reflect.DeepEqual(a.Log, b.Log)
 }
 
 // ReloadFailed counts a reload that did not get as far as Reload (a file
@@ -372,8 +377,8 @@ func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 	s.answerUnrouted(w, r, fmt.Errorf("%w: %s (allowed: %s)", ErrMethodNotAllowed, r.Method, strings.Join(allow, ", ")))
 }
 
-// answerUnrouted writes a problem for a request no route took. chi has set
-// Allow on a 405 already.
+// answerUnrouted writes a problem for a request no route took
+// (methodNotAllowed has set Allow on a 405).
 func (s *Server) answerUnrouted(w http.ResponseWriter, r *http.Request, err error) {
 	start := time.Now()
 	reqID := requestID(r)
