@@ -297,7 +297,8 @@ func TestStageCanarySplitAndStickyKey(t *testing.T) {
 func TestFallbackForEachFailure(t *testing.T) {
 	ns := natstest.RunServer(t)
 	legacy := startLegacy(t)
-	gw := startGateway(t, ns, cutoverConfig(legacy.URL, "nats", "    fallback: true\n    breaker: {failures: 2, open_for: 1m}\n"))
+	log := &syncBuffer{}
+	gw := startGatewayLogging(t, ns, cutoverConfig(legacy.URL, "nats", "    fallback: true\n    breaker: {failures: 2, open_for: 1m}\n"), log)
 
 	// No responders: nothing reached a worker, so even a POST falls back.
 	for _, method := range []string{"GET", "POST"} {
@@ -306,6 +307,10 @@ func TestFallbackForEachFailure(t *testing.T) {
 			t.Fatalf("%s with no responders: %d %s %s", method, resp.StatusCode, resp.Header.Get(HeaderBackend), body)
 		}
 	}
+	// The access line follows the flushed answer: wait for the second.
+	natstest.Eventually(t, 5*time.Second, "two access lines saying fallback", func() bool {
+		return strings.Count(log.String(), `"fallback":true`) == 2
+	})
 	// The two no-responder failures opened the breaker: still answered by legacy.
 	if got := gw.Routes()[0].Breakers["nats"]; got != "open" {
 		t.Fatalf("breaker %s, want open after 2 failures", got)

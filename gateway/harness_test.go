@@ -30,6 +30,13 @@ type testGateway struct {
 // test's) and serves it until the test ends.
 func startGateway(t testing.TB, ns *server.Server, yamlText string) *testGateway {
 	t.Helper()
+	return startGatewayLogging(t, ns, yamlText, nil)
+}
+
+// startGatewayLogging is startGateway with the log, in the config's
+// format, written to logOut (nil: discarded, or to t.Log with -v).
+func startGatewayLogging(t testing.TB, ns *server.Server, yamlText string, logOut io.Writer) *testGateway {
+	t.Helper()
 	cfg, err := routes.Parse("test.yaml", []byte(yamlText), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -43,7 +50,10 @@ func startGateway(t testing.TB, ns *server.Server, yamlText string) *testGateway
 	}
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
+	switch {
+	case logOut != nil:
+		log = NewLogger(table.Config.Log, logOut, "")
+	case testing.Verbose():
 		log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	}
 	gw, err := New(context.Background(), Options{Table: table, Logger: log, Registry: reg})

@@ -7,7 +7,6 @@ package gateway
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/internal/natstest"
-	"github.com/natsgate/natsgate/routes"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -70,7 +68,7 @@ func startObserved(t *testing.T) *observed {
 	t.Cleanup(legacySrv.Close)
 
 	ns := natstest.RunServer(t)
-	cfg, err := routes.Parse("observe.yaml", []byte(fmt.Sprintf(`
+	o.gw = startGatewayLogging(t, ns, fmt.Sprintf(`
 log: {format: json, level: info}
 upstreams:
   legacy: {url: %q}
@@ -87,30 +85,7 @@ routes:
     method: GET
     path: /nobody
     nats: {subject: nobody.home}
-`, legacySrv.URL)), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.NATS.URL = ns.ClientURL()
-	cfg.HTTP.Listen, cfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0"
-	table, err := routes.Compile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	gw, err := New(context.Background(), Options{Table: table, Logger: NewLogger(cfg.Log, o.log, ""), Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := gw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = gw.Shutdown(ctx)
-	})
-	o.gw = &testGateway{Server: gw, URL: "http://" + gw.Addr(), AdminURL: "http://" + gw.AdminAddr(), NS: ns, Registry: reg}
+`, legacySrv.URL), o.log)
 
 	worker := natstest.Connect(t, ns)
 	respond(t, worker, "users.*.get", func(m *nats.Msg) *nats.Msg {

@@ -423,6 +423,12 @@ func (s *Server) accessLog(r *http.Request, route string, ex *exchange) {
 	if ex.upstream >= 0 {
 		attrs = append(attrs, slog.Float64("upstream_ms", ms(ex.upstream)))
 	}
+	if ex.fellBack {
+		attrs = append(attrs, slog.Bool("fallback", true))
+	}
+	if ex.shadowed {
+		attrs = append(attrs, slog.Bool("shadowed", true))
+	}
 	if ex.err != nil {
 		attrs = append(attrs, slog.String("error", ex.err.Error()))
 	}
