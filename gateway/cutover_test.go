@@ -135,17 +135,18 @@ func TestLegacyUpstreamDownIs502AndTimeoutIs504(t *testing.T) {
 	}
 }
 
-func TestStageShadowComparesOffThePath(t *testing.T) {
-	ns := natstest.RunServer(t)
-	legacy := startLegacy(t)
-	gw := startGateway(t, ns, cutoverConfig(legacy.URL, "shadow", ""))
+// holdingWorker answers users.*.get like the legacy service (user 9
+// differs), but holds every message until release is closed; seen gets
+// each message's header as it arrives.
+func holdingWorker(t *testing.T, ns *server.Server) (release chan struct{}, seen chan nats.Header) {
+	t.Helper()
 	nc := natstest.Connect(t, ns)
-	release := make(chan struct{})
-	seen := make(chan nats.Header, 10)
+	release = make(chan struct{})
+	seen = make(chan nats.Header, 10)
 	sub, err := nc.Subscribe("users.*.get", func(m *nats.Msg) {
 		seen <- m.Header
 		go func() {
-			<-release // the worker holds every copy until the test lets go
+			<-release
 			if m.Header.Get(HeaderParam+"id") == "9" {
 				_ = m.Respond([]byte(`{"id": 9, "name": "bob"}`))
 				return
@@ -157,7 +158,17 @@ func TestStageShadowComparesOffThePath(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	_ = nc.Flush()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return release, seen
+}
+
+func TestStageShadowComparesOffThePath(t *testing.T) {
+	ns := natstest.RunServer(t)
+	legacy := startLegacy(t)
+	gw := startGateway(t, ns, cutoverConfig(legacy.URL, "shadow", ""))
+	release, seen := holdingWorker(t, ns)
 
 	// The client gets the legacy answer while the worker still holds the
 	// copy: the copy is not on the client's path.
@@ -211,29 +222,7 @@ func TestShadowCopiesOverTheBoundAreDropped(t *testing.T) {
 	// longer than the test, so no slot frees up by timing out.
 	cfg := strings.Replace(cutoverConfig(legacy.URL, "shadow", ""), "timeout: 300ms", "timeout: 1m", 1)
 	gw := startGateway(t, ns, "defaults:\n  shadow_max_inflight: 2\n"+cfg)
-	nc := natstest.Connect(t, ns)
-	release := make(chan struct{})
-	seen := make(chan nats.Header, 10)
-	sub, err := nc.Subscribe("users.*.get", func(m *nats.Msg) {
-		seen <- m.Header
-		go func() {
-			<-release // the worker holds every copy until the test lets go
-			if m.Header.Get(HeaderParam+"id") == "9" {
-				_ = m.Respond([]byte(`{"id": 9, "name": "bob"}`))
-				return
-			}
-			_ = m.Respond([]byte(`{"name":"ann","id":1,"at":"worker-time"}`))
-		}()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	_ = nc.Flush()
-	respond(t, nc, "users.*.get", func(m *nats.Msg) *nats.Msg {
-		<-release
-		return &nats.Msg{Data: []byte(`{}`)}
-	})
+	release, _ := holdingWorker(t, ns)
 	defer close(release)
 	for i := 0; i < 5; i++ {
 		if resp, _ := do(t, "GET", gw.URL+"/users/1", nil, nil); resp.StatusCode != 200 {
