@@ -28,7 +28,6 @@ var (
 	ErrBadRequest       = errors.New("bad request")
 	ErrUpstream         = errors.New("the upstream failed")
 	ErrUpstreamTimeout  = errors.New("the upstream did not answer in time")
-	ErrBadReply         = errors.New("the worker's reply could not be used")
 	ErrBodyTimeout      = errors.New("the request body did not arrive within the route's timeout")
 )
 
@@ -90,8 +89,6 @@ func classify(err error) failure {
 		return failure{status: http.StatusGatewayTimeout, kind: "upstream_timeout", detail: err.Error()}
 	case errors.Is(err, ErrUpstream):
 		return failure{status: http.StatusBadGateway, kind: "upstream_error", detail: err.Error()}
-	case errors.Is(err, ErrBadReply):
-		return failure{status: http.StatusBadGateway, kind: "bad_reply", detail: err.Error()}
 	}
 	return failure{status: http.StatusBadGateway, kind: "nats_error", natsKind: metrics.KindOther, detail: err.Error()}
 }

@@ -59,7 +59,6 @@ func TestClassify(t *testing.T) {
 		{"method not allowed", ErrMethodNotAllowed, 405, "method_not_allowed", "", false},
 		{"upstream timeout", ErrUpstreamTimeout, 504, "upstream_timeout", "", false},
 		{"upstream error", ErrUpstream, 502, "upstream_error", "", false},
-		{"bad reply", ErrBadReply, 502, "bad_reply", "", false},
 		{"anything else", errors.New("nats: bad subject"), 502, "nats_error", metrics.KindOther, false},
 		// A client that left wins over the deadline its leaving caused.
 		{"client gone and deadline", fmt.Errorf("%w (%w)", ErrClientGone, context.DeadlineExceeded), StatusClientClosed, "client_closed", "", false},
