@@ -30,7 +30,7 @@ routes:
     method: GET
     path: /slow
     nats: {subject: demo.slow, timeout: 300ms}
-    breaker: {failures: 3, open_for: 2s}
+    breaker: {min_requests: 3, failure_ratio: 1, open_for: 2s}
   - name: slow-fallback
     method: GET
     path: /slow-fallback
@@ -38,7 +38,7 @@ routes:
     upstream: legacy
     cutover: nats
     fallback: true
-    breaker: {failures: 3, open_for: 2s}
+    breaker: {min_requests: 3, failure_ratio: 1, open_for: 2s}
 `, legacy.URL)})
 	client := newClient(t)
 

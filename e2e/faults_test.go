@@ -22,7 +22,7 @@ routes:
     method: GET
     path: /users/{id}
     nats: {subject: "users.{id}.get", pattern: request, timeout: 1s}
-    breaker: {failures: 5, open_for: 1s}
+    breaker: {min_requests: 5, failure_ratio: 1, open_for: 1s}
   - name: slow
     method: GET
     path: /slow
@@ -327,7 +327,7 @@ routes:
     upstream: legacy
     cutover: nats
     fallback: true
-    breaker: {failures: 5, open_for: 1s}
+    breaker: {min_requests: 5, failure_ratio: 1, open_for: 1s}
 `, legacy.URL)})
 	client := newClient(t)
 	eventually(t, 5*time.Second, "get-user answered over NATS", func() bool {

@@ -90,7 +90,7 @@ func (s *Server) routeStatus(h *routeHandler) RouteStatus {
 	}
 	if rt.HasNATS() {
 		rs.Pattern, rs.Subject = string(rt.Pattern), rt.Subject.String()
-		rs.Breakers["nats"] = h.natsBreaker.state()
+		rs.Breakers["nats"] = h.nats.breaker.Load().state()
 	}
 	if rt.Upstream != nil {
 		rs.Upstream = rt.Upstream.Name
@@ -233,7 +233,7 @@ func (s *Server) adminProblem(w http.ResponseWriter, r *http.Request, status int
 	if s.table.Load().handlers[route] == nil {
 		route = ""
 	}
-	writeProblem(w, r, failure{status: status, kind: kind, detail: detail}, route, requestID(r))
+	writeProblem(w, r, failure{status: status, kind: Kind(kind), detail: detail}, route, requestID(r))
 }
 
 // actor names who made an admin change, for the audit line: the

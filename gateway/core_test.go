@@ -901,7 +901,7 @@ routes:
   - name: create-order
     method: POST
     path: /orders/{kind}
-    breaker: {failures: 2, open_for: 1m}
+    breaker: {min_requests: 2, failure_ratio: 1, open_for: 1m}
     forward_headers: [X-Big]
     nats: {subject: "orders.{kind}", pattern: jetstream, timeout: 5s}
 `)
@@ -1000,7 +1000,7 @@ routes:
   - name: get-user
     method: GET
     path: /users/{id}
-    breaker: {failures: 1, open_for: 1m}
+    breaker: {min_requests: 1, failure_ratio: 1, open_for: 1m}
     nats: {subject: "users.{id}.get", timeout: 5s}
 `)
 	worker := natstest.Connect(t, ns)

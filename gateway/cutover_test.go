@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/internal/natstest"
+	"github.com/natsgate/natsgate/metrics"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -287,7 +288,7 @@ func TestFallbackForEachFailure(t *testing.T) {
 	ns := natstest.RunServer(t)
 	legacy := startLegacy(t)
 	log := &syncBuffer{}
-	gw := startGatewayLogging(t, ns, cutoverConfig(legacy.URL, "nats", "    fallback: true\n    breaker: {failures: 2, open_for: 1m}\n"), log)
+	gw := startGatewayLogging(t, ns, cutoverConfig(legacy.URL, "nats", "    fallback: true\n    breaker: {min_requests: 2, failure_ratio: 1, open_for: 1m}\n"), log)
 
 	// No responders: nothing reached a worker, so even a POST falls back.
 	for _, method := range []string{"GET", "POST"} {
@@ -300,13 +301,19 @@ func TestFallbackForEachFailure(t *testing.T) {
 	natstest.Eventually(t, 5*time.Second, "two access lines saying fallback", func() bool {
 		return strings.Count(log.String(), `"fallback":true`) == 2
 	})
-	// The two no-responder failures opened the breaker: still answered by legacy.
-	if got := gw.Routes()[0].Breakers["nats"]; got != "open" {
-		t.Fatalf("breaker %s, want open after 2 failures", got)
+	// No responders are answered at once and say nothing about the
+	// workers: the breaker stays closed, and a worker that arrives is used.
+	if got := gw.Routes()[0].Breakers["nats"]; got != "closed" {
+		t.Fatalf("breaker %s after no responders, want closed", got)
 	}
-	resp, _ := do(t, "GET", gw.URL+"/users/1", nil, nil)
-	if resp.StatusCode != 200 || resp.Header.Get(HeaderBackend) != "legacy" {
-		t.Fatalf("open breaker: %d %s", resp.StatusCode, resp.Header.Get(HeaderBackend))
+	if n := testutil.ToFloat64(gw.metrics.NATSErrors.WithLabelValues("get-user", metrics.KindNoResponders)); n != 2 {
+		t.Errorf("natsgate_nats_errors_total{kind=no_responders} = %v after two fallbacks, want 2", n)
+	}
+	nc := natstest.Connect(t, ns)
+	respond(t, nc, "users.*.get", func(m *nats.Msg) *nats.Msg { return &nats.Msg{Data: []byte(`{"id":1}`)} })
+	resp, body := do(t, "GET", gw.URL+"/users/1", nil, nil)
+	if resp.StatusCode != 200 || resp.Header.Get(HeaderBackend) != "nats" {
+		t.Fatalf("with a worker back: %d %s %s, want NATS to answer", resp.StatusCode, resp.Header.Get(HeaderBackend), body)
 	}
 }
 
@@ -353,7 +360,7 @@ routes:
     nats:
       subject: flaky
       timeout: 1s
-    breaker: {failures: 3, open_for: 300ms}
+    breaker: {min_requests: 3, failure_ratio: 1, open_for: 300ms}
 `)
 	nc := natstest.Connect(t, ns)
 	var healthy atomic.Bool
@@ -395,7 +402,7 @@ routes:
     method: GET
     path: /lookup
     nats: {subject: lookup}
-    breaker: {failures: 2, open_for: 1m}
+    breaker: {min_requests: 2, failure_ratio: 1, open_for: 1m}
 `)
 	nc := natstest.Connect(t, ns)
 	respond(t, nc, "lookup", func(m *nats.Msg) *nats.Msg {

@@ -22,46 +22,69 @@ import (
 // TestClassify is the error → status table: one row per error natsgate
 // can meet on the way to a client.
 func TestClassify(t *testing.T) {
+	const (
+		none = notCounted
+		ok   = healthy
+		bad  = unhealthy
+	)
+	apiErr := func(code int, desc string) error {
+		return fmt.Errorf("nats: %w", &jetstream.APIError{Code: 503, ErrorCode: jetstream.ErrorCode(code), Description: desc})
+	}
 	tests := []struct {
 		name       string
 		err        error
 		status     int
-		kind       string
+		kind       Kind
 		natsKind   string
 		retryAfter bool
+		breaker    effect
+		delivery   delivery
+		byClient   bool
 	}{
-		{"worker error code", &workerError{code: 404, message: "no such user"}, 404, "worker_error", "", false},
-		{"wrapped worker error", fmt.Errorf("route x: %w", &workerError{code: 503, message: "busy"}), 503, "worker_error", "", false},
-		{"client gone", ErrClientGone, StatusClientClosed, "client_closed", "", false},
-		{"context canceled", fmt.Errorf("request: %w", context.Canceled), StatusClientClosed, "client_closed", "", false},
-		{"bad param", fmt.Errorf("parameter %q: %w", "id", routes.ErrBadParam), 400, "bad_param", "", false},
-		{"subject too long", routes.ErrSubjectTooLong, 414, "subject_too_long", "", false},
-		{"body too large", fmt.Errorf("%w: 2 MiB", ErrBodyTooLarge), 413, "body_too_large", "", false},
-		{"over max_payload", nats.ErrMaxPayload, 413, "body_too_large", metrics.KindPayload, false},
-		{"bad request", fmt.Errorf("%w: Idempotency-Key too long", ErrBadRequest), 400, "bad_request", "", false},
-		{"breaker open", ErrBreakerOpen, 503, "breaker_open", "", true},
-		{"breaker open error", &openError{target: "route x", retryAfter: 30 * time.Second}, 503, "breaker_open", "", true},
-		{"gobreaker open", gobreaker.ErrOpenState, 503, "breaker_open", "", true},
-		{"gobreaker half-open busy", gobreaker.ErrTooManyRequests, 503, "breaker_open", "", true},
-		{"no responders", nats.ErrNoResponders, 503, "no_responders", metrics.KindNoResponders, true},
-		{"no stream response", jetstream.ErrNoStreamResponse, 503, "no_stream", metrics.KindNoResponders, true},
-		{"no stream", ErrNoStream, 503, "no_stream", metrics.KindNoResponders, true},
-		{"disconnected", ErrDisconnected, 503, "nats_disconnected", metrics.KindDisconnected, true},
-		{"connection closed", nats.ErrConnectionClosed, 503, "nats_disconnected", metrics.KindDisconnected, true},
-		{"reconnecting", nats.ErrConnectionReconnecting, 503, "nats_disconnected", metrics.KindDisconnected, true},
-		{"reconnect buffer", nats.ErrReconnectBufExceeded, 503, "nats_disconnected", metrics.KindDisconnected, true},
-		{"draining", nats.ErrConnectionDraining, 503, "nats_disconnected", metrics.KindDisconnected, true},
-		{"nats disconnected", nats.ErrDisconnected, 503, "nats_disconnected", metrics.KindDisconnected, true},
-		{"deadline", context.DeadlineExceeded, 504, "timeout", metrics.KindTimeout, false},
-		{"nats timeout", nats.ErrTimeout, 504, "timeout", metrics.KindTimeout, false},
-		{"overloaded", ErrOverloaded, 503, "overloaded", "", true},
-		{"not found", ErrNotFound, 404, "not_found", "", false},
-		{"method not allowed", ErrMethodNotAllowed, 405, "method_not_allowed", "", false},
-		{"upstream timeout", ErrUpstreamTimeout, 504, "upstream_timeout", "", false},
-		{"upstream error", ErrUpstream, 502, "upstream_error", "", false},
-		{"anything else", errors.New("nats: bad subject"), 502, "nats_error", metrics.KindOther, false},
+		{"worker error code", &workerError{code: 404, message: "no such user"}, 404, KindWorkerError, "", false, ok, answered, false},
+		{"wrapped worker error", fmt.Errorf("route x: %w", &workerError{code: 503, message: "busy"}), 503, KindWorkerError, "", false, bad, answered, false},
+		{"client gone", ErrClientGone, StatusClientClosed, KindClientClosed, "", false, none, maybeDelivered, true},
+		{"context canceled", fmt.Errorf("request: %w", context.Canceled), StatusClientClosed, KindClientClosed, "", false, none, maybeDelivered, true},
+		{"bad param", fmt.Errorf("parameter %q: %w", "id", routes.ErrBadParam), 400, KindBadParam, "", false, none, notSent, true},
+		{"subject too long", routes.ErrSubjectTooLong, 414, KindSubjectTooLong, "", false, none, notSent, true},
+		{"body too large", fmt.Errorf("%w: 2 MiB", ErrBodyTooLarge), 413, KindBodyTooLarge, "", false, none, notSent, true},
+		{"over max_payload", nats.ErrMaxPayload, 413, KindBodyTooLarge, metrics.KindPayload, false, none, notSent, true},
+		{"body timeout", ErrBodyTimeout, 408, KindBodyTimeout, "", false, none, notSent, true},
+		{"bad request", fmt.Errorf("%w: Idempotency-Key too long", ErrBadRequest), 400, KindBadRequest, "", false, none, notSent, true},
+		{"breaker open", ErrBreakerOpen, 503, KindBreakerOpen, "", true, none, notSent, false},
+		{"breaker open error", &openError{target: "route x", retryAfter: 30 * time.Second}, 503, KindBreakerOpen, "", true, none, notSent, false},
+		{"gobreaker open", gobreaker.ErrOpenState, 503, KindBreakerOpen, "", true, none, notSent, false},
+		{"gobreaker half-open busy", gobreaker.ErrTooManyRequests, 503, KindBreakerOpen, "", true, none, notSent, false},
+		{"no responders", nats.ErrNoResponders, 503, KindNoResponders, metrics.KindNoResponders, true, none, notSent, false},
+		{"no stream response", jetstream.ErrNoStreamResponse, 503, KindNoStream, metrics.KindNoResponders, true, none, notSent, false},
+		{"no stream", ErrNoStream, 503, KindNoStream, metrics.KindNoResponders, true, none, notSent, false},
+		{"stream full (max_msgs)", apiErr(10077, "maximum messages exceeded"), 503, KindStreamFull, metrics.KindRefused, true, none, answered, false},
+		{"stream full (max_bytes)", apiErr(10077, "maximum bytes exceeded"), 503, KindStreamFull, metrics.KindRefused, true, none, answered, false},
+		{"stream full (per subject)", apiErr(10077, "maximum messages per subject exceeded"), 503, KindStreamFull, metrics.KindRefused, true, none, answered, false},
+		{"storage exhausted", apiErr(10047, "insufficient storage resources available"), 503, KindStreamFull, metrics.KindRefused, true, none, answered, false},
+		{"stream message size", apiErr(10054, "message size exceeds maximum allowed"), 413, KindBodyTooLarge, metrics.KindPayload, false, none, answered, true},
+		{"store failed: too large", apiErr(10077, "message too large"), 413, KindBodyTooLarge, metrics.KindPayload, false, none, answered, true},
+		{"jetstream off", apiErr(10076, "jetstream not enabled"), 503, KindNoStream, metrics.KindNoResponders, true, none, notSent, false},
+		{"other jetstream refusal", apiErr(10999, "something new"), 502, KindNATSError, metrics.KindOther, false, bad, answered, false},
+		{"disconnected", ErrDisconnected, 503, KindDisconnected, metrics.KindDisconnected, true, none, notSent, false},
+		{"dropped in flight", errDroppedInFlight, 503, KindDisconnected, metrics.KindDisconnected, true, none, maybeDelivered, false},
+		{"connection closed", nats.ErrConnectionClosed, 503, KindDisconnected, metrics.KindDisconnected, true, none, notSent, false},
+		{"reconnecting", nats.ErrConnectionReconnecting, 503, KindDisconnected, metrics.KindDisconnected, true, none, notSent, false},
+		{"reconnect buffer", nats.ErrReconnectBufExceeded, 503, KindDisconnected, metrics.KindDisconnected, true, none, notSent, false},
+		{"draining", nats.ErrConnectionDraining, 503, KindDisconnected, metrics.KindDisconnected, true, none, notSent, false},
+		{"nats disconnected", nats.ErrDisconnected, 503, KindDisconnected, metrics.KindDisconnected, true, none, notSent, false},
+		{"deadline", context.DeadlineExceeded, 504, KindTimeout, metrics.KindTimeout, false, bad, maybeDelivered, false},
+		{"nats timeout", nats.ErrTimeout, 504, KindTimeout, metrics.KindTimeout, false, bad, maybeDelivered, false},
+		{"overloaded", ErrOverloaded, 503, KindOverloaded, "", true, none, notSent, false},
+		{"not found", ErrNotFound, 404, KindNotFound, "", false, none, notSent, true},
+		{"method not allowed", ErrMethodNotAllowed, 405, KindMethodNotAllowed, "", false, none, notSent, true},
+		{"upstream timeout", ErrUpstreamTimeout, 504, KindUpstreamTimeout, "", false, bad, maybeDelivered, false},
+		{"upstream error", ErrUpstream, 502, KindUpstreamError, "", false, bad, maybeDelivered, false},
+		{"anything else", errors.New("nats: bad subject"), 502, KindNATSError, metrics.KindOther, false, bad, maybeDelivered, false},
 		// A client that left wins over the deadline its leaving caused.
-		{"client gone and deadline", fmt.Errorf("%w (%w)", ErrClientGone, context.DeadlineExceeded), StatusClientClosed, "client_closed", "", false},
+		{"client gone and deadline", fmt.Errorf("%w (%w)", ErrClientGone, context.DeadlineExceeded), StatusClientClosed, KindClientClosed, "", false, none, maybeDelivered, true},
+		// A failure classified once is read, never decided again.
+		{"classified", fmt.Errorf("x: %w", &classified{failure: failure{status: 418, kind: KindBadRequest, detail: "kept"}, err: nats.ErrTimeout}), 418, KindBadRequest, "", false, none, notSent, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,13 +92,50 @@ func TestClassify(t *testing.T) {
 			if f.status != tt.status || f.kind != tt.kind || f.natsKind != tt.natsKind {
 				t.Errorf("classify(%v) = %d %s %q, want %d %s %q", tt.err, f.status, f.kind, f.natsKind, tt.status, tt.kind, tt.natsKind)
 			}
+			if f.breaker != tt.breaker || f.delivery != tt.delivery || f.byClient != tt.byClient {
+				t.Errorf("classify(%v): breaker %d, delivery %d, byClient %v; want %d, %d, %v", tt.err, f.breaker, f.delivery, f.byClient, tt.breaker, tt.delivery, tt.byClient)
+			}
 			if (f.retryAfter > 0) != tt.retryAfter {
 				t.Errorf("classify(%v).retryAfter = %v", tt.err, f.retryAfter)
 			}
 			if f.detail == "" && f.status != StatusClientClosed {
 				t.Errorf("classify(%v) has no detail", tt.err)
 			}
+			var api *jetstream.APIError
+			if errors.As(tt.err, &api) && strings.Contains(f.detail, api.Description) {
+				t.Errorf("classify(%v).detail %q passes the server's text on", tt.err, f.detail)
+			}
 		})
+	}
+}
+
+// TestMayFallBack: the upstream answers for a failed NATS side only when
+// nothing was sent, or a worker may have acted and the method is safe to
+// repeat; never for what the client caused or a backend answered.
+func TestMayFallBack(t *testing.T) {
+	tests := []struct {
+		err     error
+		method  string
+		fallsTo bool
+	}{
+		{nats.ErrNoResponders, "POST", true},
+		{ErrNoStream, "POST", true},
+		{ErrBreakerOpen, "POST", true},
+		{ErrDisconnected, "POST", true},
+		{errDroppedInFlight, "GET", true},
+		{errDroppedInFlight, "POST", false},
+		{context.DeadlineExceeded, "PUT", true},
+		{context.DeadlineExceeded, "PATCH", false},
+		{&workerError{code: 500, message: "boom"}, "GET", false},
+		{routes.ErrBadParam, "GET", false},
+		{ErrBodyTooLarge, "GET", false},
+		{ErrClientGone, "GET", false},
+		{&jetstream.APIError{ErrorCode: 10077, Description: "maximum messages exceeded"}, "POST", false},
+	}
+	for _, tt := range tests {
+		if got := classify(tt.err).mayFallBack(tt.method); got != tt.fallsTo {
+			t.Errorf("%v on %s: mayFallBack %v, want %v", tt.err, tt.method, got, tt.fallsTo)
+		}
 	}
 }
 

@@ -95,8 +95,12 @@ func connect(cfg routes.NATSConfig, embedded *EmbeddedServer, hooks connHooks) (
 		nats.ReconnectWait(time.Duration(cfg.ReconnectWait)),
 		nats.ReconnectJitter(50*time.Millisecond, 250*time.Millisecond),
 		nats.ReconnectBufSize(-1),
-		nats.PingInterval(5 * time.Second),
-		nats.MaxPingsOutstanding(2),
+		// A server that stops answering (paused, hung, or behind a network
+		// that drops packets without a reset) is declared stale after three
+		// unanswered pings, about 4s: readiness turns 503, requests are
+		// refused at once, and reconnecting starts.
+		nats.PingInterval(time.Second),
+		nats.MaxPingsOutstanding(3),
 		nats.Timeout(5 * time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { hooks.disconnected(err) }),
 		nats.ReconnectHandler(func(*nats.Conn) { hooks.reconnected() }),

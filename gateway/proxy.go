@@ -90,7 +90,7 @@ type proxyTransport struct {
 }
 
 func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	done, err := t.up.breaker.allow()
+	p, err := t.up.breaker.allow()
 	if err != nil {
 		return nil, err
 	}
@@ -113,14 +113,12 @@ func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		default:
 			err = wrapf(ErrUpstream, "upstream %s: %v", t.up.cfg.Name, err)
 		}
-		done(err)
+		p.reportErr(err)
 		return nil, err
 	}
-	if resp.StatusCode >= 500 {
-		done(errServerError)
-	} else {
-		done(nil)
-	}
+	// An answer is an answer, whatever its status: a legacy endpoint that
+	// fails says nothing about the upstream's other paths.
+	p.report(healthy)
 	return resp, nil
 }
 

@@ -60,9 +60,9 @@ type Server struct {
 	embedded *EmbeddedServer
 
 	table atomic.Pointer[compiled]
-	// epoch is canceled when the NATS connection drops and replaced when it
-	// comes back, so requests waiting on a lost connection end at once.
-	epoch atomic.Pointer[connEpoch]
+	// conn is what every route's NATS side shares: the connection and its
+	// epoch.
+	conn *natsConn
 
 	cutovers     *cutovers
 	cutoverWatch jetstream.KeyWatcher
@@ -125,7 +125,8 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		}
 		s.ownConn = true
 	}
-	s.newEpoch()
+	s.conn = &natsConn{nc: s.nc}
+	s.conn.newEpoch()
 	if s.nc.IsConnected() {
 		s.metrics.NATSConnected.Set(1)
 	}
@@ -135,6 +136,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.js = js
+	s.conn.js = js
 	if len(s.cfg.NATS.Streams) > 0 {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := ensureStreams(sctx, js, s.cfg.NATS.Streams, s.log)
@@ -168,9 +170,7 @@ func (s *Server) dial() error {
 	nc, err := connect(s.cfg.NATS, s.embedded, connHooks{
 		disconnected: func(err error) {
 			s.metrics.NATSConnected.Set(0)
-			if ep := s.epoch.Load(); ep != nil {
-				ep.cancel()
-			}
+			s.conn.dropEpoch()
 			if s.draining.Load() {
 				s.log.Info("NATS connection drained")
 				return
@@ -178,9 +178,10 @@ func (s *Server) dial() error {
 			s.log.Warn("NATS disconnected", "error", err)
 		},
 		reconnected: func() {
-			s.newEpoch()
+			s.conn.newEpoch()
 			s.metrics.NATSConnected.Set(1)
 			s.log.Info("NATS reconnected", "url", s.nc.ConnectedUrlRedacted())
+			s.resetNATSBreakers()
 		},
 		closed: func() {
 			s.metrics.NATSConnected.Set(0)
@@ -206,16 +207,23 @@ func (s *Server) dial() error {
 	return nil
 }
 
-// connEpoch is one stretch of being connected: its context is canceled
-// when the connection drops.
-type connEpoch struct {
-	context.Context
-	cancel context.CancelFunc
-}
-
-func (s *Server) newEpoch() {
-	ctx, cancel := context.WithCancel(context.Background())
-	s.epoch.Store(&connEpoch{Context: ctx, cancel: cancel})
+// resetNATSBreakers closes every route's NATS breaker once the connection
+// is back: what they counted was about the connection that was lost, and
+// a route must serve as soon as its workers are back, not after open_for.
+func (s *Server) resetNATSBreakers() {
+	c := s.table.Load()
+	if c == nil {
+		return
+	}
+	var reset []string
+	for name, h := range c.handlers {
+		if h.nats != nil && h.nats.resetBreaker() {
+			reset = append(reset, name)
+		}
+	}
+	if len(reset) > 0 {
+		s.log.Info("NATS breakers closed: the connection is back", "routes", reset)
+	}
 }
 
 // closedForGood says why the NATS connection closed without natsgate
@@ -249,9 +257,9 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 		h := &routeHandler{gw: s, rt: rt, m: s.metrics.Route(rt.Name, rt.Method, pattern, upstream)}
 		if rt.HasNATS() {
 			gauge := s.metrics.BreakerState.WithLabelValues(rt.Name, metrics.BackendNATS)
-			gauge.Set(breakerClosed)
-			h.natsBreaker = newBreaker(rt.Name+"/nats", "route "+rt.Name+" (NATS)", rt.Breaker, s.log,
-				func(st gobreaker.State) { gauge.Set(breakerValue(st)) })
+			h.nats = newNATSSide(rt, h.m, s.conn, func(onChange func(gobreaker.State)) *breaker {
+				return newBreaker(rt.Name+"/nats", "route "+rt.Name+" (NATS)", rt.Breaker, s.log, onChange)
+			}, gauge.Set)
 		}
 		if rt.Upstream != nil {
 			h.proxy = newProxy(s.upstream(rt.Upstream, t), h.m, t.TrustedProxies)

@@ -180,7 +180,7 @@ func (h *routeHandler) shadowCopy(names, values []string, hdr nats.Header, body 
 	if err != nil {
 		return reply{}, err
 	}
-	nc := h.gw.nc
+	nc := h.nats.conn.nc
 	if !nc.IsConnected() {
 		return reply{}, ErrDisconnected
 	}

@@ -25,6 +25,7 @@ const (
 	KindTimeout      = "timeout"
 	KindDisconnected = "disconnected"
 	KindPayload      = "payload"
+	KindRefused      = "refused" // a stream refused the message: full, or out of storage
 	KindOther        = "other"
 )
 
@@ -103,7 +104,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"route", "target"}),
 		NATSErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "natsgate_nats_errors_total",
-			Help: "NATS-side failures by kind: no_responders, timeout, disconnected, payload, other.",
+			Help: "NATS-side failures by kind: no_responders, timeout, disconnected, payload, refused, other.",
 		}, []string{"route", "kind"}),
 		Inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "natsgate_inflight_requests",

@@ -53,21 +53,23 @@ func ParseStage(s string) (Stage, error) {
 
 // Defaults that apply when the file leaves a value out.
 const (
-	DefaultListen            = "127.0.0.1:8080"
-	DefaultAdminListen       = "127.0.0.1:9090"
-	DefaultEmbeddedListen    = "127.0.0.1:4222"
-	DefaultTimeout           = 5 * time.Second
-	DefaultMaxBody           = 1 << 20
-	DefaultMaxSubject        = 256
-	DefaultMaxHeaderBytes    = 64 << 10
-	DefaultMaxInflight       = 10000
-	DefaultReadHeaderTimeout = 5 * time.Second
-	DefaultIdleTimeout       = 120 * time.Second
-	DefaultShutdownGrace     = 15 * time.Second
-	DefaultReconnectWait     = 250 * time.Millisecond
-	DefaultBreakerFailures   = 5
-	DefaultBreakerOpenFor    = 30 * time.Second
-	DefaultCutoverBucket     = "natsgate_cutover"
+	DefaultListen              = "127.0.0.1:8080"
+	DefaultAdminListen         = "127.0.0.1:9090"
+	DefaultEmbeddedListen      = "127.0.0.1:4222"
+	DefaultTimeout             = 5 * time.Second
+	DefaultMaxBody             = 1 << 20
+	DefaultMaxSubject          = 256
+	DefaultMaxHeaderBytes      = 64 << 10
+	DefaultMaxInflight         = 10000
+	DefaultReadHeaderTimeout   = 5 * time.Second
+	DefaultIdleTimeout         = 120 * time.Second
+	DefaultShutdownGrace       = 15 * time.Second
+	DefaultReconnectWait       = 250 * time.Millisecond
+	DefaultBreakerMinRequests  = 20
+	DefaultBreakerFailureRatio = 0.5
+	DefaultBreakerWindow       = 10 * time.Second
+	DefaultBreakerOpenFor      = 5 * time.Second
+	DefaultCutoverBucket       = "natsgate_cutover"
 )
 
 // Table is a compiled configuration: every value checked, every default
@@ -160,10 +162,14 @@ type Upstream struct {
 	Breaker Breaker
 }
 
-// Breaker is a circuit breaker's settings.
+// Breaker is a circuit breaker's settings: it opens when at least
+// MinRequests counted requests in the last Window include a FailureRatio
+// share of failures, and stays open for OpenFor.
 type Breaker struct {
-	Failures int
-	OpenFor  time.Duration
+	MinRequests  int
+	FailureRatio float64
+	Window       time.Duration
+	OpenFor      time.Duration
 }
 
 var (
@@ -390,16 +396,39 @@ func (c *compiler) upstream(name string, u UpstreamConfig) *Upstream {
 }
 
 func (c *compiler) breaker(path string, b *BreakerConfig) Breaker {
-	out := Breaker{Failures: DefaultBreakerFailures, OpenFor: DefaultBreakerOpenFor}
+	out := Breaker{MinRequests: DefaultBreakerMinRequests, FailureRatio: DefaultBreakerFailureRatio,
+		Window: DefaultBreakerWindow, OpenFor: DefaultBreakerOpenFor}
 	if b == nil {
 		return out
 	}
-	if b.Failures < 0 {
-		c.fail(path+".failures", "must be 1 or more, not %d", b.Failures)
-	} else if b.Failures > 0 {
-		out.Failures = b.Failures
+	if b.Failures != 0 {
+		c.fail(path+".failures", "is no longer read: a breaker opens on a share of failures over a window; set min_requests and failure_ratio (defaults %d and %g)",
+			DefaultBreakerMinRequests, DefaultBreakerFailureRatio)
 	}
-	if b.OpenFor > 0 {
+	switch {
+	case b.MinRequests < 0:
+		c.fail(path+".min_requests", "must be 1 or more, not %d", b.MinRequests)
+	case b.MinRequests > 0:
+		out.MinRequests = b.MinRequests
+	}
+	switch {
+	case b.FailureRatio < 0 || b.FailureRatio > 1 || b.FailureRatio != b.FailureRatio:
+		c.fail(path+".failure_ratio", "must be above 0 and at most 1, not %g", b.FailureRatio)
+	case b.FailureRatio > 0:
+		out.FailureRatio = b.FailureRatio
+	}
+	switch {
+	case b.Window < 0:
+		c.fail(path+".window", "must be positive, not %v", time.Duration(b.Window))
+	case b.Window > 0 && time.Duration(b.Window) < 100*time.Millisecond:
+		c.fail(path+".window", "must be at least 100ms, not %v", time.Duration(b.Window))
+	case b.Window > 0:
+		out.Window = time.Duration(b.Window)
+	}
+	switch {
+	case b.OpenFor < 0:
+		c.fail(path+".open_for", "must be positive, not %v", time.Duration(b.OpenFor))
+	case b.OpenFor > 0:
 		out.OpenFor = time.Duration(b.OpenFor)
 	}
 	return out

@@ -174,7 +174,8 @@ type UpstreamConfig struct {
 	URL string `yaml:"url"`
 	// Timeout for the whole upstream exchange. Default 5s.
 	Timeout Duration `yaml:"timeout"`
-	// Breaker for the upstream. Default 5 failures, open for 30s.
+	// Breaker for the upstream: transport failures and timeouts only.
+	// Default: 20 requests, 50% failing over 10s, open for 5s.
 	Breaker *BreakerConfig `yaml:"breaker"`
 }
 
@@ -206,7 +207,8 @@ type RouteConfig struct {
 	// Fallback answers from the upstream when the NATS side fails before a
 	// worker could have acted (and, for idempotent methods, on timeout).
 	Fallback bool `yaml:"fallback"`
-	// Breaker for the route's NATS side. Default 5 failures, open for 30s.
+	// Breaker for the route's NATS side. Default: 20 requests, 50%
+	// failing over 10s, open for 5s.
 	Breaker *BreakerConfig `yaml:"breaker"`
 	// ShadowUnsafe shadows methods other than GET and HEAD too.
 	ShadowUnsafe bool `yaml:"shadow_unsafe"`
@@ -226,13 +228,26 @@ type RouteNATS struct {
 	Timeout Duration `yaml:"timeout"`
 }
 
-// BreakerConfig configures a circuit breaker.
+// BreakerConfig configures a circuit breaker. It opens on evidence: a
+// share of failures over a rolling window that holds enough requests, so
+// a few bad requests never open it for everyone. Which outcomes count as
+// failures is fixed by natsgate (see the README's "Failure model").
 type BreakerConfig struct {
-	// Failures in a row that open the breaker. Default 5.
-	Failures int `yaml:"failures"`
+	// MinRequests is how many counted requests the window must hold before
+	// the breaker may open. Default 20.
+	MinRequests int `yaml:"min_requests"`
+	// FailureRatio is the share of counted requests in the window that
+	// must have failed for the breaker to open, above 0 and at most 1.
+	// Default 0.5.
+	FailureRatio float64 `yaml:"failure_ratio"`
+	// Window is the rolling window the counts cover. Default 10s.
+	Window Duration `yaml:"window"`
 	// OpenFor is how long it stays open before letting a probe through.
-	// Default 30s.
+	// Default 5s.
 	OpenFor Duration `yaml:"open_for"`
+	// Failures was the number of failures in a row that opened the
+	// breaker. It is refused with a message naming its replacements.
+	Failures int `yaml:"failures"`
 }
 
 // Duration is a time.Duration written as "250ms", "5s" or "1m".

@@ -538,7 +538,7 @@ func TestDefaultsFilled(t *testing.T) {
 		{"get-user max_body", tb.Routes[0].MaxBody, int64(routes.DefaultMaxBody)},
 		{"get-user max_subject", tb.Routes[0].MaxSubject, routes.DefaultMaxSubject},
 		{"get-user cutover", tb.Routes[0].Cutover, routes.NATS},
-		{"get-user breaker", tb.Routes[0].Breaker, routes.Breaker{Failures: routes.DefaultBreakerFailures, OpenFor: routes.DefaultBreakerOpenFor}},
+		{"get-user breaker", tb.Routes[0].Breaker, routes.Breaker{MinRequests: routes.DefaultBreakerMinRequests, FailureRatio: routes.DefaultBreakerFailureRatio, Window: routes.DefaultBreakerWindow, OpenFor: routes.DefaultBreakerOpenFor}},
 		{"get-user params", strings.Join(tb.Routes[0].Params, ","), "id"},
 		{"get-user source", tb.Routes[0].Source, "min.yaml:2"},
 		{"big method", tb.Routes[1].Method, "POST"},

@@ -216,7 +216,7 @@ routes:
     method: GET
     path: /users/{id}
     nats: {subject: "bench.users.{id}.get", pattern: request, timeout: 5s}
-    breaker: {failures: 5, open_for: 30s}
+    breaker: {min_requests: 20, failure_ratio: 0.5, open_for: 5s}
   - name: legacy-user
     method: GET
     path: /legacy/users/{id}
