@@ -12,6 +12,8 @@ import (
 
 	"github.com/natsgate/natsgate/metrics"
 	"github.com/natsgate/natsgate/routes"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
 )
 
 // upstream is a legacy service: its transport (shared by every route that
@@ -20,6 +22,29 @@ type upstream struct {
 	cfg       *routes.Upstream
 	transport http.RoundTripper
 	breaker   *breaker
+
+	mu sync.Mutex
+	// gauges are the natsgate_breaker_state series of the routes that use
+	// it in the table being served; a reload replaces them.
+	gauges []prometheus.Gauge
+}
+
+// useGauges makes gauges the breaker's state series from now on.
+func (u *upstream) useGauges(gauges []prometheus.Gauge) {
+	u.mu.Lock()
+	u.gauges = gauges
+	u.mu.Unlock()
+	// Read apart from u.mu: a state change holds the breaker's lock while
+	// it takes u.mu.
+	u.stateChanged(u.breaker.cb.State())
+}
+
+func (u *upstream) stateChanged(st gobreaker.State) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, g := range u.gauges {
+		g.Set(breakerValue(st))
+	}
 }
 
 func newTransport() *http.Transport {

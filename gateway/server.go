@@ -246,6 +246,7 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 	mux := chi.NewRouter()
 	mux.NotFound(s.notFound)
 	mux.MethodNotAllowed(s.methodNotAllowed)
+	gauges := map[*upstream][]prometheus.Gauge{}
 	for _, rt := range t.Routes {
 		pattern, upstream := "", ""
 		if rt.HasNATS() {
@@ -262,7 +263,9 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 			}, gauge.Set)
 		}
 		if rt.Upstream != nil {
-			h.proxy = newProxy(s.upstream(rt.Upstream, t), h.m, t.TrustedProxies)
+			up := s.upstream(rt.Upstream)
+			h.proxy = newProxy(up, h.m, t.TrustedProxies)
+			gauges[up] = append(gauges[up], s.metrics.BreakerState.WithLabelValues(rt.Name, rt.Upstream.Name))
 		}
 		h.applyStage(s, s.cutovers.override(rt.Name))
 		c.handlers[rt.Name] = h
@@ -272,34 +275,24 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 			mux.Method(rt.Method, rt.Path, h)
 		}
 	}
+	for up, g := range gauges {
+		up.useGauges(g)
+	}
 	c.mux = mux
 	return c, nil
 }
 
 // upstream returns the shared transport and breaker of an upstream,
 // reusing those of an unchanged upstream across reloads.
-func (s *Server) upstream(cfg *routes.Upstream, t *routes.Table) *upstream {
+func (s *Server) upstream(cfg *routes.Upstream) *upstream {
 	s.upstreamMu.Lock()
 	defer s.upstreamMu.Unlock()
 	if up := s.upstreams[cfg.Name]; up != nil && up.cfg.URL.String() == cfg.URL.String() &&
 		up.cfg.Timeout == cfg.Timeout && up.cfg.Breaker == cfg.Breaker {
 		return up
 	}
-	var users []string
-	for _, rt := range t.Routes {
-		if rt.Upstream != nil && rt.Upstream.Name == cfg.Name {
-			users = append(users, rt.Name)
-		}
-	}
-	for _, name := range users {
-		s.metrics.BreakerState.WithLabelValues(name, cfg.Name).Set(breakerClosed)
-	}
 	up := &upstream{cfg: cfg, transport: newTransport()}
-	up.breaker = newBreaker("upstream/"+cfg.Name, "upstream "+cfg.Name, cfg.Breaker, s.log, func(st gobreaker.State) {
-		for _, name := range users {
-			s.metrics.BreakerState.WithLabelValues(name, cfg.Name).Set(breakerValue(st))
-		}
-	})
+	up.breaker = newBreaker("upstream/"+cfg.Name, "upstream "+cfg.Name, cfg.Breaker, s.log, up.stateChanged)
 	s.upstreams[cfg.Name] = up
 	return up
 }
