@@ -47,10 +47,12 @@ func (s *Server) ReloadFile(path string) bool {
 		if err == nil {
 			return true
 		}
-	} else {
-		s.ReloadFailed()
+		s.log.Error("config reload failed; the old routes keep serving", "file", path, "error", err)
+		return false
 	}
+	// Logged before it is counted, so whoever sees the count sees the line.
 	s.log.Error("config reload failed; the old routes keep serving", "file", path, "error", err)
+	s.ReloadFailed()
 	return false
 }
 
