@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -236,4 +237,52 @@ routes:
 			t.Errorf("natsgate_breaker_state{route=%q,target=legacy} = %v, want 2 (open)", route, got)
 		}
 	}
+}
+
+// Fault 1, in process: a NATS breaker that timeouts opened before the
+// connection dropped starts closed again once natsgate reconnects, so the
+// route serves as soon as a worker is back, not after open_for.
+func TestNATSBreakerClosesOnReconnect(t *testing.T) {
+	opts := natstest.Options(t)
+	ns := natstest.RunServerWith(t, opts)
+	gw := startGateway(t, ns, `
+routes:
+  - name: get-user
+    method: GET
+    path: /users/{id}
+    nats: {subject: "users.{id}.get", timeout: 200ms}
+    breaker: {min_requests: 2, failure_ratio: 1, open_for: 1m}
+`)
+	slow := natstest.Connect(t, ns, nats.MaxReconnects(0))
+	respond(t, slow, "users.*.get", func(m *nats.Msg) *nats.Msg {
+		time.Sleep(400 * time.Millisecond)
+		return &nats.Msg{Data: []byte("late")}
+	})
+	for i := 0; i < 2; i++ {
+		resp, body := do(t, "GET", gw.URL+"/users/1", nil, nil)
+		checkProblem(t, resp, body, 504, "get-user")
+	}
+	resp, body := do(t, "GET", gw.URL+"/users/1", nil, nil)
+	if p := checkProblem(t, resp, body, 503, "get-user"); p["kind"] != "breaker_open" {
+		t.Fatalf("after two timeouts: kind %v, want breaker_open", p["kind"])
+	}
+
+	port := ns.Addr().(*net.TCPAddr).Port
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	natstest.Eventually(t, 5*time.Second, "the gateway to see the connection drop", func() bool { return !gw.Conn().IsConnected() })
+	again := natstest.Options(t)
+	again.Port = port
+	ns2 := natstest.RunServerWith(t, again)
+	natstest.Eventually(t, 10*time.Second, "the gateway to reconnect", func() bool { return gw.Conn().IsConnected() })
+	respond(t, natstest.Connect(t, ns2), "users.*.get", func(*nats.Msg) *nats.Msg { return &nats.Msg{Data: []byte("ok")} })
+	if resp, body := do(t, "GET", gw.URL+"/users/1", nil, nil); resp.StatusCode != 200 {
+		t.Fatalf("with NATS and a worker back: %d %s, want 200 (the breaker starts closed again)", resp.StatusCode, body)
+	}
+	if got := testutil.ToFloat64(gw.metrics.BreakerState.WithLabelValues("get-user", metrics.BackendNATS)); got != breakerClosed {
+		t.Errorf("natsgate_breaker_state = %v, want 0 (closed)", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = gw.Shutdown(ctx)
 }
