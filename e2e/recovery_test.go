@@ -291,6 +291,7 @@ func TestStalledUploadsBoundedMemory(t *testing.T) {
 		clients = 500
 	}
 	const (
+		// The route timeout: a stalled body gets its 408 after this.
 		timeout = 2 * time.Second
 		// Each client comes back twice after its 408: memory freed from
 		// the first round of bodies and reused is what a real swarm of
@@ -324,7 +325,7 @@ routes:
   - name: upload-avatar
     method: POST
     path: /users/{id}/avatar
-    nats: {subject: "users.{id}.get", pattern: request, timeout: 2s}
+    nats: {subject: "users.{id}.get", pattern: request, timeout: `+timeout.String()+`}
 `})
 	client := newClient(t)
 	// The route works with a body that does come.
