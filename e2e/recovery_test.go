@@ -325,7 +325,7 @@ routes:
   - name: upload-avatar
     method: POST
     path: /users/{id}/avatar
-    nats: {subject: "users.{id}.get", pattern: request, timeout: `+timeout.String()+`}
+    nats: {subject: "users.{id}.get", pattern: request, timeout: ` + timeout.String() + `}
 `})
 	client := newClient(t)
 	// The route works with a body that does come.
