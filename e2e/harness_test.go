@@ -176,6 +176,27 @@ func (p *proc) Wait(d time.Duration) (code int, exited bool) {
 	}
 }
 
+// Memory reads a size field of the process's /proc/PID/status, such as
+// VmRSS (resident now) or VmHWM (the peak resident so far), in bytes.
+func (p *proc) Memory(field string) int64 {
+	p.t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		p.t.Fatalf("memory of %s: %v", p.name, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == field+":" && f[2] == "kB" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				p.t.Fatalf("memory of %s: %q: %v", p.name, line, err)
+			}
+			return kb << 10
+		}
+	}
+	p.t.Fatalf("memory of %s: no %s in /proc/%d/status", p.name, field, p.cmd.Process.Pid)
+	return 0
+}
+
 // Output is everything the process wrote so far.
 func (p *proc) Output() string { return p.out.String() }
 

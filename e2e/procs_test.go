@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -97,6 +98,13 @@ func (ns *natsServer) WaitReady() {
 // Kill kills the server with SIGKILL: no lame-duck mode, no flush.
 func (ns *natsServer) Kill() { ns.proc.Kill() }
 
+// Pause stops the server with SIGSTOP: its process and sockets stay, but
+// it answers nothing, as a server hung on a stuck disk or a frozen VM.
+func (ns *natsServer) Pause() { ns.proc.Signal(syscall.SIGSTOP) }
+
+// Resume lets a paused server go on with SIGCONT.
+func (ns *natsServer) Resume() { ns.proc.Signal(syscall.SIGCONT) }
+
 // MonitorURL is the base URL of the monitoring endpoints.
 func (ns *natsServer) MonitorURL() string { return fmt.Sprintf("http://127.0.0.1:%d", ns.monitor) }
 
@@ -178,10 +186,11 @@ func (g *gateway) WriteConfig(text string) {
 type worker struct{ *proc }
 
 // startWorker runs a sample worker on natsURL and waits until it says it
-// serves.
-func startWorker(t testing.TB, natsURL, name string, slow time.Duration) *worker {
+// serves. extra are more sample-worker flags (like --reconnect-wait).
+func startWorker(t testing.TB, natsURL, name string, slow time.Duration, extra ...string) *worker {
 	t.Helper()
-	w := &worker{startProc(t, "sample-worker "+name, bin.worker, "--nats", natsURL, "--name", name, "--slow", slow.String())}
+	args := append([]string{"--nats", natsURL, "--name", name, "--slow", slow.String()}, extra...)
+	w := &worker{startProc(t, "sample-worker "+name, bin.worker, args...)}
 	eventually(t, 10*time.Second, "sample-worker "+name+" to serve", func() bool {
 		if !w.Running() {
 			t.Fatalf("sample-worker %s exited:\n%s", name, w.Output())

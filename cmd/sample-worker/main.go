@@ -30,6 +30,7 @@ func main() {
 	name := flag.String("name", "", "instance name shown in replies (default: host and pid)")
 	slow := flag.Duration("slow", 3*time.Second, "how long the slow endpoint takes")
 	legacyAddr := flag.String("legacy", "", "serve the demo's legacy REST API on this address instead of joining NATS")
+	reconnectWait := flag.Duration("reconnect-wait", nats.DefaultReconnectWait, "pause between attempts to reconnect to NATS")
 	flag.Parse()
 	if *legacyAddr != "" {
 		serveLegacy(*legacyAddr)
@@ -39,7 +40,7 @@ func main() {
 		host, _ := os.Hostname()
 		*name = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
-	nc, err := nats.Connect(*url, nats.Name("sample-worker "+*name), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(*url, nats.Name("sample-worker "+*name), nats.MaxReconnects(-1), nats.ReconnectWait(*reconnectWait))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sample-worker:", err)
 		os.Exit(1)
