@@ -191,7 +191,26 @@ func TestMapReply(t *testing.T) {
 		header     http.Header
 		workerTime time.Duration
 	}{
-		{"plain reply", &nats.Msg{Data: []byte("hi")}, 200, "", nil, -1},
+		{"plain reply", &nats.Msg{Data: []byte("hi")}, 200, "", http.Header{"Content-Type": {"application/octet-stream"}}, -1},
+		{"a typed body keeps its type", natsMsg("hi", "Content-Type", "text/plain"), 200, "", http.Header{"Content-Type": {"text/plain"}}, -1},
+		{"an empty type is none", natsMsg("hi", "Content-Type", ""), 200, "", http.Header{"Content-Type": {"application/octet-stream"}}, -1},
+		{"the worker cannot allow sniffing", natsMsg("", "x-content-type-options", "sniff-away"), 200, "", nil, -1},
+		{
+			"values with control bytes are dropped",
+			natsMsg("", "X-Nul", "a\x00b", "X-Cr", "a\rb", "X-Lf", "a\nb", "X-Del", "\x7f", "X-Esc", "\x1b[0m",
+				"X-Mixed", "ok", "X-Mixed", "bad\x01", "X-Tab", "a\tb", "X-Utf8", "zo\u00eb"),
+			200, "",
+			http.Header{"X-Mixed": {"ok"}, "X-Tab": {"a\tb"}, "X-Utf8": {"zo\u00eb"}},
+			-1,
+		},
+		{
+			"spellings of one name are merged, canonical first, then by spelling",
+			natsMsg("", "set-cookie", "a=1", "Set-Cookie", "b=2", "Set-Cookie", "c=3", "SET-COOKIE", "d=4", "sEt-CoOkIe", "e=5", "x-only", "1"),
+			200, "",
+			http.Header{"Set-Cookie": {"b=2", "c=3", "d=4", "e=5", "a=1"}, "X-Only": {"1"}},
+			-1,
+		},
+		{"a merged spelling's bad values are dropped", natsMsg("", "x-a", "1\x00", "X-A", "2", "X-a", "3"), 200, "", http.Header{"X-A": {"2", "3"}}, -1},
 		{"Http-Status", natsMsg("", "Http-Status", "201"), 201, "", nil, -1},
 		{"Http-Status with spaces", natsMsg("", "Http-Status", " 404 "), 404, "", nil, -1},
 		{"Http-Status 204", natsMsg("", "Http-Status", "204"), 204, "", nil, -1},
@@ -242,8 +261,13 @@ func TestMapReply(t *testing.T) {
 					t.Errorf("worker error = %d %q, want %d ~%q", rep.workerErr.code, rep.workerErr.message, tt.status, tt.workerErr)
 				}
 			}
-			if fmt.Sprint(rep.header) != fmt.Sprint(tt.header) && !(len(rep.header) == 0 && len(tt.header) == 0) {
-				t.Errorf("header = %v, want %v", rep.header, tt.header)
+			// Every answer carries nosniff besides the worker's headers.
+			want := http.Header{"X-Content-Type-Options": {"nosniff"}}
+			for k, v := range tt.header {
+				want[k] = v
+			}
+			if fmt.Sprint(rep.header) != fmt.Sprint(want) {
+				t.Errorf("header = %q, want %q", rep.header, want)
 			}
 			if rep.workerTime != tt.workerTime {
 				t.Errorf("workerTime = %v, want %v", rep.workerTime, tt.workerTime)
@@ -269,6 +293,14 @@ func FuzzMapReply(f *testing.F) {
 	f.Add("abc", "200", "", "nats-msg-id", "1")
 	f.Add(" 99 ", "E1", "x", "Connection", "X-Custom")
 	f.Add("+204", "-503", "", "http-status", "200")
+	f.Add("", "", "", "X-Bad", "a\r\nSet-Cookie: x=1")
+	f.Add("", "", "", "X-Nul", "a\x00b")
+	f.Add("", "", "", "X-Esc", "\x1b[31m")
+	f.Add("", "", "", "x-custom", "second")
+	f.Add("", "", "", "X-CUSTOM", "bad\x7f")
+	f.Add("", "", "", "content-type", "")
+	f.Add("", "", "", "Content-Type", "text/html")
+	f.Add("", "", "", "x-content-type-options", "none")
 	f.Fuzz(func(t *testing.T, status, code, text, key, value string) {
 		m := &nats.Msg{Data: []byte("body"), Header: nats.Header{}}
 		if status != "" {
@@ -297,6 +329,27 @@ func FuzzMapReply(f *testing.F) {
 		}
 		if !strings.EqualFold(key, "X-Custom") && rep.header.Get("X-Custom") != "kept" && !strings.EqualFold(key, "Connection") {
 			t.Fatalf("an ordinary header was dropped: %v", rep.header)
+		}
+		for k, vs := range rep.header {
+			for _, v := range vs {
+				for i := 0; i < len(v); i++ {
+					if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
+						t.Fatalf("header %s: value %q with control byte %#x in the response", k, v, c)
+					}
+				}
+			}
+		}
+		if got := rep.header["X-Content-Type-Options"]; len(got) != 1 || got[0] != "nosniff" {
+			t.Fatalf("X-Content-Type-Options %q, want [nosniff]", got)
+		}
+		if ct := rep.header["Content-Type"]; len(ct) == 0 || ct[0] == "" {
+			t.Fatalf("a body without a Content-Type: %q", ct)
+		}
+		// Another spelling of X-Custom is merged after the canonical one.
+		if key != "X-Custom" && strings.EqualFold(key, "X-Custom") && validFieldValue(value) {
+			if got := rep.header["X-Custom"]; len(got) != 2 || got[0] != "kept" || got[1] != value {
+				t.Fatalf("X-Custom %q, want [kept %q]", got, value)
+			}
 		}
 	})
 }

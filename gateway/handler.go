@@ -141,7 +141,8 @@ func (h *routeHandler) serveLegacy(w *statusWriter, r *http.Request, ex *exchang
 // pathParams reads the route's path parameters, unescaped. chi matches on
 // the raw path when the request has one, so its values are then still
 // percent-encoded; otherwise they are already decoded and must not be
-// decoded twice. Values may not hold control characters: they travel in
+// decoded twice. Values may not hold white space, control or format
+// characters, nor invalid UTF-8 (routes.CheckParamValue): they travel in
 // NATS headers.
 func pathParams(r *http.Request, names []string) ([]string, []string, error) {
 	rctx := chi.RouteContext(r.Context())
@@ -156,10 +157,8 @@ func pathParams(r *http.Request, names []string) ([]string, []string, error) {
 			}
 			v = u
 		}
-		for j := 0; j < len(v); j++ {
-			if c := v[j]; c < ' ' || c == 0x7f {
-				return nil, nil, fmt.Errorf("%w: parameter %q: contains a control character", routes.ErrBadParam, name)
-			}
+		if err := routes.CheckParamValue(name, v); err != nil {
+			return nil, nil, err
 		}
 		values[i] = v
 	}

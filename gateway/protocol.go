@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -152,10 +153,14 @@ var hopByHop = map[string]bool{
 // Http-Status sets the status (default 200); Nats-Service-Error-Code and
 // Nats-Service-Error (what nats.go micro's req.Error sets) give that 4xx or
 // 5xx status with a problem body, any other code 502; other headers become
-// response headers, except hop-by-hop ones and the protocol's own.
+// response headers, except hop-by-hop ones and the protocol's own. A value
+// holding a control byte is dropped; spellings of one name that differ in
+// case (NATS headers are case-sensitive) are merged under the canonical
+// name. The answer is never content-sniffed (see answerHeader).
 func mapReply(msg *nats.Msg) reply {
 	rep := reply{status: http.StatusOK, body: msg.Data, workerTime: -1}
 	if len(msg.Header) == 0 {
+		rep.header = answerHeader(nil, len(msg.Data) > 0)
 		return rep
 	}
 	if code := msg.Header.Get(HeaderServiceErrCode); code != "" {
@@ -177,11 +182,11 @@ func mapReply(msg *nats.Msg) reply {
 		}
 	}
 	// The reply is ours alone, so its header map becomes the response
-	// headers in place, without a copy: what must not pass is deleted, and
-	// a name not in canonical form is moved to it (deleting and adding
-	// while ranging is allowed; an entry added may be seen again, and is
-	// then canonical and kept).
+	// headers in place, without a copy: what must not pass is deleted
+	// while ranging, and names not in canonical form are moved to it after
+	// the loop, in a fixed order (see mergeSpellings).
 	connection := connectionTokens(msg.Header)
+	var spellings []string
 	for k, v := range msg.Header {
 		canon := http.CanonicalHeaderKey(k)
 		switch {
@@ -198,15 +203,96 @@ func mapReply(msg *nats.Msg) reply {
 			delete(msg.Header, k)
 			continue
 		}
+		if !fieldValues(v) {
+			if v = dropControlValues(v); len(v) == 0 {
+				delete(msg.Header, k)
+				continue
+			}
+			msg.Header[k] = v
+		}
 		if canon != k {
-			delete(msg.Header, k)
-			msg.Header[canon] = v
+			spellings = append(spellings, k)
 		}
 	}
-	if len(msg.Header) > 0 {
-		rep.header = http.Header(msg.Header)
+	if spellings != nil {
+		mergeSpellings(msg.Header, spellings)
 	}
+	rep.header = answerHeader(http.Header(msg.Header), len(msg.Data) > 0)
 	return rep
+}
+
+// mergeSpellings moves the values of names not in canonical form to their
+// canonical name. A worker may send set-cookie and Set-Cookie in one
+// reply, and HTTP has one name for both: every value is kept, the
+// canonical spelling's first, then the others' in byte order of their
+// spelling, so that the response is the same whatever the map's order.
+func mergeSpellings(h nats.Header, spellings []string) {
+	slices.Sort(spellings)
+	for _, k := range spellings {
+		canon := http.CanonicalHeaderKey(k)
+		// Clip: the values may share an array with another name's.
+		h[canon] = append(slices.Clip(h[canon]), h[k]...)
+		delete(h, k)
+	}
+}
+
+// fieldValues reports whether every value is a valid field value.
+func fieldValues(vs []string) bool {
+	for _, v := range vs {
+		if !validFieldValue(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// validFieldValue reports whether v is a valid field value (RFC 9110,
+// 5.5): no control byte other than horizontal tab. A CR, LF or NUL could
+// end the header line or the header block at some reader, and the other
+// control bytes reach terminals and logs.
+func validFieldValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// dropControlValues returns the values of vs that are valid field values.
+func dropControlValues(vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		if validFieldValue(v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Values of the headers natsgate sets on every worker answer, shared so
+// that the request path does not allocate them. A header map holding one
+// is never appended to in place: its capacity is its length.
+var (
+	nosniff     = []string{"nosniff"}
+	octetStream = []string{"application/octet-stream"}
+)
+
+// answerHeader completes the headers of a worker's answer (h may be nil):
+// X-Content-Type-Options: nosniff on every one, and, on a body the worker
+// gave no Content-Type, application/octet-stream. Without them net/http
+// and browsers guess the type from the body, and a worker's data that
+// looks like HTML would be served, and run, as HTML from the gateway's
+// origin. An empty body needs no type.
+func answerHeader(h http.Header, hasBody bool) http.Header {
+	if h == nil {
+		h = make(http.Header, 2)
+	}
+	h["X-Content-Type-Options"] = nosniff
+	if ct := h["Content-Type"]; hasBody && (len(ct) == 0 || ct[0] == "") {
+		h["Content-Type"] = octetStream
+	}
+	return h
 }
 
 // connectionTokens are the header names a Connection header lists: they

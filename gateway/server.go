@@ -354,7 +354,8 @@ func (s *Server) Handler() http.Handler {
 			return
 		}
 		defer s.inflight.Add(-1)
-		s.table.Load().mux.ServeHTTP(w, r)
+		c := s.table.Load()
+		c.mux.ServeHTTP(w, routeExtensionMethod(r, c.mux)) // see methods.go
 	})
 }
 
