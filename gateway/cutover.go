@@ -266,6 +266,7 @@ func (s *Server) watchBucket(ctx context.Context, firstDone func()) (read bool, 
 	defer stopWatch(w)
 	tick := time.NewTicker(cutoverCheckEvery)
 	defer tick.Stop()
+	started := time.Now()
 	seen := map[string]bool{}
 	for {
 		select {
@@ -290,6 +291,9 @@ func (s *Server) watchBucket(ctx context.Context, firstDone func()) (read bool, 
 			}
 			s.applyEntry(e)
 		case <-tick.C:
+			if !read && time.Since(started) > cutoverOpTimeout {
+				return false, errors.New("the bucket's values were not all delivered")
+			}
 			c, err := bucketCreated(ctx, kv)
 			switch {
 			case errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound):

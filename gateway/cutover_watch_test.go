@@ -81,7 +81,8 @@ func TestCutoverBucketDeletedOrRecreatedIsWatchedAgain(t *testing.T) {
 	ns := natstest.RunServer(t)
 	legacy := startLegacy(t)
 	natsWorker(t, ns)
-	gw := startGateway(t, ns, cutoverConfig(legacy.URL, "legacy", ""))
+	log := &syncBuffer{}
+	gw := startGatewayLogging(t, ns, cutoverConfig(legacy.URL, "legacy", ""), log)
 	js, bucket := testBucket(t, ns)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -100,6 +101,9 @@ func TestCutoverBucketDeletedOrRecreatedIsWatchedAgain(t *testing.T) {
 		st := stageOf(gw, "get-user")
 		return st.Stage == routes.Legacy && !st.Overridden
 	})
+	if l := log.String(); !strings.Contains(l, "deleted and created again") {
+		t.Fatalf("nothing logged about the recreated bucket:\n%s", l)
+	}
 	kvPut(t, bucket(), "get-user", `{"cutover":"canary","canary_percent":40,"by":"ops"}`)
 	natstest.Eventually(t, watchWait, "a value written into the new bucket to apply", func() bool {
 		st := stageOf(gw, "get-user")
@@ -126,6 +130,9 @@ func TestCutoverBucketDeletedOrRecreatedIsWatchedAgain(t *testing.T) {
 		resp, _ := putCutover(t, gw.AdminURL, "get-user", `{"cutover":"canary","canary_percent":25}`)
 		return resp.StatusCode == 200
 	})
+	if l := log.String(); !strings.Contains(l, "the bucket was deleted\"") {
+		t.Fatalf("nothing logged about the deleted bucket:\n%s", l)
+	}
 	e, err := bucket().Get(ctx, "get-user")
 	if err != nil || !strings.Contains(string(e.Value()), `"canary_percent":25`) {
 		t.Fatalf("the PUT is not in the bucket: %v", err)
