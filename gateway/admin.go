@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -107,7 +106,7 @@ func (s *Server) listRoutes(w http.ResponseWriter, r *http.Request) {
 	s.upstreamMu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"routes":           list,
-		"cutover_writable": s.adminToken() != "" && s.cutovers.kv != nil,
+		"cutover_writable": s.adminToken() != "" && s.cutovers.store() != nil,
 	})
 }
 
@@ -141,31 +140,19 @@ func (s *Server) putCutover(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req cutoverRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, 4096))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := decodeStrict(io.LimitReader(r.Body, 4096), &req); err != nil {
 		s.adminProblem(w, r, http.StatusBadRequest, "bad_request", name, "body: want {\"cutover\": \"legacy|shadow|canary|nats\", \"canary_percent\": 0-100}: "+err.Error())
 		return
 	}
-	stage, err := routes.ParseStage(req.Cutover)
+	// The same rule as for values read from the bucket (checkOverride).
+	o, err := checkOverride(h.rt, req.Cutover, req.CanaryPercent)
 	if err != nil {
-		s.adminProblem(w, r, http.StatusBadRequest, "bad_field", name, "cutover: "+err.Error())
+		s.adminProblem(w, r, http.StatusBadRequest, "bad_field", name, err.Error())
 		return
 	}
-	if err := h.rt.CheckStage(stage); err != nil {
-		s.adminProblem(w, r, http.StatusBadRequest, "bad_field", name, "cutover: "+err.Error())
-		return
-	}
-	percent := h.rt.CanaryPercent
-	if req.CanaryPercent != nil {
-		percent = *req.CanaryPercent
-	}
-	if percent < 0 || percent > 100 {
-		s.adminProblem(w, r, http.StatusBadRequest, "bad_field", name, fmt.Sprintf("canary_percent: must be 0 to 100, not %d", percent))
-		return
-	}
+	stage, percent := o.Cutover, o.CanaryPercent
 	old := h.stage.Load()
-	o := Override{Cutover: stage, CanaryPercent: percent, By: actor(r), At: time.Now().UTC()}
+	o.By, o.At = actor(r), time.Now().UTC()
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	if err := s.putOverride(ctx, name, o); err != nil {

@@ -1,11 +1,14 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"sync"
@@ -37,67 +40,338 @@ type stageState struct {
 // key-value bucket is unavailable (JetStream off, or NATS down).
 var ErrCutoverStore = errors.New("the cutover store is unavailable")
 
-// cutovers holds the overrides every replica shares. The bucket is the
-// source of truth; the map is this replica's copy, fed by a watcher.
-type cutovers struct {
-	kv jetstream.KeyValue // nil when the bucket could not be opened
+// checkOverride is the one rule for what a route may be switched to at run
+// time, applied alike to the admin API's PUT, to every value the watcher
+// reads from the bucket and to `natsgate routes`, so that no replica runs a
+// stage another would refuse. The stage must be one the route can run
+// (rt.CheckStage); canary_percent, when given, must be 0 to 100 whatever
+// the stage (it only matters for canary), and when left out is the
+// config's. With rt nil (a key no route of this table has) only the
+// route-independent rules apply; applyStage checks the rest if a reload
+// adds the route. The error names the field.
+func checkOverride(rt *routes.Route, stage string, percent *int) (Override, error) {
+	st, err := routes.ParseStage(stage)
+	if err != nil {
+		return Override{}, fmt.Errorf("cutover: %w", err)
+	}
+	p := 0
+	if rt != nil {
+		if err := rt.CheckStage(st); err != nil {
+			return Override{}, fmt.Errorf("cutover: %w", err)
+		}
+		p = rt.CanaryPercent
+	}
+	if percent != nil {
+		p = *percent
+	}
+	if p < 0 || p > 100 {
+		return Override{}, fmt.Errorf("canary_percent: must be 0 to 100, not %d", p)
+	}
+	return Override{Cutover: st, CanaryPercent: p}, nil
+}
 
+// decodeStrict decodes exactly one JSON value into v: unknown fields and
+// anything after the value are errors, so a typo is refused rather than
+// ignored. The admin API's body and the bucket's values both go through it.
+func decodeStrict(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("more data after the JSON value")
+	}
+	return nil
+}
+
+// storedOverride is an Override as read from the bucket, where
+// canary_percent may be left out (the config's value then applies, as
+// with the admin API).
+type storedOverride struct {
+	Cutover       string    `json:"cutover"`
+	CanaryPercent *int      `json:"canary_percent"`
+	By            string    `json:"by"`
+	At            time.Time `json:"at"`
+}
+
+// decodeOverride reads a bucket value for route rt (nil: no such route
+// here). It accepts exactly what the admin API would store.
+func decodeOverride(rt *routes.Route, value []byte) (Override, error) {
+	var v storedOverride
+	if err := decodeStrict(bytes.NewReader(value), &v); err != nil {
+		return Override{}, fmt.Errorf(`not a cutover override (want {"cutover": "legacy|shadow|canary|nats", "canary_percent": 0-100, "by": "...", "at": "RFC 3339 time"}): %w`, err)
+	}
+	o, err := checkOverride(rt, v.Cutover, v.CanaryPercent)
+	if err != nil {
+		return Override{}, err
+	}
+	o.By, o.At = v.By, v.At
+	return o, nil
+}
+
+// cutovers holds the overrides every replica shares. The bucket is the
+// source of truth; the map is this replica's copy, fed by the watcher.
+type cutovers struct {
 	mu        sync.Mutex
+	kv        jetstream.KeyValue // nil while the bucket is unusable
 	overrides map[string]Override
 }
 
-// openCutovers opens (or creates) the bucket and starts watching it. The
-// first batch of values is applied before it returns, so a restarted
-// replica serves the current stages from its first request.
+// store is the bucket, or nil while it cannot be used (JetStream off, the
+// bucket deleted and not yet recreated, NATS down): admin writes are then
+// refused with ErrCutoverStore.
+func (c *cutovers) store() jetstream.KeyValue {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.kv
+}
+
+func (c *cutovers) setStore(kv jetstream.KeyValue) {
+	c.mu.Lock()
+	c.kv = kv
+	c.mu.Unlock()
+}
+
+// routesWithOverrides lists the routes this replica holds an override for.
+func (c *cutovers) routesWithOverrides() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.overrides))
+	for r := range c.overrides {
+		out = append(out, r)
+	}
+	return out
+}
+
+// How the watcher retries and checks the bucket. Retries back off from
+// cutoverRetryMin, doubling to cutoverRetryMax; while watching, the bucket's
+// stream is looked up every cutoverCheckEvery (one small request) because a
+// watch on a deleted stream only goes quiet.
+const (
+	cutoverRetryMin   = 250 * time.Millisecond
+	cutoverRetryMax   = 5 * time.Second
+	cutoverCheckEvery = 2 * time.Second
+	cutoverOpTimeout  = 5 * time.Second
+)
+
+var (
+	errBucketDeleted   = errors.New("the bucket was deleted")
+	errBucketRecreated = errors.New("the bucket was deleted and created again")
+	errWatchEnded      = errors.New("the watch ended")
+)
+
+// cutoverWatcher is the goroutine that keeps this replica's copy of the
+// bucket current; Stop ends it and waits for it.
+type cutoverWatcher struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Stop ends the watch and waits until its goroutine has returned.
+func (w *cutoverWatcher) Stop() error {
+	w.cancel()
+	<-w.done
+	return nil
+}
+
+// openCutovers starts the watcher. It returns once the first attempt to
+// open the bucket has read every value, or has failed, or ctx ends, so a
+// restarted replica serves the current stages from its first request. A
+// bucket that cannot be opened now (JetStream off, say) is retried in the
+// background until it can.
 func (s *Server) openCutovers(ctx context.Context) {
-	s.cutovers = &cutovers{overrides: map[string]Override{}}
+	wctx, cancel := context.WithCancel(context.Background())
+	w := &cutoverWatcher{cancel: cancel, done: make(chan struct{})}
+	s.cutoverWatch = w
+	first := make(chan struct{})
+	go func() {
+		defer close(w.done)
+		s.watchCutovers(wctx, sync.OnceFunc(func() { close(first) }))
+	}()
+	select {
+	case <-first:
+	case <-ctx.Done():
+		s.log.Warn("cutover overrides not all read at start; they apply as they arrive", "bucket", s.cfg.NATS.CutoverBucket)
+	}
+}
+
+// watchCutovers (re)opens the bucket, creating it if missing, reads all of
+// it and follows its changes, until ctx ends. Whenever the bucket becomes
+// unusable (missing, deleted, recreated, JetStream not there yet, NATS
+// down) it says so, refuses admin writes, and tries again with backoff.
+// The copy of the overrides is kept meanwhile: the routes keep their
+// current stages until the bucket can be read again.
+func (s *Server) watchCutovers(ctx context.Context, firstDone func()) {
+	defer firstDone()
 	bucket := s.cfg.NATS.CutoverBucket
-	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	backoff, lastErr := cutoverRetryMin, ""
+	for {
+		read, err := s.watchBucket(ctx, firstDone)
+		s.cutovers.setStore(nil)
+		if ctx.Err() != nil {
+			return
+		}
+		firstDone()
+		if read {
+			backoff, lastErr = cutoverRetryMin, ""
+		}
+		// One warning per distinct cause; a cause that persists is
+		// repeated only at debug level.
+		level := slog.LevelWarn
+		if err.Error() == lastErr {
+			level = slog.LevelDebug
+		}
+		lastErr = err.Error()
+		s.log.Log(ctx, level, "cutover bucket unusable: admin changes are refused and routes keep their current stages; retrying",
+			"bucket", bucket, "error", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(backoff*2, cutoverRetryMax)
+	}
+}
+
+// watchBucket is one life of the watch: it opens (or creates) the bucket,
+// applies every value in it (dropping overrides that are no longer there),
+// then applies changes until the bucket goes away or ctx ends. read says
+// whether all values were read, so that the caller retries at once after a
+// watch that had been working.
+func (s *Server) watchBucket(ctx context.Context, firstDone func()) (read bool, err error) {
+	bucket := s.cfg.NATS.CutoverBucket
+	octx, cancel := context.WithTimeout(ctx, cutoverOpTimeout)
+	kv, err := s.js.CreateOrUpdateKeyValue(octx, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "natsgate run-time cutover overrides, by route name",
 		History:     16,
 	})
+	cancel()
 	if err != nil {
-		s.log.Warn("run-time cutover is off: the key-value bucket cannot be opened; routes keep their configured stages",
-			"bucket", bucket, "error", err)
-		return
+		return false, fmt.Errorf("opening the bucket: %w", err)
 	}
-	w, err := kv.WatchAll(context.Background())
+	created, err := bucketCreated(ctx, kv)
 	if err != nil {
-		s.log.Warn("run-time cutover is off: cannot watch the bucket", "bucket", bucket, "error", err)
-		return
+		return false, err
 	}
-	s.cutovers.kv = kv
-	s.cutoverWatch = w
-	initial := make(chan struct{})
-	go s.watchCutovers(w, initial)
-	select {
-	case <-initial:
-	case <-ctx.Done():
-		s.log.Warn("cutover overrides not all read at start; they apply as they arrive", "bucket", bucket)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := kv.WatchAll(wctx)
+	if err != nil {
+		return false, fmt.Errorf("watching the bucket: %w", err)
+	}
+	defer stopWatch(w)
+	tick := time.NewTicker(cutoverCheckEvery)
+	defer tick.Stop()
+	started := time.Now()
+	seen := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return read, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return read, errWatchEnded
+			}
+			if e == nil { // every value present at the start has been delivered
+				if !read {
+					read = true
+					s.dropOverridesNotIn(seen)
+					s.cutovers.setStore(kv)
+					s.log.Info("cutover bucket open and watched", "bucket", bucket, "keys", len(seen))
+					firstDone()
+				}
+				continue
+			}
+			if !read {
+				seen[e.Key()] = true
+			}
+			s.applyEntry(e)
+		case <-tick.C:
+			if !read && time.Since(started) > cutoverOpTimeout {
+				return false, errors.New("the bucket's values were not all delivered")
+			}
+			c, err := bucketCreated(ctx, kv)
+			switch {
+			case errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound):
+				return read, errBucketDeleted
+			case err != nil:
+				return read, err
+			case !c.Equal(created):
+				return read, errBucketRecreated
+			}
+		}
 	}
 }
 
-// watchCutovers applies every change to the bucket, from any replica.
-func (s *Server) watchCutovers(w jetstream.KeyWatcher, initial chan struct{}) {
-	closeInitial := sync.OnceFunc(func() { close(initial) })
-	defer closeInitial()
-	for e := range w.Updates() {
-		if e == nil { // all values present at start have been delivered
-			closeInitial()
-			continue
+// bucketCreated is when the bucket's stream was created: a bucket deleted
+// and created again under the same name has another time.
+func bucketCreated(ctx context.Context, kv jetstream.KeyValue) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, cutoverOpTimeout)
+	defer cancel()
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("reading the bucket's status: %w", err)
+	}
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo() != nil {
+		return bs.StreamInfo().Created, nil
+	}
+	return time.Time{}, nil
+}
+
+// stopWatch ends a watch and reads what it still delivers until its
+// channel closes (bounded), since its subscription blocks while the
+// channel is full.
+func stopWatch(w jetstream.KeyWatcher) {
+	_ = w.Stop()
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case _, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+		case <-t.C:
+			return
 		}
-		route := e.Key()
-		if e.Operation() != jetstream.KeyValuePut {
+	}
+}
+
+// applyEntry applies one change read from the bucket. A value that
+// checkOverride refuses means the config's stage for that route, here as
+// in a replica started afterwards, with a warning naming the key and why.
+func (s *Server) applyEntry(e jetstream.KeyValueEntry) {
+	route := e.Key()
+	if e.Operation() != jetstream.KeyValuePut {
+		s.setOverride(route, nil)
+		return
+	}
+	var rt *routes.Route
+	if h := s.table.Load().handlers[route]; h != nil {
+		rt = h.rt
+	}
+	o, err := decodeOverride(rt, e.Value())
+	if err != nil {
+		s.log.Warn("refusing a cutover override in the bucket; the route runs its configured stage",
+			"bucket", s.cfg.NATS.CutoverBucket, "key", route, "revision", e.Revision(), "error", err)
+		s.setOverride(route, nil)
+		return
+	}
+	s.setOverride(route, &o)
+}
+
+// dropOverridesNotIn returns to the config's stage every route whose
+// override is no longer in the bucket (it was deleted while the watch was
+// down, or the bucket was recreated empty).
+func (s *Server) dropOverridesNotIn(seen map[string]bool) {
+	for _, route := range s.cutovers.routesWithOverrides() {
+		if !seen[route] {
 			s.setOverride(route, nil)
-			continue
 		}
-		var o Override
-		if err := json.Unmarshal(e.Value(), &o); err != nil {
-			s.log.Error("ignoring a bad cutover override", "route", route, "error", err)
-			continue
-		}
-		s.setOverride(route, &o)
 	}
 }
 
@@ -115,8 +389,10 @@ func (s *Server) setOverride(route string, o *Override) {
 		old := h.stage.Load()
 		h.applyStage(s, o)
 		now := h.stage.Load()
-		s.log.Info("cutover applied", "route", route, "old_stage", old.stage, "old_percent", old.percent,
-			"stage", now.stage, "percent", now.percent, "override", o != nil)
+		if old == nil || old.stage != now.stage || old.percent != now.percent || (old.override == nil) != (now.override == nil) {
+			s.log.Info("cutover applied", "route", route, "old_stage", old.stage, "old_percent", old.percent,
+				"stage", now.stage, "percent", now.percent, "override", now.override != nil)
+		}
 	}
 }
 
@@ -125,7 +401,7 @@ func (s *Server) setOverride(route string, o *Override) {
 func (h *routeHandler) applyStage(s *Server, o *Override) {
 	st := &stageState{stage: h.rt.Cutover, percent: h.rt.CanaryPercent}
 	if o != nil {
-		if err := h.rt.CheckStage(o.Cutover); err != nil {
+		if _, err := checkOverride(h.rt, string(o.Cutover), &o.CanaryPercent); err != nil {
 			s.log.Warn("cutover override does not fit the route; using the config's stage", "route", h.rt.Name, "error", err)
 		} else {
 			oc := *o
@@ -149,14 +425,15 @@ func (c *cutovers) override(route string) *Override {
 // putOverride stores an override in the bucket; every replica's watcher,
 // this one's included, applies it.
 func (s *Server) putOverride(ctx context.Context, route string, o Override) error {
-	if s.cutovers.kv == nil {
+	kv := s.cutovers.store()
+	if kv == nil {
 		return ErrCutoverStore
 	}
 	b, err := json.Marshal(o)
 	if err != nil {
 		return err
 	}
-	if _, err := s.cutovers.kv.Put(ctx, route, b); err != nil {
+	if _, err := kv.Put(ctx, route, b); err != nil {
 		return fmt.Errorf("%w: %v", ErrCutoverStore, err)
 	}
 	s.setOverride(route, &o) // at once here; the watcher repeats it harmlessly
@@ -165,10 +442,11 @@ func (s *Server) putOverride(ctx context.Context, route string, o Override) erro
 
 // deleteOverride removes a route's override, returning it to the config.
 func (s *Server) deleteOverride(ctx context.Context, route string) error {
-	if s.cutovers.kv == nil {
+	kv := s.cutovers.store()
+	if kv == nil {
 		return ErrCutoverStore
 	}
-	if err := s.cutovers.kv.Delete(ctx, route); err != nil {
+	if err := kv.Delete(ctx, route); err != nil {
 		return fmt.Errorf("%w: %v", ErrCutoverStore, err)
 	}
 	s.setOverride(route, nil)
@@ -232,8 +510,7 @@ func EffectiveStages(t *routes.Table, warn func(string)) func(*routes.Route) rou
 		if err != nil {
 			continue
 		}
-		var o Override
-		if json.Unmarshal(e.Value(), &o) == nil && r.CheckStage(o.Cutover) == nil {
+		if o, err := decodeOverride(r, e.Value()); err == nil {
 			stages[r.Name] = o.Cutover
 		}
 	}

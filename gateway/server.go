@@ -65,7 +65,7 @@ type Server struct {
 	conn *natsConn
 
 	cutovers     *cutovers
-	cutoverWatch jetstream.KeyWatcher
+	cutoverWatch *cutoverWatcher
 	shadowSem    chan struct{} // bounds shadow copies in flight
 	mismatches   mismatches
 	upstreamMu   sync.Mutex
