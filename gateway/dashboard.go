@@ -68,7 +68,7 @@ func (s *Server) Stats() StatsSnapshot {
 		WindowSeconds: StatsWindow.Seconds(),
 		Time:          s.stats.now().UTC().Truncate(time.Millisecond),
 		NATSConnected: s.nc.IsConnected(),
-		AdminWritable: s.adminToken() != "",
+		AdminWritable: s.adminToken() != "" && s.cutovers.store() != nil, // a token, and a bucket to write to
 		Routes:        make([]RouteStats, 0, len(t.Routes)),
 	}
 	keep := make(map[string]bool, len(t.Routes))
