@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"strconv"
@@ -50,7 +49,7 @@ type routeHandler struct {
 
 	stage       atomic.Pointer[stageState] // the config's, or a run-time override
 	natsBreaker *breaker                   // nil without a NATS side
-	proxy       *httputil.ReverseProxy     // nil without an upstream
+	legacy      *legacySide                // nil without an upstream
 }
 
 func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -92,12 +91,12 @@ func (h *routeHandler) serve(w *statusWriter, r *http.Request, ex *exchange) err
 	st := h.stage.Load()
 	switch st.stage {
 	case routes.Legacy:
-		return h.serveLegacy(w, r, ex)
+		return h.legacy.serve(w, r, ex)
 	case routes.Shadow:
 		return h.serveShadow(w, r, ex)
 	case routes.Canary:
 		if !h.toNATS(r, st.percent) {
-			return h.serveLegacy(w, r, ex)
+			return h.legacy.serve(w, r, ex)
 		}
 	}
 	err := h.serveNATS(w, r, ex)
@@ -105,7 +104,7 @@ func (h *routeHandler) serve(w *statusWriter, r *http.Request, ex *exchange) err
 		h.gw.log.Debug("falling back to the upstream", "route", h.rt.Name, "request_id", ex.reqID, "error", err)
 		h.replayBody(r, ex.body)
 		ex.fellBack = true
-		return h.serveLegacy(w, r, ex)
+		return h.legacy.serve(w, r, ex)
 	}
 	return err
 }
@@ -115,7 +114,7 @@ func (h *routeHandler) serve(w *statusWriter, r *http.Request, ex *exchange) err
 // nothing reached a worker; after a timeout only for idempotent methods,
 // since a worker may have acted.
 func (h *routeHandler) canFallBack(r *http.Request, err error) bool {
-	if !h.rt.Fallback || h.proxy == nil {
+	if !h.rt.Fallback || h.legacy == nil {
 		return false
 	}
 	switch f := classify(err); f.kind {
@@ -140,27 +139,6 @@ func (h *routeHandler) replayBody(r *http.Request, body []byte) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-}
-
-// serveLegacy proxies to the route's upstream.
-func (h *routeHandler) serveLegacy(w *statusWriter, r *http.Request, ex *exchange) error {
-	ex.backend = metrics.BackendLegacy
-	if r.ContentLength > h.rt.MaxBody {
-		return fmt.Errorf("%w: %d bytes declared, the limit is %d", ErrBodyTooLarge, r.ContentLength, h.rt.MaxBody)
-	}
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = http.MaxBytesReader(w, r.Body, h.rt.MaxBody)
-	}
-	w.Header()[HeaderBackend] = backendLegacy
-	// The upstream's timeout covers the whole exchange, body included; the
-	// exchange rides along for the transport to time the hop.
-	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), exchangeKey{}, ex), h.rt.Upstream.Timeout)
-	defer cancel()
-	h.proxy.ServeHTTP(w, r.WithContext(ctx))
-	if w.proxyErr != nil && !w.wrote {
-		return w.proxyErr
-	}
-	return nil
 }
 
 // errDroppedInFlight is a connection lost while the request was out: a

@@ -254,7 +254,7 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 				func(st gobreaker.State) { gauge.Set(breakerValue(st)) })
 		}
 		if rt.Upstream != nil {
-			h.proxy = newProxy(s.upstream(rt.Upstream, t), h.m, t.TrustedProxies)
+			h.legacy = newLegacySide(s.upstream(rt.Upstream, t), rt, h.m, t.TrustedProxies)
 		}
 		h.applyStage(s, s.cutovers.override(rt.Name))
 		c.handlers[rt.Name] = h

@@ -39,12 +39,23 @@ func newTransport() *http.Transport {
 // response hooks, which see only the outgoing request.
 type exchangeKey struct{}
 
-// newProxy builds the reverse proxy of one route. It uses Rewrite, not
-// Director, so a client's Connection header cannot strip the forwarding
-// headers; hop-by-hop headers are removed by ReverseProxy itself.
-func newProxy(up *upstream, m *metrics.Route, trusted []*net.IPNet) *httputil.ReverseProxy {
+// legacySide is a route's way to its upstream: the upstream it shares with
+// other routes and the reverse proxy of this route, built once when the
+// route is compiled.
+type legacySide struct {
+	up      *upstream
+	proxy   *httputil.ReverseProxy
+	maxBody int64
+}
+
+// newLegacySide builds the legacy side of one route. The proxy uses
+// Rewrite, not Director, so a client's Connection header cannot strip the
+// forwarding headers; hop-by-hop headers are removed by ReverseProxy
+// itself.
+func newLegacySide(up *upstream, rt *routes.Route, m *metrics.Route, trusted []*net.IPNet) *legacySide {
 	target := up.cfg.URL
-	return &httputil.ReverseProxy{
+	l := &legacySide{up: up, maxBody: rt.MaxBody}
+	l.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host // the legacy service sees the host the client asked for
@@ -78,11 +89,33 @@ func newProxy(up *upstream, m *metrics.Route, trusted []*net.IPNet) *httputil.Re
 		BufferPool:    copyBuffers,
 		ErrorLog:      nil,
 	}
+	return l
+}
+
+// serve proxies the request to the upstream.
+func (l *legacySide) serve(w *statusWriter, r *http.Request, ex *exchange) error {
+	ex.backend = metrics.BackendLegacy
+	if r.ContentLength > l.maxBody {
+		return fmt.Errorf("%w: %d bytes declared, the limit is %d", ErrBodyTooLarge, r.ContentLength, l.maxBody)
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, l.maxBody)
+	}
+	w.Header()[HeaderBackend] = backendLegacy
+	// The upstream's timeout covers the whole exchange, body included; the
+	// exchange rides along for the transport to time the hop.
+	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), exchangeKey{}, ex), l.up.cfg.Timeout)
+	defer cancel()
+	l.proxy.ServeHTTP(w, r.WithContext(ctx))
+	if w.proxyErr != nil && !w.wrote {
+		return w.proxyErr
+	}
+	return nil
 }
 
 // proxyTransport times the upstream hop, applies the upstream's breaker,
 // and turns transport failures into natsgate's errors. The upstream's
-// timeout is on the request's context (see serveLegacy), so it covers the
+// timeout is on the request's context (see legacySide.serve), so it covers the
 // response body as well.
 type proxyTransport struct {
 	up *upstream
