@@ -35,6 +35,8 @@ type exchange struct {
 	err      error         // the failure the client was told of, if any
 	shadowed bool          // a copy went to NATS in the background
 	fellBack bool          // NATS failed and the upstream answered
+	aborted  bool          // the answer broke off after its head went out: the connection is to be aborted
+	broken   bool          // the upstream broke its answer off: logged at error level
 	body     []byte        // the request body as read for NATS, kept for a fallback
 	// hv backs the single-valued response headers natsgate sets (request
 	// id, Content-Length, Server-Timing), so they cost no slice each.
@@ -84,6 +86,11 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ex.backend = metrics.BackendNone
 	}
 	h.gw.finish(h.rt, h.m, r, &ex)
+	if ex.aborted {
+		// Recorded; now let net/http cut the connection, so the client
+		// cannot take the short answer for a whole one.
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // serve answers the request on the backend its stage picks.
@@ -417,7 +424,13 @@ type statusWriter struct {
 	capture  *capture // when shadowing: keeps the legacy answer's body
 }
 
+// WriteHeader passes an informational answer (103 Early Hints) on without
+// taking it for the status: the final one is still to come.
 func (w *statusWriter) WriteHeader(code int) {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
 	if !w.wrote {
 		w.status, w.wrote = code, true
 	}

@@ -254,7 +254,7 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 				func(st gobreaker.State) { gauge.Set(breakerValue(st)) })
 		}
 		if rt.Upstream != nil {
-			h.legacy = newLegacySide(s.upstream(rt.Upstream, t), rt, h.m, t.TrustedProxies)
+			h.legacy = newLegacySide(s.upstream(rt.Upstream, t), rt, h.m, t.TrustedProxies, time.Duration(s.cfg.HTTP.IdleTimeout), s.log)
 		}
 		h.applyStage(s, s.cutovers.override(rt.Name))
 		c.handlers[rt.Name] = h
@@ -432,7 +432,11 @@ func (s *Server) accessLog(r *http.Request, route string, ex *exchange) {
 	if ex.err != nil {
 		attrs = append(attrs, slog.String("error", ex.err.Error()))
 	}
-	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+	level := slog.LevelInfo
+	if ex.broken {
+		level = slog.LevelError // the client got a broken answer
+	}
+	s.log.LogAttrs(r.Context(), level, "request", attrs...)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
