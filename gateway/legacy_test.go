@@ -441,3 +441,46 @@ func TestLegacyUpgradeOutlivesTheUpstreamTimeout(t *testing.T) {
 		t.Errorf("access line status %v, want 101", l["status"])
 	}
 }
+
+// Fault 3: a client's fault says nothing about the upstream: bodies over
+// max_body (declared or not) and clients that leave mid-upload never open
+// the upstream's breaker.
+func TestLegacyClientFaultsLeaveTheBreakerClosed(t *testing.T) {
+	up := startMisbehaving(t)
+	ns := natstest.RunServer(t)
+	gw := startGateway(t, ns, fmt.Sprintf(`
+upstreams:
+  legacy: {url: %q, timeout: 2s}
+routes:
+  - name: legacy-api
+    method: "*"
+    path: /*
+    upstream: legacy
+    max_body: 1KiB
+`, up.URL))
+	big := strings.Repeat("x", 64<<10)
+	for i := 0; i < 30; i++ {
+		// Undeclared length (chunked): found over the limit mid-way.
+		resp, body := do(t, "POST", gw.URL+"/ok/upload", io.MultiReader(strings.NewReader(big)), nil)
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("chunked body over max_body, request %d: %d %s, want 413", i, resp.StatusCode, body)
+		}
+	}
+	for i := 0; i < 30; i++ {
+		// A client that sends half a declared body and leaves.
+		conn, err := net.Dial("tcp", gw.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(conn, "POST /ok/upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 900\r\n\r\n"+strings.Repeat("y", 300))
+		time.Sleep(5 * time.Millisecond)
+		conn.Close()
+	}
+	resp, body := do(t, "GET", gw.URL+"/ok/after", nil, nil)
+	if resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("after client faults: %d %q, want 200 ok", resp.StatusCode, body)
+	}
+	if got := testutil.ToFloat64(gw.metrics.BreakerState.WithLabelValues("legacy-api", "legacy")); got != breakerClosed {
+		t.Fatalf("natsgate_breaker_state for the upstream = %v, want 0 (closed)", got)
+	}
+}
