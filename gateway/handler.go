@@ -2,11 +2,9 @@ package gateway
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"sync/atomic"
@@ -31,6 +29,8 @@ type exchange struct {
 	err      error         // the failure the client was told of, if any
 	shadowed bool          // a copy went to NATS in the background
 	fellBack bool          // NATS failed and the upstream answered
+	aborted  bool          // the answer broke off after its head went out: the connection is to be aborted
+	broken   bool          // the upstream broke its answer off: logged at error level
 	body     *bytes.Buffer // the request body as read for NATS, kept for a fallback
 	// hv backs the single-valued response headers natsgate sets (request
 	// id, Content-Length, Server-Timing), so they cost no slice each.
@@ -43,9 +43,9 @@ type routeHandler struct {
 	rt *routes.Route
 	m  *metrics.Route
 
-	stage atomic.Pointer[stageState] // the config's, or a run-time override
-	nats  *natsSide                  // nil without a NATS side
-	proxy *httputil.ReverseProxy     // nil without an upstream
+	stage  atomic.Pointer[stageState] // the config's, or a run-time override
+	nats   *natsSide                  // nil without a NATS side
+	legacy *legacySide                // nil without an upstream
 }
 
 func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -77,6 +77,11 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.gw.finish(h.rt, h.m, r, &ex)
 	releaseBody(ex.body)
+	if ex.aborted {
+		// Recorded; now let net/http cut the connection, so the client
+		// cannot take the short answer for a whole one.
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // serve answers the request on the backend its stage picks.
@@ -84,20 +89,20 @@ func (h *routeHandler) serve(w *statusWriter, r *http.Request, ex *exchange) err
 	st := h.stage.Load()
 	switch st.stage {
 	case routes.Legacy:
-		return h.serveLegacy(w, r, ex)
+		return h.legacy.serve(w, r, ex)
 	case routes.Shadow:
 		return h.serveShadow(w, r, ex)
 	case routes.Canary:
 		if !h.toNATS(r, st.percent) {
-			return h.serveLegacy(w, r, ex)
+			return h.legacy.serve(w, r, ex)
 		}
 	}
 	err := h.nats.serve(w, r, ex)
-	if err != nil && !w.wrote && h.rt.Fallback && h.proxy != nil && classify(err).mayFallBack(r.Method) {
+	if err != nil && !w.wrote && h.rt.Fallback && h.legacy != nil && classify(err).mayFallBack(r.Method) {
 		h.gw.log.Debug("falling back to the upstream", "route", h.rt.Name, "request_id", ex.reqID, "error", err)
 		h.replayBody(r, ex)
 		ex.fellBack = true
-		return h.serveLegacy(w, r, ex)
+		return h.legacy.serve(w, r, ex)
 	}
 	return err
 }
@@ -115,27 +120,6 @@ func (h *routeHandler) replayBody(r *http.Request, ex *exchange) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-}
-
-// serveLegacy proxies to the route's upstream.
-func (h *routeHandler) serveLegacy(w *statusWriter, r *http.Request, ex *exchange) error {
-	ex.backend = metrics.BackendLegacy
-	if r.ContentLength > h.rt.MaxBody {
-		return fmt.Errorf("%w: %d bytes declared, the limit is %d", ErrBodyTooLarge, r.ContentLength, h.rt.MaxBody)
-	}
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = http.MaxBytesReader(w, r.Body, h.rt.MaxBody)
-	}
-	w.Header()[HeaderBackend] = backendLegacy
-	// The upstream's timeout covers the whole exchange, body included; the
-	// exchange rides along for the transport to time the hop.
-	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), exchangeKey{}, ex), h.rt.Upstream.Timeout)
-	defer cancel()
-	h.proxy.ServeHTTP(w, r.WithContext(ctx))
-	if w.proxyErr != nil && !w.wrote {
-		return w.proxyErr
-	}
-	return nil
 }
 
 // pathParams reads the route's path parameters, unescaped. chi matches on
@@ -206,7 +190,13 @@ type statusWriter struct {
 	capture  *capture // when shadowing: keeps the legacy answer's body
 }
 
+// WriteHeader passes an informational answer (103 Early Hints) on without
+// taking it for the status: the final one is still to come.
 func (w *statusWriter) WriteHeader(code int) {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
 	if !w.wrote {
 		w.status, w.wrote = code, true
 	}

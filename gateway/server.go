@@ -264,7 +264,7 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 		}
 		if rt.Upstream != nil {
 			up := s.upstream(rt.Upstream)
-			h.proxy = newProxy(up, h.m, t.TrustedProxies)
+			h.legacy = newLegacySide(up, rt, h.m, t.TrustedProxies, time.Duration(s.cfg.HTTP.IdleTimeout), s.log)
 			gauges[up] = append(gauges[up], s.metrics.BreakerState.WithLabelValues(rt.Name, rt.Upstream.Name))
 		}
 		h.applyStage(s, s.cutovers.override(rt.Name))
@@ -434,7 +434,11 @@ func (s *Server) accessLog(r *http.Request, route string, ex *exchange) {
 	if ex.err != nil {
 		attrs = append(attrs, slog.String("error", ex.err.Error()))
 	}
-	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+	level := slog.LevelInfo
+	if ex.broken {
+		level = slog.LevelError // the client got a broken answer
+	}
+	s.log.LogAttrs(r.Context(), level, "request", attrs...)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -104,7 +104,7 @@ func (h *routeHandler) shadowable(r *http.Request) bool {
 // when too many copies are in flight it is dropped and counted.
 func (h *routeHandler) serveShadow(w *statusWriter, r *http.Request, ex *exchange) error {
 	if !h.shadowable(r) {
-		return h.serveLegacy(w, r, ex)
+		return h.legacy.serve(w, r, ex)
 	}
 	// What the copy needs is taken now, while the request is ours.
 	var reqBody *capture
@@ -118,7 +118,7 @@ func (h *routeHandler) serveShadow(w *statusWriter, r *http.Request, ex *exchang
 	hdr[HeaderShadow] = []string{"true"}
 	method, path := r.Method, r.URL.EscapedPath()
 
-	if err := h.serveLegacy(w, r, ex); err != nil {
+	if err := h.legacy.serve(w, r, ex); err != nil {
 		return err // no legacy answer: nothing to compare against
 	}
 	legacy := Answer{Status: w.status, Truncated: w.capture.truncated}

@@ -61,6 +61,7 @@ type Metrics struct {
 	ShadowComparisons *prometheus.CounterVec   // route, result
 	BreakerState      *prometheus.GaugeVec     // route, target
 	NATSErrors        *prometheus.CounterVec   // route, kind
+	UpstreamErrors    *prometheus.CounterVec   // route, upstream, kind
 	Inflight          *prometheus.GaugeVec     // route
 	NATSConnected     prometheus.Gauge
 	CutoverStage      *prometheus.GaugeVec   // route, stage: 1 for the route's current stage
@@ -106,6 +107,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "natsgate_nats_errors_total",
 			Help: "NATS-side failures by kind: no_responders, timeout, disconnected, payload, refused, other.",
 		}, []string{"route", "kind"}),
+		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "natsgate_upstream_errors_total",
+			Help: "Legacy upstream failures by kind: timeout, error (unreachable, failed on the wire), body_cut (the answer broke off after its head was sent). A 5xx answer is not one.",
+		}, []string{"route", "upstream", "kind"}),
 		Inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "natsgate_inflight_requests",
 			Help: "Requests being served now.",
@@ -128,7 +133,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.NATSDuration, m.WorkerDuration,
-		m.UpstreamDuration, m.ShadowComparisons, m.BreakerState, m.NATSErrors,
+		m.UpstreamDuration, m.ShadowComparisons, m.BreakerState, m.NATSErrors, m.UpstreamErrors,
 		m.Inflight, m.NATSConnected, m.CutoverStage, m.ConfigReloads, m.Rejected)
 	return m
 }

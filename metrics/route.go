@@ -16,6 +16,7 @@ type Route struct {
 	m        *Metrics
 	name     string
 	method   string // the route's method, or "*"
+	upstream string // the upstream's name, or ""
 	NATS     prometheus.Observer
 	Worker   prometheus.Observer
 	Upstream prometheus.Observer // nil for a route without an upstream
@@ -52,6 +53,7 @@ func (m *Metrics) Route(name, method, pattern, upstream string) *Route {
 		m:        m,
 		name:     name,
 		method:   method,
+		upstream: upstream,
 		Worker:   m.WorkerDuration.WithLabelValues(name),
 		Inflight: m.Inflight.WithLabelValues(name),
 	}
@@ -144,4 +146,16 @@ func Observe(o prometheus.Observer, d time.Duration, traceID string) {
 // NATSError counts a NATS-side failure of the route by kind.
 func (r *Route) NATSError(kind string) {
 	r.m.NATSErrors.WithLabelValues(r.name, kind).Inc()
+}
+
+// Kinds of natsgate_upstream_errors_total.
+const (
+	UpstreamTimeout = "timeout"
+	UpstreamFailed  = "error"
+	UpstreamBodyCut = "body_cut"
+)
+
+// UpstreamError counts a failure of the route's upstream by kind.
+func (r *Route) UpstreamError(kind string) {
+	r.m.UpstreamErrors.WithLabelValues(r.name, r.upstream, kind).Inc()
 }
