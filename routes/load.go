@@ -75,6 +75,12 @@ func Parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 	if len(root.Content) == 0 {
 		return nil, &FieldError{File: file, Msg: "the file is empty"}
 	}
+	// Bound what aliases and merge keys expand to before anything walks or
+	// decodes the tree: both visit an alias's target once per alias, so a
+	// few hundred bytes of nested anchors would otherwise cost minutes.
+	if err := checkExpansion(file, root.Content[0]); err != nil {
+		return nil, err
+	}
 	var errs []error
 	w := walker{src: src, lookupEnv: lookupEnv, errs: &errs, expanded: map[*yaml.Node]bool{}, active: map[walkKey]bool{}}
 	w.walk(root.Content[0], reflect.TypeFor[Config](), "")
