@@ -149,3 +149,50 @@ routes:
 		}
 	}
 }
+
+// A report stays a few KiB however many problems the file has and however
+// long the values it quotes: a value can be anything an alias or a
+// variable put there, and the report becomes one log line on a reload.
+func TestProblemReportIsBounded(t *testing.T) {
+	long := strings.Repeat("x", 10_000)
+	var b strings.Builder
+	b.WriteString("defaults:\n  timeout: ${BIG}\nroutes:\n")
+	const n = 100
+	for i := range n {
+		// Two problems a route: the path lacks its slash, the method is unknown.
+		fmt.Fprintf(&b, "  - name: r%03d%s\n    method: M%s\n    path: p%s\n    nats: {subject: a%d}\n", i, long, long, long, i)
+	}
+	_, err := routes.Load("many.yaml", []byte(b.String()), env(map[string]string{"BIG": "1" + long}))
+	if !errors.Is(err, routes.ErrInvalidConfig) {
+		t.Fatalf("Load = %.500v, want ErrInvalidConfig", err)
+	}
+	report := err.Error()
+	if len(report) > 8<<10 {
+		t.Errorf("the report is %d bytes, want at most 8 KiB; it starts:\n%.1000s", len(report), report)
+	}
+	lines := strings.Split(report, "\n")
+	if len(lines) != routes.MaxProblems+1 {
+		t.Errorf("the report has %d lines, want %d problems and a count of the rest", len(lines), routes.MaxProblems)
+	}
+	total := 1 + 2*n
+	if want := fmt.Sprintf("many.yaml: and %d more problems", total-routes.MaxProblems); lines[len(lines)-1] != want {
+		t.Errorf("last line %.300q, want %q", lines[len(lines)-1], want)
+	}
+	// The first problems in file order are the ones shown, each quoting a
+	// clipped value.
+	if !strings.HasPrefix(lines[0], "many.yaml:2: defaults.timeout: \"1xxx") || !strings.Contains(lines[0], "…") {
+		t.Errorf("first line %.300q, want the timeout's clipped value", lines[0])
+	}
+	if !strings.Contains(lines[1], "many.yaml:5: route \"r000xxx") || !strings.Contains(lines[1], "unknown method \"Mxxx") {
+		t.Errorf("second line %.300q, want r000's method, clipped", lines[1])
+	}
+	for _, l := range lines {
+		if len(l) > 512 {
+			t.Errorf("a problem of %d bytes: %.200q…", len(l), l)
+		}
+	}
+	// Reports merged from Parse and Compile keep one count.
+	if got := len(fieldErrors(t, err)); got != routes.MaxProblems+1 {
+		t.Errorf("%d errors joined, want %d", got, routes.MaxProblems+1)
+	}
+}
