@@ -141,3 +141,54 @@ func TestSIGHUPsDuringReloadFoldIntoOne(t *testing.T) {
 		t.Errorf("natsgate: exited %v, code %d after SIGTERM; want a prompt 0", exited, code)
 	}
 }
+
+// A SIGHUP with a hostile file fails at once and logs one short line: a
+// few hundred bytes of nested merge keys, or a file of many problems with
+// long values, once took minutes and logged hundreds of megabytes.
+func TestReloadOfHostileFileLogsOneShortLine(t *testing.T) {
+	laughs, err := os.ReadFile("../routes/testdata/expansion/merge-keys.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("x", 10_000)
+	var many strings.Builder
+	many.WriteString("routes:\n")
+	for i := range 100 {
+		fmt.Fprintf(&many, "  - name: r%03d%s\n    method: M%s\n    path: p%s\n    nats: {subject: a%d}\n", i, long, long, long, i)
+	}
+
+	ns := startNATS(t, natsOptions{})
+	cfg := gatewayConfig{NATSURL: ns.URL(), Body: requestRoute}
+	g := startGateway(t, cfg)
+	client := newClient(t)
+	for i, bad := range []string{string(laughs), g.render(gatewayConfig{NATSURL: ns.URL(), Body: many.String()})} {
+		g.WriteConfig(bad)
+		g.Signal(syscall.SIGHUP)
+		eventually(t, 10*time.Second, fmt.Sprintf("reload error %d to be counted", i+1), func() bool {
+			return scrape(t, client, g.AdminURL, "natsgate_config_reloads_total", `result="error"`) == float64(i+1)
+		})
+		var failed []string
+		for _, line := range strings.Split(g.Output(), "\n") {
+			if strings.Contains(line, "config reload failed") {
+				failed = append(failed, line)
+			}
+		}
+		if len(failed) != i+1 {
+			t.Fatalf("%d reload failures logged, want %d", len(failed), i+1)
+		}
+		if n := len(failed[i]); n > 8<<10 {
+			t.Errorf("reload failure %d logged in %d bytes, want at most 8 KiB: %.500s", i+1, n, failed[i])
+		}
+		if !strings.Contains(failed[i], g.ConfigFile+":") {
+			t.Errorf("reload failure %d does not name the file: %.500s", i+1, failed[i])
+		}
+		t.Logf("reload failure %d: %d bytes", i+1, len(failed[i]))
+	}
+	if e := do(client, "GET", g.URL+"/users/1", "", nil); e.status == 404 {
+		t.Errorf("the old routes stopped serving after the failed reloads: %v", e)
+	}
+	g.Signal(syscall.SIGTERM)
+	if code, exited := g.Wait(10 * time.Second); !exited || code != 0 {
+		t.Errorf("natsgate: exited %v, code %d after SIGTERM; want a prompt 0", exited, code)
+	}
+}
