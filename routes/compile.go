@@ -214,8 +214,9 @@ type compiler struct {
 	errs []error
 }
 
+// fail records a problem. The values it quotes are clipped (see clip).
 func (c *compiler) fail(path, format string, args ...any) {
-	c.errs = append(c.errs, c.src.fieldError(c.cfg, path, 0, fmt.Sprintf(format, args...)))
+	c.errs = append(c.errs, c.src.fieldError(c.cfg, path, 0, fmt.Sprintf(format, clipArgs(args)...)))
 }
 
 func (c *compiler) compile() *Table {

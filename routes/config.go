@@ -304,7 +304,8 @@ func ParseByteSize(s string) (int64, error) {
 }
 
 // typeError reports a bad scalar the way yaml reports its own type errors,
-// so the loader finds the line and the field the same way for both.
+// so the loader finds the line and the field the same way for both. The
+// values it quotes are clipped (see clip).
 func typeError(n *yaml.Node, format string, args ...any) error {
-	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: "+format, append([]any{n.Line}, args...)...)}}
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: "+format, append([]any{n.Line}, clipArgs(args)...)...)}}
 }

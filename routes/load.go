@@ -23,7 +23,17 @@ type FieldError struct {
 	Route string // the route's name, or "" outside routes
 	Field string // dotted path of the field, relative to the route if any
 	Msg   string
+
+	more int // > 0: this stands for that many problems left out of a report
 }
+
+// Bounds on what one problem quotes, so that a report of MaxProblems stays
+// a few KiB: a route name or a field path can be as long as the file.
+const (
+	maxRouteQuoted = 80
+	maxFieldQuoted = 120
+	maxProblemLen  = 480
+)
 
 func (e *FieldError) Error() string {
 	var b strings.Builder
@@ -34,13 +44,13 @@ func (e *FieldError) Error() string {
 	}
 	b.WriteString(": ")
 	if e.Route != "" {
-		fmt.Fprintf(&b, "route %q: ", e.Route)
+		fmt.Fprintf(&b, "route %q: ", clipTo(e.Route, maxRouteQuoted))
 	}
 	if e.Field != "" {
-		fmt.Fprintf(&b, "%s: ", e.Field)
+		fmt.Fprintf(&b, "%s: ", clipTo(e.Field, maxFieldQuoted))
 	}
 	b.WriteString(e.Msg)
-	return b.String()
+	return clipTo(b.String(), maxProblemLen)
 }
 
 // Unwrap lets errors.Is(err, ErrInvalidConfig) hold for every FieldError.
@@ -74,6 +84,12 @@ func Parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 	}
 	if len(root.Content) == 0 {
 		return nil, &FieldError{File: file, Msg: "the file is empty"}
+	}
+	// Bound what aliases and merge keys expand to before anything walks or
+	// decodes the tree: both visit an alias's target once per alias, so a
+	// few hundred bytes of nested anchors would otherwise cost minutes.
+	if err := checkExpansion(file, root.Content[0]); err != nil {
+		return nil, err
 	}
 	var errs []error
 	w := walker{src: src, lookupEnv: lookupEnv, errs: &errs, expanded: map[*yaml.Node]bool{}, active: map[walkKey]bool{}}
@@ -214,7 +230,7 @@ func (w walker) expand(n *yaml.Node, path string) {
 		name := ref[2 : len(ref)-1]
 		v, ok := w.lookupEnv(name)
 		if !ok {
-			*w.errs = append(*w.errs, w.src.fieldError(nil, path, n.Line, fmt.Sprintf("environment variable %s is not set", name)))
+			*w.errs = append(*w.errs, w.src.fieldError(nil, path, n.Line, fmt.Sprintf("environment variable %s is not set", clip(name))))
 		}
 		return v
 	})
@@ -341,7 +357,7 @@ func (s *source) typeError(cfg *Config, msg string) *FieldError {
 			collectionPath = p
 			continue
 		}
-		if scalarPath == "" || strings.Contains(msg, strconv.Quote(pos.value)) || strings.Contains(msg, "`"+pos.value+"`") {
+		if scalarPath == "" || strings.Contains(msg, strconv.Quote(clip(pos.value))) || strings.Contains(msg, "`"+pos.value+"`") {
 			scalarPath = p
 		}
 	}
@@ -367,14 +383,42 @@ func cleanYAMLError(msg string) string {
 	return strings.TrimSpace(msg)
 }
 
-// joinSorted joins errors in file order, so the report reads top to bottom.
+// MaxProblems bounds the problems one report lists; the rest are counted
+// in a last line ("and 12 more problems"), so that a reload failure stays
+// one log line of a few KiB.
+const MaxProblems = 16
+
+// joinSorted joins errors in file order, so the report reads top to bottom,
+// keeping the first MaxProblems and counting the rest. A count already in
+// errs (from a report being merged) is added to, not listed.
 func joinSorted(errs []error) error {
-	sort.SliceStable(errs, func(i, j int) bool {
+	file, more := "", 0
+	kept := make([]error, 0, len(errs))
+	for _, err := range errs {
+		var fe *FieldError
+		if errors.As(err, &fe) && fe.more > 0 {
+			file, more = fe.File, more+fe.more
+			continue
+		}
+		kept = append(kept, err)
+	}
+	sort.SliceStable(kept, func(i, j int) bool {
 		var a, b *FieldError
-		if errors.As(errs[i], &a) && errors.As(errs[j], &b) {
+		if errors.As(kept[i], &a) && errors.As(kept[j], &b) {
 			return a.Line < b.Line
 		}
 		return false
 	})
-	return errors.Join(errs...)
+	if len(kept) > MaxProblems {
+		var fe *FieldError
+		if errors.As(kept[0], &fe) {
+			file = fe.File
+		}
+		more += len(kept) - MaxProblems
+		kept = kept[:MaxProblems]
+	}
+	if more > 0 {
+		kept = append(kept, &FieldError{File: file, Msg: fmt.Sprintf("and %d more problems", more), more: more})
+	}
+	return errors.Join(kept...)
 }

@@ -12,8 +12,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -110,13 +112,69 @@ func serve(t *routes.Table, file, logFormat string, watch bool, stderr io.Writer
 		defer stop()
 		go gw.WatchFile(wctx, file, time.Second)
 	}
-	return waitAndStop(gw, file, t.Config.HTTP.ShutdownGrace)
+	r := newReloader(gw, file, log)
+	defer r.stop()
+	return waitAndStop(gw, r, t.Config.HTTP.ShutdownGrace)
 }
 
+// reloader runs SIGHUP reloads one at a time on a goroutine of its own, so
+// that the signal loop never waits for one: a reload can be slow or stuck
+// (a file on a hung network mount, a named pipe nobody writes), and a
+// SIGTERM meanwhile must still stop the gateway at once.
+type reloader struct {
+	gw   *gateway.Server
+	file string
+	log  *slog.Logger
+	// again holds one reload asked for while another runs: however many
+	// SIGHUPs come meanwhile, they are one more reload afterwards, which
+	// reads the file as it is then.
+	again   chan struct{}
+	running atomic.Bool
+	done    chan struct{}
+}
+
+func newReloader(gw *gateway.Server, file string, log *slog.Logger) *reloader {
+	r := &reloader{gw: gw, file: file, log: log, again: make(chan struct{}, 1), done: make(chan struct{})}
+	go r.run()
+	return r
+}
+
+// request asks for a reload and returns at once.
+func (r *reloader) request() {
+	if r.running.Load() {
+		r.log.Info("config reload still running; SIGHUPs meanwhile fold into one more reload after it", "file", r.file)
+	}
+	select {
+	case r.again <- struct{}{}:
+	default: // one is already waiting; it will read the file as it is then
+	}
+}
+
+func (r *reloader) run() {
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-r.again:
+		}
+		r.running.Store(true)
+		r.gw.ReloadFile(r.file)
+		r.running.Store(false)
+	}
+}
+
+// stop ends the loop once the reload running, if any, returns; nothing
+// waits for that.
+func (r *reloader) stop() { close(r.done) }
+
 // waitAndStop serves until a stop signal or a fatal error, then shuts down
-// within the grace period.
-func waitAndStop(gw *gateway.Server, file string, grace routes.Duration) int {
-	sig := make(chan os.Signal, 1)
+// within the grace period. SIGHUP asks r for a reload and goes back to
+// waiting at once; with no reloader (the demo, which has no file) SIGHUP
+// stops like SIGTERM.
+func waitAndStop(gw *gateway.Server, r *reloader, grace routes.Duration) int {
+	// Room for a few signals at once, so that a SIGTERM right behind a
+	// SIGHUP is not dropped.
+	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
 	code := 0
@@ -124,8 +182,8 @@ loop:
 	for {
 		select {
 		case s := <-sig:
-			if s == syscall.SIGHUP && file != "" {
-				gw.ReloadFile(file)
+			if s == syscall.SIGHUP && r != nil {
+				r.request()
 				continue
 			}
 			break loop
