@@ -106,7 +106,7 @@ func TestLoadAllowsSharedBlocks(t *testing.T) {
 upstreams:
   legacy: &legacy
     url: http://127.0.0.1:8080
-    breaker: &breaker {failures: 5, open_for: 10s}
+    breaker: &breaker {min_requests: 10, open_for: 10s}
   legacy-b:
     <<: *legacy
     url: http://127.0.0.1:8081
