@@ -37,10 +37,13 @@ func NewLogger(cfg routes.LogConfig, w io.Writer, format string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// ReloadFile reloads the route table from a file (on SIGHUP). A file that
+// ReloadFile reloads the route table from a file (on SIGHUP or a change
+// seen by WatchFile), one reload at a time. A file that
 // does not load leaves the old routes serving; the error is logged with
 // file and line and counted in natsgate_config_reloads_total.
 func (s *Server) ReloadFile(path string) bool {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	t, err := LoadConfig(path)
 	if err == nil {
 		err = s.Reload(t)

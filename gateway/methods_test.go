@@ -86,3 +86,40 @@ routes:
 	resp, body := do(t, "PURGE", gw.URL+"/nowhere", nil, nil)
 	checkProblem(t, resp, body, 404, nil)
 }
+
+// A route that names its method wins over a "*" route on the same path,
+// whichever comes first in the file: the "*" route takes the other
+// methods only.
+func TestMethodRouteWinsOverAnyMethodRoute(t *testing.T) {
+	ns := natstest.RunServer(t)
+	worker := natstest.Connect(t, ns)
+	respond(t, worker, ">", func(m *nats.Msg) *nats.Msg {
+		return &nats.Msg{Data: []byte(m.Header.Get(HeaderRoute))}
+	})
+	named := `
+  - name: get-item
+    method: GET
+    path: /items/{id}
+    nats: {subject: "items.{id}.get"}
+`
+	star := `
+  - name: any-item
+    method: "*"
+    path: /items/{id}
+    nats: {subject: "items.{id}.any"}
+`
+	for _, order := range []struct{ name, routes string }{
+		{"named first", named + star},
+		{"star first", star + named},
+	} {
+		t.Run(order.name, func(t *testing.T) {
+			gw := startGateway(t, ns, "routes:"+order.routes)
+			for method, want := range map[string]string{"GET": "get-item", "POST": "any-item", "PURGE": "any-item"} {
+				resp, body := do(t, method, gw.URL+"/items/1", nil, nil)
+				if resp.StatusCode != 200 || body != want {
+					t.Errorf("%s /items/1: %d %q, want 200 from %s", method, resp.StatusCode, body, want)
+				}
+			}
+		})
+	}
+}

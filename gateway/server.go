@@ -68,6 +68,7 @@ type Server struct {
 	cutoverWatch *cutoverWatcher
 	shadowSem    chan struct{} // bounds shadow copies in flight
 	mismatches   mismatches
+	reloadMu     sync.Mutex // one reload at a time, from SIGHUP or --watch
 	upstreamMu   sync.Mutex
 	upstreams    map[string]*upstream // kept across reloads, so connections and breakers are too
 
@@ -269,10 +270,20 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 		}
 		h.applyStage(s, s.cutovers.override(rt.Name))
 		c.handlers[rt.Name] = h
-		if rt.Method == "*" {
-			mux.Handle(rt.Path, h)
-		} else {
-			mux.Method(rt.Method, rt.Path, h)
+	}
+	// Routes for any method first: chi's Handle sets every method of a
+	// path, so a "*" route registered after a route for one method on the
+	// same path would silently take that method over. A route that names
+	// its method always wins, whatever the file's order.
+	for _, star := range []bool{true, false} {
+		for _, rt := range t.Routes {
+			switch {
+			case (rt.Method == "*") != star:
+			case star:
+				mux.Handle(rt.Path, c.handlers[rt.Name])
+			default:
+				mux.Method(rt.Method, rt.Path, c.handlers[rt.Name])
+			}
 		}
 	}
 	for up, g := range gauges {
