@@ -89,10 +89,11 @@ func benchServer(b *testing.B, conn *nats.Conn) *Server {
 		b.Fatal(err)
 	}
 	s, err := New(context.Background(), Options{
-		Table:    table,
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Registry: prometheus.NewRegistry(),
-		Conn:     conn,
+		Table:     table,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Registry:  prometheus.NewRegistry(),
+		Conn:      conn,
+		AccessLog: io.Discard,
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -50,13 +50,15 @@ func startGatewayLogging(t testing.TB, ns *server.Server, yamlText string, logOu
 	}
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var access io.Writer = io.Discard
+	format := ""
 	switch {
 	case logOut != nil:
-		log = NewLogger(table.Config.Log, logOut, "")
+		log, access = NewLogger(table.Config.Log, logOut, ""), logOut
 	case testing.Verbose():
-		log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+		log, access, format = slog.New(slog.NewTextHandler(testWriter{t}, nil)), testWriter{t}, "text"
 	}
-	gw, err := New(context.Background(), Options{Table: table, Logger: log, Registry: reg})
+	gw, err := New(context.Background(), Options{Table: table, Logger: log, Registry: reg, AccessLog: access, LogFormat: format})
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
 	}

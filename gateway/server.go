@@ -12,9 +12,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -44,6 +46,12 @@ type Options struct {
 	// Conn, when set, is used instead of dialing nats.url; the Server does
 	// not close it. Its handlers are the caller's to set.
 	Conn *nats.Conn
+	// AccessLog receives the access log's lines, written in batches by a
+	// background writer (see accessLog). Default: os.Stderr.
+	AccessLog io.Writer
+	// LogFormat, when not empty, overrides log.format for the access log,
+	// as it does for Logger (the --log-format flag).
+	LogFormat string
 }
 
 // Server is a running natsgate: the public and admin listeners, the NATS
@@ -53,6 +61,7 @@ type Server struct {
 	reg      *prometheus.Registry
 	metrics  *metrics.Metrics
 	stats    *stats        // the last minute, for the dashboard
+	access   *accessLog    // nil: no access log
 	cfg      routes.Config // listeners and NATS, fixed for the process
 	nc       *nats.Conn
 	js       jetstream.JetStream
@@ -156,6 +165,17 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	s.openCutovers(octx)
 	cancel()
+	if *s.cfg.Log.Access && s.log.Enabled(ctx, slog.LevelInfo) {
+		out := opts.AccessLog
+		if out == nil {
+			out = os.Stderr
+		}
+		format := opts.LogFormat
+		if format == "" {
+			format = s.cfg.Log.Format
+		}
+		s.access = newAccessLog(out, format == "text", s.metrics.LogDropped)
+	}
 	return s, nil
 }
 
@@ -413,43 +433,14 @@ func (s *Server) finish(rt *routes.Route, m *metrics.Route, r *http.Request, ex 
 // accessLog writes one line per request. Header values other than the
 // request id never appear, so tokens and credentials stay out of logs.
 func (s *Server) accessLog(r *http.Request, route string, ex *exchange) {
-	if !*s.cfg.Log.Access || !s.log.Enabled(r.Context(), slog.LevelInfo) {
+	if s.access == nil {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 12)
-	attrs = append(attrs,
-		slog.String("route", route),
-		slog.String("method", r.Method),
-		slog.String("path", r.URL.EscapedPath()),
-		slog.Int("status", ex.status),
-		slog.String("backend", ex.backend),
-		slog.String("request_id", ex.reqID),
-		slog.Int64("bytes", ex.bytes),
-		slog.Float64("edge_ms", ms(time.Since(ex.start))),
-	)
-	if ex.nats >= 0 {
-		attrs = append(attrs, slog.Float64("nats_ms", ms(ex.nats)))
-	}
-	if ex.worker >= 0 {
-		attrs = append(attrs, slog.Float64("worker_ms", ms(ex.worker)))
-	}
-	if ex.upstream >= 0 {
-		attrs = append(attrs, slog.Float64("upstream_ms", ms(ex.upstream)))
-	}
-	if ex.fellBack {
-		attrs = append(attrs, slog.Bool("fallback", true))
-	}
-	if ex.shadowed {
-		attrs = append(attrs, slog.Bool("shadowed", true))
-	}
-	if ex.err != nil {
-		attrs = append(attrs, slog.String("error", ex.err.Error()))
-	}
-	level := slog.LevelInfo
+	level := "INFO"
 	if ex.broken {
-		level = slog.LevelError // the client got a broken answer
+		level = "ERROR" // the client got a broken answer
 	}
-	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+	s.access.write(accessEntry{route: route, r: r, ex: ex, level: level, edgeDur: time.Since(ex.start)})
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -577,6 +568,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if err := s.public.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("finishing in-flight requests: %w", err))
 		}
+	}
+	if s.access != nil {
+		s.access.Close() // every answered request's line is written
 	}
 	s.closeNATS()
 	if s.admin != nil {

@@ -67,6 +67,7 @@ type Metrics struct {
 	CutoverStage      *prometheus.GaugeVec   // route, stage: 1 for the route's current stage
 	ConfigReloads     *prometheus.CounterVec // result: ok, error
 	Rejected          *prometheus.CounterVec // reason: inflight_limit, …
+	LogDropped        prometheus.Counter     // access lines the sink could not take in time
 }
 
 func histogram(name, help string, labels ...string) *prometheus.HistogramVec {
@@ -131,9 +132,13 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "natsgate_rejected_requests_total",
 			Help: "Requests turned away before routing, by reason.",
 		}, []string{"reason"}),
+		LogDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "natsgate_log_dropped_total",
+			Help: "Access log lines dropped because the log's sink could not keep up.",
+		}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.NATSDuration, m.WorkerDuration,
 		m.UpstreamDuration, m.ShadowComparisons, m.BreakerState, m.NATSErrors, m.UpstreamErrors,
-		m.Inflight, m.NATSConnected, m.CutoverStage, m.ConfigReloads, m.Rejected)
+		m.Inflight, m.NATSConnected, m.CutoverStage, m.ConfigReloads, m.Rejected, m.LogDropped)
 	return m
 }

@@ -27,7 +27,7 @@ func demo(stdout, stderr io.Writer, logFormat string, traffic bool) int {
 	}
 	log := gateway.NewLogger(t.Config.Log, stderr, logFormat)
 	ctx := context.Background()
-	gw, err := gateway.New(ctx, gateway.Options{Table: t, Logger: log})
+	gw, err := gateway.New(ctx, gateway.Options{Table: t, Logger: log, AccessLog: stderr, LogFormat: logFormat})
 	if err != nil {
 		log.Error("demo cannot start", "error", err)
 		return 1

@@ -63,7 +63,7 @@ func startTestDemo(t *testing.T) *testDemo {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	gw, err := gateway.New(context.Background(), gateway.Options{Table: table, Logger: log, Registry: reg})
+	gw, err := gateway.New(context.Background(), gateway.Options{Table: table, Logger: log, Registry: reg, AccessLog: io.Discard})
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
 	}

@@ -97,7 +97,7 @@ func printConfigError(w io.Writer, err error) {
 func serve(t *routes.Table, file, logFormat string, watch bool, stderr io.Writer) int {
 	log := gateway.NewLogger(t.Config.Log, stderr, logFormat)
 	ctx := context.Background()
-	gw, err := gateway.New(ctx, gateway.Options{Table: t, Logger: log})
+	gw, err := gateway.New(ctx, gateway.Options{Table: t, Logger: log, AccessLog: stderr, LogFormat: logFormat})
 	if err != nil {
 		log.Error("natsgate cannot start", "error", err)
 		return 1

@@ -156,7 +156,7 @@ func ServeChild() error {
 		return err
 	}
 	signal.Ignore(os.Interrupt)
-	gw, err := gateway.New(context.Background(), gateway.Options{Table: table, Logger: discardLogger(), Registry: prometheus.NewRegistry()})
+	gw, err := gateway.New(context.Background(), gateway.Options{Table: table, Logger: discardLogger(), Registry: prometheus.NewRegistry(), AccessLog: io.Discard})
 	if err != nil {
 		return err
 	}

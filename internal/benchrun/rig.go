@@ -152,7 +152,7 @@ func newRig(ctx context.Context, workers, maxConc int) (*rig, error) {
 		r.close()
 		return nil, err
 	}
-	if r.gw, err = gateway.New(ctx, gateway.Options{Table: table, Logger: discardLogger(), Registry: prometheus.NewRegistry()}); err != nil {
+	if r.gw, err = gateway.New(ctx, gateway.Options{Table: table, Logger: discardLogger(), Registry: prometheus.NewRegistry(), AccessLog: io.Discard}); err != nil {
 		r.close()
 		return nil, err
 	}
