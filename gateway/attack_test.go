@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/internal/natstest"
+	"github.com/natsgate/natsgate/routes"
 )
 
 // stalledReaders opens n connections that each send 16 pipelined GETs
@@ -94,6 +96,44 @@ routes:
 				time.Sleep(200 * time.Millisecond)
 			}
 			t.Fatalf("4 clients that never read an answer still hold all 4 in-flight slots 20 s later: GET /small got %s", last)
+		})
+	}
+}
+
+// TestCutoverBucketByIsBoundedLikeTheAdminAPI: the admin API only ever
+// stores a "by" of at most 128 bytes of printable characters (actor), and
+// a bucket value is to be accepted exactly when the admin API would store
+// it. A value written straight into the bucket with a "by" of 100 KiB, or
+// one holding terminal escapes, must not reach GET /admin/routes as it is:
+// refused (the config's stage) or cut down, either way no such "by" shown.
+func TestCutoverBucketByIsBoundedLikeTheAdminAPI(t *testing.T) {
+	ns := natstest.RunServer(t)
+	legacy := startLegacy(t)
+	natsWorker(t, ns)
+	gw := startGateway(t, ns, cutoverConfig(legacy.URL, "legacy", ""))
+	_, bucket := testBucket(t, ns)
+	kv := bucket()
+	for _, tc := range []struct{ name, by string }{
+		{"100 KiB", strings.Repeat("a", 100<<10)},
+		{"terminal escape", "\x1b]0;owned\x07\x1b[2J"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A good value first, so that the bad one's effect is seen.
+			kvPut(t, kv, "get-user", `{"cutover":"canary","canary_percent":20,"by":"ops"}`)
+			natstest.Eventually(t, watchWait, "the good override to apply", func() bool {
+				return stageOf(gw, "get-user").Stage == routes.Canary
+			})
+			by, _ := json.Marshal(tc.by)
+			kvPut(t, kv, "get-user", `{"cutover":"nats","by":`+string(by)+`}`)
+			var st RouteStatus
+			natstest.Eventually(t, watchWait, "the watcher to read the value", func() bool {
+				st = stageOf(gw, "get-user")
+				return st.Stage != routes.Canary
+			})
+			if o := st.Override; o != nil && (len(o.By) > 128 || !validFieldValue(o.By)) {
+				t.Fatalf("a bucket value the admin API could never store was applied (stage %s) with a %d-byte \"by\" %.40q…; the admin API's actor is at most 128 printable bytes",
+					st.Stage, len(o.By), o.By)
+			}
 		})
 	}
 }
