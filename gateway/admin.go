@@ -226,7 +226,7 @@ func (s *Server) adminProblem(w http.ResponseWriter, r *http.Request, status int
 // actor names who made an admin change, for the audit line: the
 // X-Natsgate-Actor header when given, else the peer address.
 func actor(r *http.Request) string {
-	if a := r.Header.Get("X-Natsgate-Actor"); a != "" && len(a) <= 128 && validRequestID(strings.ReplaceAll(a, " ", "_")) {
+	if a := r.Header.Get("X-Natsgate-Actor"); a != "" && validActor(a) {
 		return a
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
@@ -234,6 +234,12 @@ func actor(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// validActor reports whether a names who made a change as the admin API
+// stores it: at most 128 printable ASCII characters, spaces allowed.
+func validActor(a string) bool {
+	return len(a) <= 128 && (a == "" || validRequestID(strings.ReplaceAll(a, " ", "_")))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

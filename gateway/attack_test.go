@@ -53,6 +53,7 @@ func TestClientThatNeverReadsDoesNotHoldASlotForever(t *testing.T) {
 http:
   max_inflight: 4
   idle_timeout: 2s
+  write_timeout: 2s
 upstreams:
   legacy: {url: `+upstream.URL+`, timeout: 2s}
 routes:
@@ -77,8 +78,8 @@ routes:
 	for _, path := range []string{"/big", "/legacy/big"} {
 		t.Run(strings.TrimPrefix(path, "/"), func(t *testing.T) {
 			stalledReaders(t, addr, path, 4)
-			// Every route timeout, upstream timeout and idle timeout here is
-			// 2 s: well past them, a reading client must be served again.
+			// Every route, upstream, idle and write timeout here is 2 s:
+			// well past them, a reading client must be served again.
 			deadline := time.Now().Add(20 * time.Second)
 			var last string
 			for time.Now().Before(deadline) {

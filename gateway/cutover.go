@@ -106,6 +106,9 @@ func decodeOverride(rt *routes.Route, value []byte) (Override, error) {
 	if err != nil {
 		return Override{}, err
 	}
+	if !validActor(v.By) {
+		return Override{}, errors.New(`by: at most 128 printable characters, as the admin API stores it`)
+	}
 	o.By, o.At = v.By, v.At
 	return o, nil
 }

@@ -46,6 +46,8 @@ type routeHandler struct {
 	stage  atomic.Pointer[stageState] // the config's, or a run-time override
 	nats   *natsSide                  // nil without a NATS side
 	legacy *legacySide                // nil without an upstream
+
+	writeTimeout time.Duration // http.write_timeout
 }
 
 func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -55,7 +57,7 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.m.Inflight.Inc()
 	defer h.m.Inflight.Dec()
 
-	sw := statusWriter{ResponseWriter: w}
+	sw := statusWriter{ResponseWriter: w, writeTimeout: h.writeTimeout}
 	err := h.serve(&sw, r, &ex)
 	if err != nil {
 		ex.err = err
@@ -180,7 +182,11 @@ var (
 	backendLegacy = []string{metrics.BackendLegacy}
 )
 
-// statusWriter remembers the status and counts the bytes written.
+// statusWriter remembers the status and counts the bytes written. It
+// also keeps the client to http.write_timeout: before each wait on the
+// client the write deadline moves to that far ahead, so a client that
+// takes no byte for that long is cut, while one that keeps reading a long
+// answer never is.
 type statusWriter struct {
 	http.ResponseWriter
 	status   int
@@ -188,11 +194,48 @@ type statusWriter struct {
 	wrote    bool
 	proxyErr error    // set by the reverse proxy's ErrorHandler
 	capture  *capture // when shadowing: keeps the legacy answer's body
+
+	writeTimeout time.Duration // 0: no write deadline
+	deadline     time.Time     // the write deadline last set
+}
+
+// writeChunk bounds what one Write hands the connection, so that the
+// deadline measures progress, not the time a whole large answer takes.
+const writeChunk = 64 << 10
+
+// deadliner is what http.ResponseController uses to set a connection's
+// write deadline, asked for directly so that it costs no allocation.
+type deadliner interface{ SetWriteDeadline(time.Time) error }
+
+// keepWriting moves the write deadline write_timeout ahead, unless it was
+// moved there a moment ago.
+func (w *statusWriter) keepWriting() {
+	if w.writeTimeout <= 0 {
+		return
+	}
+	now := time.Now()
+	if w.deadline.Sub(now) > w.writeTimeout-w.writeTimeout/4 {
+		return
+	}
+	w.deadline = now.Add(w.writeTimeout)
+	if d, ok := w.ResponseWriter.(deadliner); ok {
+		_ = d.SetWriteDeadline(w.deadline)
+	}
+}
+
+// noWriteDeadline lifts the write deadline for good, for a connection
+// about to be handed over (an upgrade), which has limits of its own.
+func (w *statusWriter) noWriteDeadline() {
+	w.writeTimeout = 0
+	if d, ok := w.ResponseWriter.(deadliner); ok {
+		_ = d.SetWriteDeadline(time.Time{})
+	}
 }
 
 // WriteHeader passes an informational answer (103 Early Hints) on without
 // taking it for the status: the final one is still to come.
 func (w *statusWriter) WriteHeader(code int) {
+	w.keepWriting()
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 		w.ResponseWriter.WriteHeader(code)
 		return
@@ -207,12 +250,23 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if !w.wrote {
 		w.WriteHeader(http.StatusOK)
 	}
-	n, err := w.ResponseWriter.Write(b)
-	w.bytes += int64(n)
-	if w.capture != nil {
-		_, _ = w.capture.Write(b[:n])
+	written := 0
+	for {
+		chunk := b[written:]
+		if len(chunk) > writeChunk {
+			chunk = chunk[:writeChunk]
+		}
+		w.keepWriting()
+		n, err := w.ResponseWriter.Write(chunk)
+		w.bytes += int64(n)
+		if w.capture != nil {
+			_, _ = w.capture.Write(chunk[:n])
+		}
+		written += n
+		if err != nil || written == len(b) {
+			return written, err
+		}
 	}
-	return n, err
 }
 
 // Flush lets a streamed upstream response through as it comes.
@@ -220,6 +274,7 @@ func (w *statusWriter) Flush() {
 	if !w.wrote {
 		w.WriteHeader(http.StatusOK)
 	}
+	w.keepWriting()
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

@@ -188,6 +188,7 @@ func (l *legacySide) serve(w *statusWriter, r *http.Request, ex *exchange) (err 
 		ctx, cancelCause = context.WithCancelCause(ctx)
 		call.wait = time.AfterFunc(l.up.cfg.Timeout, func() { cancelCause(context.DeadlineExceeded) })
 		cancel = func() { call.wait.Stop(); cancelCause(context.Canceled) }
+		w.noWriteDeadline() // the session has the idle limit instead
 	} else {
 		ctx, cancel = context.WithTimeout(ctx, l.up.cfg.Timeout)
 	}

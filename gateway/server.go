@@ -276,7 +276,8 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 		if rt.Upstream != nil {
 			upstream = rt.Upstream.Name
 		}
-		h := &routeHandler{gw: s, rt: rt, m: s.metrics.Route(rt.Name, rt.Method, pattern, upstream)}
+		h := &routeHandler{gw: s, rt: rt, m: s.metrics.Route(rt.Name, rt.Method, pattern, upstream),
+			writeTimeout: time.Duration(s.cfg.HTTP.WriteTimeout)}
 		if rt.HasNATS() {
 			gauge := s.metrics.BreakerState.WithLabelValues(rt.Name, metrics.BackendNATS)
 			h.nats = newNATSSide(rt, h.m, s.conn, func(onChange func(gobreaker.State)) *breaker {
@@ -367,7 +368,14 @@ func (s *Server) Conn() *nats.Conn { return s.nc }
 
 // Handler is the public HTTP handler: the in-flight limit, then the routes.
 func (s *Server) Handler() http.Handler {
+	writeTimeout := time.Duration(s.cfg.HTTP.WriteTimeout)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A deadline of this request's own, for answers natsgate writes
+		// before a route's handler takes over (and moves it as it writes):
+		// a keep-alive connection may still carry the last answer's.
+		if d, ok := w.(deadliner); ok && writeTimeout > 0 {
+			_ = d.SetWriteDeadline(time.Now().Add(writeTimeout))
+		}
 		if len(r.TransferEncoding) > 0 {
 			// A chunked request may also have carried a Content-Length,
 			// which net/http drops before a handler can see it. RFC 9112

@@ -63,6 +63,7 @@ const (
 	DefaultMaxInflight         = 10000
 	DefaultReadHeaderTimeout   = 5 * time.Second
 	DefaultIdleTimeout         = 120 * time.Second
+	DefaultWriteTimeout        = 10 * time.Second
 	DefaultShutdownGrace       = 15 * time.Second
 	DefaultReconnectWait       = 250 * time.Millisecond
 	DefaultBreakerMinRequests  = 20
@@ -339,6 +340,7 @@ func (c *compiler) fillDefaults(cfg *Config) {
 	}
 	setDefault(&cfg.HTTP.ReadHeaderTimeout, Duration(DefaultReadHeaderTimeout))
 	setDefault(&cfg.HTTP.IdleTimeout, Duration(DefaultIdleTimeout))
+	setDefault(&cfg.HTTP.WriteTimeout, Duration(DefaultWriteTimeout))
 	setDefault(&cfg.HTTP.ShutdownGrace, Duration(DefaultShutdownGrace))
 	setDefault(&cfg.HTTP.MaxHeaderBytes, ByteSize(DefaultMaxHeaderBytes))
 	setDefault(&cfg.HTTP.MaxInflight, DefaultMaxInflight)

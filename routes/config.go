@@ -116,6 +116,12 @@ type HTTPConfig struct {
 	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
 	// IdleTimeout closes idle keep-alive connections. Default 120s.
 	IdleTimeout Duration `yaml:"idle_timeout"`
+	// WriteTimeout cuts a client that takes no byte of its answer for this
+	// long, so a client that never reads cannot hold an in-flight slot and
+	// its answer for ever. It bounds each wait for the client, not the
+	// whole answer: a long stream to a reading client is never cut.
+	// Default 10s.
+	WriteTimeout Duration `yaml:"write_timeout"`
 	// MaxHeaderBytes bounds request headers; over it a client gets 431.
 	// Default 64KiB.
 	MaxHeaderBytes ByteSize `yaml:"max_header_bytes"`
