@@ -13,11 +13,12 @@ import (
 
 // accessLog writes one line per request, off the request's path. A request
 // encodes its line into a pooled buffer, without reflection and without
-// allocating, and hands it to one background writer, which writes lines in
-// batches: when a batch is full, and at least every accessFlushEvery. A
-// request never waits for the sink: when the writer cannot keep up and
-// accessQueue lines are waiting, a line is dropped and counted
-// (natsgate_log_dropped_total), never queued without bound.
+// allocating, and appends it to the lines waiting; one background writer
+// takes them all at once and writes them in one call, every
+// accessFlushEvery or as soon as accessBatch bytes wait. A request never
+// waits for the sink, nor wakes the writer for its own line: when the sink
+// cannot keep up and accessPending bytes wait, a line is dropped and
+// counted (natsgate_log_dropped_total), never queued without bound.
 //
 // The lines have the fields and the format (JSON or text) of the slog
 // handler that writes everything else, so one log reads as one.
@@ -26,15 +27,17 @@ type accessLog struct {
 	text    bool
 	dropped prometheus.Counter
 
-	lines chan *lineBuf
-	stop  chan struct{}
-	done  chan struct{}
-	once  sync.Once
+	mu      sync.Mutex
+	pending []byte        // lines waiting for the writer
+	full    chan struct{} // wakes the writer once accessBatch bytes wait
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
 }
 
 const (
-	accessQueue      = 8192     // lines waiting for the writer at most
-	accessBatch      = 64 << 10 // bytes written at once at most
+	accessBatch      = 64 << 10 // bytes waiting that wake the writer early
+	accessPending    = 1 << 20  // bytes waiting at most; past it lines are dropped
 	accessFlushEvery = 100 * time.Millisecond
 	accessLineKeep   = 4 << 10 // a line buffer that grew past this is not pooled
 )
@@ -46,8 +49,8 @@ var lineBufs = sync.Pool{New: func() any { return &lineBuf{b: make([]byte, 0, 51
 
 // newAccessLog starts the writer. Close flushes and stops it.
 func newAccessLog(out io.Writer, text bool, dropped prometheus.Counter) *accessLog {
-	l := &accessLog{out: out, text: text, dropped: dropped,
-		lines: make(chan *lineBuf, accessQueue), stop: make(chan struct{}), done: make(chan struct{})}
+	l := &accessLog{out: out, text: text, dropped: dropped, pending: make([]byte, 0, accessBatch),
+		full: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go l.run()
 	return l
 }
@@ -61,7 +64,7 @@ type accessEntry struct {
 	edgeDur time.Duration
 }
 
-// write encodes the line and queues it; it never blocks.
+// write encodes the line and queues it; it never blocks on the sink.
 func (l *accessLog) write(e accessEntry) {
 	lb := lineBufs.Get().(*lineBuf)
 	if l.text {
@@ -69,62 +72,59 @@ func (l *accessLog) write(e accessEntry) {
 	} else {
 		lb.b = appendJSONLine(lb.b[:0], e)
 	}
-	select {
-	case l.lines <- lb:
-	default:
-		putLine(lb)
-		l.dropped.Inc()
+	l.mu.Lock()
+	n := len(l.pending)
+	kept := n+len(lb.b) <= accessPending
+	if kept {
+		l.pending = append(l.pending, lb.b...)
 	}
-}
-
-func putLine(lb *lineBuf) {
+	l.mu.Unlock()
 	if cap(lb.b) <= accessLineKeep {
 		lineBufs.Put(lb)
 	}
+	switch {
+	case !kept:
+		l.dropped.Inc()
+	case n < accessBatch && n+len(lb.b) >= accessBatch:
+		select {
+		case l.full <- struct{}{}:
+		default:
+		}
+	}
 }
 
-// run is the writer: it gathers lines into a batch and writes the batch
-// when it is full, when accessFlushEvery has passed, and at Close.
+// run is the writer: it takes every waiting line and writes them in one
+// call, each accessFlushEvery, when accessBatch bytes wait, and at Close.
 func (l *accessLog) run() {
 	defer close(l.done)
-	batch := make([]byte, 0, accessBatch)
+	spare := make([]byte, 0, accessBatch)
 	tick := time.NewTicker(accessFlushEvery)
 	defer tick.Stop()
 	flush := func() {
+		l.mu.Lock()
+		batch := l.pending
+		l.pending = spare[:0]
+		l.mu.Unlock()
 		if len(batch) > 0 {
 			_, _ = l.out.Write(batch)
-			batch = batch[:0]
 		}
-	}
-	add := func(lb *lineBuf) {
-		if len(batch)+len(lb.b) > accessBatch {
-			flush()
-		}
-		batch = append(batch, lb.b...)
-		putLine(lb)
+		spare = batch
 	}
 	for {
 		select {
-		case lb := <-l.lines:
-			add(lb)
 		case <-tick.C:
 			flush()
+		case <-l.full:
+			flush()
 		case <-l.stop:
-			for {
-				select {
-				case lb := <-l.lines:
-					add(lb)
-				default:
-					flush()
-					return
-				}
-			}
+			flush()
+			return
 		}
 	}
 }
 
-// Close writes what is queued and stops the writer. Lines written after
-// Close are dropped and counted.
+// Close writes what is waiting and stops the writer. Lines written after
+// Close wait for ever: past accessPending they are dropped and counted.
 func (l *accessLog) Close() {
 	l.once.Do(func() { close(l.stop) })
 	<-l.done

@@ -172,7 +172,8 @@ func TestAccessLogDropsWhenTheSinkStalls(t *testing.T) {
 	dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "dropped"})
 	l := newAccessLog(w, false, dropped)
 	e := accessEntries()["nats answer"]
-	const n = accessQueue * 3
+	line := len(appendJSONLine(nil, e))
+	n := accessPending / line * 3
 	done := make(chan struct{})
 	go func() {
 		for i := 0; i < n; i++ {
@@ -185,9 +186,12 @@ func TestAccessLogDropsWhenTheSinkStalls(t *testing.T) {
 	case <-time.After(notAHang * 5):
 		t.Fatal("writing lines blocked on a stalled sink")
 	}
+	// The writer holds one batch (at most accessPending bytes) in its
+	// stalled Write; at most accessPending more bytes wait; the rest is
+	// dropped.
 	got := testutil.ToFloat64(dropped)
-	if got < n-accessQueue-accessBatch/100 || got > n {
-		t.Errorf("dropped %v of %d lines with the sink stalled, want about %d", got, n, n-accessQueue)
+	if kept := n - int(got); kept > 2*accessPending/line || kept < accessPending/line {
+		t.Errorf("kept %d of %d lines of %d bytes with the sink stalled, want about %d", kept, n, line, accessPending/line)
 	}
 	close(w.release)
 	l.Close()

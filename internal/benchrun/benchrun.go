@@ -43,7 +43,7 @@ type Options struct {
 	// Concurrency levels, each a closed loop of that many clients.
 	// Default 1, 16, 64, 256.
 	Concurrency []int
-	// Scenarios to run, letters A to F. Default all.
+	// Scenarios to run, letters A to G. Default all.
 	Scenarios string
 	// Duration measured per cell and round. Default 1.5s.
 	Duration time.Duration
@@ -61,7 +61,7 @@ type Options struct {
 	ProfileDuration time.Duration
 	// ProfileConcurrency is the concurrency profiled. Default 64.
 	ProfileConcurrency int
-	// ProfileScenarios are the scenarios profiled. Default "CDEF": the
+	// ProfileScenarios are the scenarios profiled. Default "CDGEF": the
 	// minimal bridge too, so natsgate's profile has one to be read against.
 	ProfileScenarios string
 	// IdleConns is the number of idle keep-alive connections of the memory
@@ -82,7 +82,7 @@ func (o *Options) fill() {
 		o.Concurrency = []int{1, 16, 64, 256}
 	}
 	if o.Scenarios == "" {
-		o.Scenarios = "ABCDEF"
+		o.Scenarios = "ABCDGEF"
 	}
 	o.Scenarios = strings.ToUpper(o.Scenarios)
 	if o.Duration <= 0 {
@@ -104,7 +104,7 @@ func (o *Options) fill() {
 		o.ProfileConcurrency = 64
 	}
 	if o.ProfileScenarios == "" {
-		o.ProfileScenarios = "CDEF"
+		o.ProfileScenarios = "CDGEF"
 	}
 	o.ProfileScenarios = strings.ToUpper(o.ProfileScenarios)
 	if o.IdleConns == 0 {
@@ -120,19 +120,20 @@ func (o *Options) fill() {
 
 // Scenario is one thing measured.
 type Scenario struct {
-	Key  string // A to F
+	Key  string // A to G
 	Name string
 	url  func(*rig) string
 	// legacy scenarios must be answered by the legacy service.
 	legacy bool
 }
 
-// Scenarios are the six measured, in the order of the table.
+// Scenarios are the seven measured, in the order of the table.
 var Scenarios = []Scenario{
 	{Key: "A", Name: "direct HTTP to legacy", url: func(r *rig) string { return r.legacy.url + "/users/7" }},
 	{Key: "B", Name: "httputil.ReverseProxy", url: func(r *rig) string { return r.proxy.url + "/users/7" }},
 	{Key: "C", Name: "minimal HTTP→NATS bridge", url: func(r *rig) string { return r.bridge.url + "/users/7" }},
-	{Key: "D", Name: "natsgate request route", url: func(r *rig) string { return r.gwURL + "/users/7" }},
+	{Key: "D", Name: "natsgate request route, as shipped", url: func(r *rig) string { return r.gwURL + "/users/7" }},
+	{Key: "G", Name: "natsgate request route, access log off", url: func(r *rig) string { return r.quietURL + "/users/7" }},
 	{Key: "E", Name: "natsgate legacy route", legacy: true, url: func(r *rig) string { return r.gwURL + "/legacy/users/7" }},
 	{Key: "F", Name: "natsgate shadow route", legacy: true, url: func(r *rig) string { return r.gwURL + "/shadow/users/7" }},
 }

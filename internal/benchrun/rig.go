@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,10 +41,13 @@ type rig struct {
 
 	legacy, proxy, bridge *httpServer
 	bridgeConn            *nats.Conn
-	gw                    *gateway.Server
-	gwName                string
+	// gw is natsgate as shipped (its default config, the access log
+	// written to a file); quiet the same with the access log off.
+	gw, quiet  *gateway.Server
+	gwName     string
+	accessFile *os.File
 
-	gwURL string
+	gwURL, quietURL string
 }
 
 type httpServer struct {
@@ -145,30 +149,57 @@ func newRig(ctx context.Context, workers, maxConc int) (*rig, error) {
 		r.close()
 		return nil, err
 	}
-	// D, E, F: natsgate, one instance serving the request, legacy and
-	// shadow routes.
-	table, err := routes.Load("bench.yaml", []byte(gatewayConfig(r.ns.ClientURL(), r.legacy.url, r.gwName, false)), noEnv)
-	if err != nil {
+	// D, E, F: natsgate as shipped, one instance serving the request,
+	// legacy and shadow routes, its access log written to a file as a
+	// deployment writes it; G: the same request route with the log off.
+	if r.accessFile, err = os.CreateTemp("", "natsgate-bench-access-*.log"); err != nil {
 		r.close()
 		return nil, err
 	}
-	if r.gw, err = gateway.New(ctx, gateway.Options{Table: table, Logger: discardLogger(), Registry: prometheus.NewRegistry(), AccessLog: io.Discard}); err != nil {
+	if r.gw, err = startGateway(ctx, r.ns.ClientURL(), r.legacy.url, r.gwName, r.accessFile); err != nil {
 		r.close()
 		return nil, err
 	}
-	if err = r.gw.Start(); err != nil {
+	if r.quiet, err = startGateway(ctx, r.ns.ClientURL(), r.legacy.url, r.gwName+"-quiet", nil); err != nil {
 		r.close()
 		return nil, err
 	}
-	r.gwURL = "http://" + r.gw.Addr()
+	r.gwURL, r.quietURL = "http://"+r.gw.Addr(), "http://"+r.quiet.Addr()
 	return r, nil
 }
 
+// startGateway starts a natsgate on the benchmark's config; accessLog nil
+// turns its access log off.
+func startGateway(ctx context.Context, natsURL, legacyURL, name string, accessLog io.Writer) (*gateway.Server, error) {
+	table, err := routes.Load("bench.yaml", []byte(gatewayConfig(natsURL, legacyURL, name, accessLog != nil)), noEnv)
+	if err != nil {
+		return nil, err
+	}
+	if accessLog == nil {
+		accessLog = io.Discard // unused: the config turns the log off
+	}
+	gw, err := gateway.New(ctx, gateway.Options{Table: table, Logger: discardLogger(), Registry: prometheus.NewRegistry(), AccessLog: accessLog})
+	if err != nil {
+		return nil, err
+	}
+	if err := gw.Start(); err != nil {
+		_ = gw.Shutdown(ctx)
+		return nil, err
+	}
+	return gw, nil
+}
+
 func (r *rig) close() {
-	if r.gw != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_ = r.gw.Shutdown(ctx)
-		cancel()
+	for _, gw := range []*gateway.Server{r.gw, r.quiet} {
+		if gw != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_ = gw.Shutdown(ctx)
+			cancel()
+		}
+	}
+	if r.accessFile != nil {
+		_ = r.accessFile.Close()
+		_ = os.Remove(r.accessFile.Name())
 	}
 	r.bridge.close()
 	r.proxy.close()
@@ -191,10 +222,10 @@ func (r *rig) close() {
 func noEnv(string) (string, bool) { return "", false }
 
 // gatewayConfig is natsgate's configuration for the benchmark: the request
-// route of scenario D (metrics and its breaker on, as always), the legacy
-// route of E, the shadow route of F, and the route the inbox check holds
-// requests on. The access log is off unless asked for: C does not log
-// either, and a log's cost is its sink's.
+// route of scenarios D and G, the legacy route of E, the shadow route of F,
+// and the route the inbox check holds requests on. Every setting is the
+// default (metrics, breakers and the access log on) but for the access log
+// of G, which is off so that the log's cost is a row of its own.
 func gatewayConfig(natsURL, legacyURL, name string, accessLog bool) string {
 	return fmt.Sprintf(`
 nats:
@@ -202,7 +233,6 @@ nats:
   name: %s
 http:
   listen: 127.0.0.1:0
-  max_inflight: 20000
 admin:
   listen: 127.0.0.1:0
 log:
@@ -216,7 +246,6 @@ routes:
     method: GET
     path: /users/{id}
     nats: {subject: "bench.users.{id}.get", pattern: request, timeout: 5s}
-    breaker: {min_requests: 20, failure_ratio: 0.5, open_for: 5s}
   - name: legacy-user
     method: GET
     path: /legacy/users/{id}
