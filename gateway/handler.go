@@ -20,6 +20,7 @@ import (
 type exchange struct {
 	start    time.Time
 	reqID    string
+	traceID  string // of a W3C traceparent, for exemplars; "" without one
 	backend  string
 	status   int
 	bytes    int64
@@ -51,7 +52,7 @@ type routeHandler struct {
 }
 
 func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ex := exchange{start: time.Now(), reqID: requestID(r), nats: -1, worker: -1, upstream: -1}
+	ex := exchange{start: time.Now(), reqID: requestID(r), traceID: traceID(r), nats: -1, worker: -1, upstream: -1}
 	ex.hv[0] = ex.reqID
 	w.Header()[HeaderRequestID] = ex.hv[0:1:1]
 	h.m.Inflight.Inc()

@@ -24,8 +24,9 @@ import (
 // natsConn is the NATS connection every route's NATS side shares, with the
 // epoch that tells a request its connection dropped.
 type natsConn struct {
-	nc *nats.Conn
-	js jetstream.JetStream
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	replies *replyMux // where request routes' replies arrive
 	// epoch is canceled when the connection drops and replaced when it
 	// comes back, so requests waiting on a lost connection end at once.
 	epoch atomic.Pointer[connEpoch]
@@ -143,18 +144,13 @@ func (n *natsSide) send(w *statusWriter, r *http.Request, ex *exchange) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), rt.Timeout)
-	defer cancel()
 	// A request in flight when the connection drops is answered at once,
 	// not at its timeout: its reply can no longer arrive.
-	defer context.AfterFunc(epoch, cancel)()
 	switch rt.Pattern {
-	case routes.Publish:
-		err = n.publish(ctx, w, r, msg, ex)
-	case routes.JetStream:
-		err = n.jetstream(ctx, w, r, msg, ex)
+	case routes.Publish, routes.JetStream:
+		err = n.publishWithin(w, r, msg, ex, epoch)
 	default:
-		err = n.request(ctx, w, r, msg, ex)
+		err = n.request(w, r, msg, ex, epoch)
 	}
 	if err != nil && epoch.Err() != nil && !errors.Is(err, ErrClientGone) {
 		err = errDroppedInFlight
@@ -184,18 +180,18 @@ func (c *classified) Unwrap() error { return c.err }
 // worker may have received it and acted.
 var errDroppedInFlight = fmt.Errorf("%w while the request was in flight", ErrDisconnected)
 
-func (n *natsSide) request(ctx context.Context, w *statusWriter, r *http.Request, msg *nats.Msg, ex *exchange) error {
+func (n *natsSide) request(w *statusWriter, r *http.Request, msg *nats.Msg, ex *exchange, epoch *connEpoch) error {
 	t0 := time.Now()
-	resp, err := n.conn.nc.RequestMsgWithContext(ctx, msg)
+	resp, err := n.conn.replies.request(msg, r.Context().Done(), epoch.Done(), n.rt.Timeout)
 	ex.nats = time.Since(t0)
-	metrics.Observe(n.m.NATS, ex.nats, traceID(r))
+	metrics.Observe(n.m.NATS, ex.nats, ex.traceID)
 	if err != nil {
 		return natsError(r, err)
 	}
 	rep := mapReply(resp)
 	if rep.workerTime >= 0 {
 		ex.worker = rep.workerTime
-		metrics.Observe(n.m.Worker, rep.workerTime, traceID(r))
+		metrics.Observe(n.m.Worker, rep.workerTime, ex.traceID)
 	}
 	if rep.workerErr != nil {
 		return rep.workerErr
@@ -213,6 +209,19 @@ func (n *natsSide) request(ctx context.Context, w *statusWriter, r *http.Request
 	return nil
 }
 
+// publishWithin runs a publish or JetStream route's call under the
+// route's timeout, ended early when the client leaves or the connection
+// drops.
+func (n *natsSide) publishWithin(w *statusWriter, r *http.Request, msg *nats.Msg, ex *exchange, epoch *connEpoch) error {
+	ctx, cancel := context.WithTimeout(r.Context(), n.rt.Timeout)
+	defer cancel()
+	defer context.AfterFunc(epoch, cancel)()
+	if n.rt.Pattern == routes.JetStream {
+		return n.jetstream(ctx, w, r, msg, ex)
+	}
+	return n.publish(ctx, w, r, msg, ex)
+}
+
 // publish writes the message and flushes, so that 202 means the server has
 // it: a message that only sits in a client buffer is never acknowledged.
 func (n *natsSide) publish(ctx context.Context, w *statusWriter, r *http.Request, msg *nats.Msg, ex *exchange) error {
@@ -223,7 +232,7 @@ func (n *natsSide) publish(ctx context.Context, w *statusWriter, r *http.Request
 		err = nc.FlushWithContext(ctx)
 	}
 	ex.nats = time.Since(t0)
-	metrics.Observe(n.m.NATS, ex.nats, traceID(r))
+	metrics.Observe(n.m.NATS, ex.nats, ex.traceID)
 	if err != nil {
 		return natsError(r, err)
 	}
@@ -242,7 +251,7 @@ func (n *natsSide) jetstream(ctx context.Context, w *statusWriter, r *http.Reque
 	t0 := time.Now()
 	ack, err := n.conn.js.PublishMsg(ctx, msg)
 	ex.nats = time.Since(t0)
-	metrics.Observe(n.m.NATS, ex.nats, traceID(r))
+	metrics.Observe(n.m.NATS, ex.nats, ex.traceID)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoStreamResponse) {
 			return ErrNoStream

@@ -137,6 +137,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	s.conn = &natsConn{nc: s.nc}
 	s.conn.newEpoch()
+	replies, err := newReplyMux(s.nc)
+	if err != nil {
+		s.closeNATS()
+		return nil, fmt.Errorf("subscribing natsgate's reply inbox: %w", err)
+	}
+	s.conn.replies = replies
 	if s.nc.IsConnected() {
 		s.metrics.NATSConnected.Set(1)
 	}
@@ -433,7 +439,7 @@ func (s *Server) answerUnrouted(w http.ResponseWriter, r *http.Request, err erro
 // finish records a served request: metrics and the access log line.
 func (s *Server) finish(rt *routes.Route, m *metrics.Route, r *http.Request, ex *exchange) {
 	edge := time.Since(ex.start)
-	m.Request(r.Method, ex.backend, ex.status, edge, traceID(r))
+	m.Request(r.Method, ex.backend, ex.status, edge, ex.traceID)
 	s.stats.request(rt.Name, ex, edge)
 	s.accessLog(r, rt.Name, ex)
 }
@@ -474,17 +480,17 @@ func validRequestID(id string) bool {
 	return true
 }
 
-// traceID is the trace id of a W3C traceparent header, or "".
+// traceID is the trace id of a W3C traceparent header
+// ("00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>"), or "".
 func traceID(r *http.Request) string {
 	v := r.Header["Traceparent"]
 	if len(v) != 1 || len(v[0]) != 55 {
 		return ""
 	}
-	parts := strings.Split(v[0], "-")
-	if len(parts) != 4 || len(parts[1]) != 32 {
-		return ""
+	if t := v[0]; t[2] == '-' && t[35] == '-' && t[52] == '-' {
+		return t[3:35]
 	}
-	return parts[1]
+	return ""
 }
 
 // Ready reports whether the gateway should receive traffic: connected to
@@ -596,6 +602,9 @@ func (s *Server) closeNATS() {
 	s.draining.Store(true)
 	if s.cutoverWatch != nil {
 		_ = s.cutoverWatch.Stop()
+	}
+	if s.conn != nil && s.conn.replies != nil {
+		s.conn.replies.close()
 	}
 	if s.ownConn && s.nc != nil && !s.nc.IsClosed() {
 		done := make(chan struct{})

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -180,14 +179,14 @@ func (h *routeHandler) shadowCopy(names, values []string, hdr nats.Header, body 
 	if err != nil {
 		return reply{}, err
 	}
-	nc := h.nats.conn.nc
-	if !nc.IsConnected() {
+	conn := h.nats.conn
+	epoch := conn.epoch.Load()
+	if !conn.nc.IsConnected() || epoch.Err() != nil {
 		return reply{}, ErrDisconnected
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), h.rt.Timeout)
-	defer cancel()
 	t0 := time.Now()
-	resp, err := nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Header: hdr, Data: body})
+	// The copy is the gateway's own: no client waits on it or can end it.
+	resp, err := conn.replies.request(&nats.Msg{Subject: subject, Header: hdr, Data: body}, nil, epoch.Done(), h.rt.Timeout)
 	hop := time.Since(t0)
 	h.m.NATS.Observe(hop.Seconds())
 	if err != nil {

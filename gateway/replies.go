@@ -1,0 +1,139 @@
+package gateway
+
+import (
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// replyMux receives the reply to every request natsgate sends, on one
+// wildcard subscription of the connection (_INBOX.<id>.*), and hands each
+// to the request waiting for it, as nats.go's own request mux does. It
+// exists to wait differently: a request waits in one select on its reply,
+// its client leaving, the connection dropping and its timeout, with a
+// pooled timer and channel, where RequestMsgWithContext needs a context
+// built for each request (a deadline, its timer, and a hook on the
+// connection's epoch registered under one lock shared by every request).
+type replyMux struct {
+	nc     *nats.Conn
+	prefix string // the inbox subject up to the token: "_INBOX.<nuid>."
+	sub    *nats.Subscription
+	next   atomic.Uint64
+
+	mu      sync.Mutex
+	waiting map[uint64]chan *nats.Msg
+}
+
+// errReplyTimeout is a request that got no reply within its timeout.
+var errReplyTimeout = nats.ErrTimeout
+
+// errEpochEnded is a request whose connection dropped while it waited.
+var errEpochEnded = errors.New("the NATS connection dropped while waiting for the reply")
+
+// newReplyMux subscribes the mux's inbox on nc.
+func newReplyMux(nc *nats.Conn) (*replyMux, error) {
+	// An inbox of its own (the connection's inbox prefix, a new nuid),
+	// apart from the one nats.go muxes its own requests on (JetStream's).
+	m := &replyMux{nc: nc, prefix: nc.NewInbox() + ".", waiting: map[uint64]chan *nats.Msg{}}
+	sub, err := nc.Subscribe(m.prefix+"*", m.deliver)
+	if err != nil {
+		return nil, err
+	}
+	// Replies are handed on at once; never drop one as a slow consumer.
+	_ = sub.SetPendingLimits(-1, -1)
+	m.sub = sub
+	return m, nil
+}
+
+// deliver hands a reply to its request, once: a second reply to the same
+// request, or one that comes after the request gave up, is dropped. The
+// send happens under the lock, so a request that has given up and taken
+// its channel back can never receive a stale reply through it.
+func (m *replyMux) deliver(msg *nats.Msg) {
+	token := msg.Subject[min(len(m.prefix), len(msg.Subject)):]
+	id, err := strconv.ParseUint(token, 36, 64)
+	if err != nil {
+		return
+	}
+	m.mu.Lock()
+	if ch := m.waiting[id]; ch != nil {
+		delete(m.waiting, id)
+		ch <- msg // buffered, and nobody else sends on it: never blocks
+	}
+	m.mu.Unlock()
+}
+
+// waiter is what one request waits with, pooled.
+type waiter struct {
+	ch    chan *nats.Msg
+	timer *time.Timer
+}
+
+var waiters = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &waiter{ch: make(chan *nats.Msg, 1), timer: t}
+}}
+
+// request publishes msg with a reply subject of the mux and waits for the
+// reply, the client leaving (client closed), the connection dropping
+// (epoch closed) or timeout. It returns nats.ErrNoResponders when the
+// server says nobody is subscribed, errReplyTimeout on the timeout,
+// ErrClientGone and errEpochEnded for the other two.
+func (m *replyMux) request(msg *nats.Msg, client, epoch <-chan struct{}, timeout time.Duration) (*nats.Msg, error) {
+	w := waiters.Get().(*waiter)
+	id := m.next.Add(1)
+	var token [16]byte
+	msg.Reply = m.prefix + string(strconv.AppendUint(token[:0], id, 36))
+	m.mu.Lock()
+	m.waiting[id] = w.ch
+	m.mu.Unlock()
+	if err := m.nc.PublishMsg(msg); err != nil {
+		m.forget(id, w)
+		return nil, err
+	}
+	w.timer.Reset(timeout)
+	var err error
+	select {
+	case rep := <-w.ch:
+		w.timer.Stop()
+		waiters.Put(w)
+		if len(rep.Data) == 0 && rep.Header.Get("Status") == "503" {
+			return nil, nats.ErrNoResponders
+		}
+		return rep, nil
+	case <-client:
+		err = ErrClientGone
+	case <-epoch:
+		err = errEpochEnded
+	case <-w.timer.C:
+		err = errReplyTimeout
+	}
+	w.timer.Stop()
+	m.forget(id, w)
+	return nil, err
+}
+
+// forget withdraws a request that stopped waiting and takes its channel
+// back for the pool, emptied of a reply that came just before.
+func (m *replyMux) forget(id uint64, w *waiter) {
+	m.mu.Lock()
+	delete(m.waiting, id)
+	m.mu.Unlock()
+	select {
+	case <-w.ch:
+	default:
+	}
+	waiters.Put(w)
+}
+
+// close ends the subscription.
+func (m *replyMux) close() {
+	if m.sub != nil {
+		_ = m.sub.Unsubscribe()
+	}
+}
