@@ -58,7 +58,9 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.m.Inflight.Inc()
 	defer h.m.Inflight.Dec()
 
-	sw := statusWriter{ResponseWriter: w, writeTimeout: h.writeTimeout}
+	// Server.Handler set the write deadline as the request came in; it is
+	// moved only once a good part of it has gone.
+	sw := statusWriter{ResponseWriter: w, writeTimeout: h.writeTimeout, deadline: ex.start.Add(h.writeTimeout)}
 	err := h.serve(&sw, r, &ex)
 	if err != nil {
 		ex.err = err
