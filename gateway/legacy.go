@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,8 +91,12 @@ type legacyCall struct {
 	w      *statusWriter
 	client context.Context // the client's own context: done when it left
 
-	reqMu  sync.Mutex
-	reqErr error // the first error reading the client's body
+	reqMu    sync.Mutex
+	reqErr   error // the first error reading the client's body
+	hasBody  bool  // the request came with a body to read
+	bodyDone bool  // the client's body was read to its end
+	// bodyRead lifts the read deadline the client's body was read under.
+	bodyRead func()
 
 	pass     pass          // the breaker's, while the answer's body is out
 	body     *upstreamBody // the answer's body, as the proxy reads it
@@ -110,6 +115,13 @@ func newLegacySide(up *upstream, rt *routes.Route, m *metrics.Route, trusted []*
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host // the legacy service sees the host the client asked for
+			if pr.In.Method == http.MethodHead {
+				// An upstream that answers a HEAD with a body leaves those
+				// bytes on the connection, where the next request on it,
+				// another client's, would read them as its answer. A HEAD
+				// gets a connection of its own, closed after the answer.
+				pr.Out.Close = true
+			}
 			if peerTrusted(pr.In.RemoteAddr, trusted) {
 				pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 			}
@@ -173,7 +185,16 @@ func (l *legacySide) serve(w *statusWriter, r *http.Request, ex *exchange) (err 
 		return fmt.Errorf("%w: %d bytes declared, the limit is %d", ErrBodyTooLarge, r.ContentLength, l.maxBody)
 	}
 	call := &legacyCall{ex: ex, w: w, client: r.Context()}
-	if r.Body != nil && r.Body != http.NoBody {
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		// The body must arrive within the upstream's timeout, as a NATS
+		// route's within its own: a client that stalls or trickles it is
+		// answered 408 and never counted against the upstream. The
+		// deadline is lifted once the body is in, so the answer can take
+		// its time.
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(l.up.cfg.Timeout))
+		call.hasBody = true
+		call.bodyRead = func() { _ = rc.SetReadDeadline(time.Time{}) }
 		r.Body = &clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, l.maxBody), call: call}
 	}
 	w.Header()[HeaderBackend] = backendLegacy
@@ -331,7 +352,14 @@ func (t *proxyTransport) failure(req *http.Request, call *legacyCall, err error)
 		reqErr, client = call.requestError(), call.client
 	}
 	up := t.l.up.cfg
+	deadline := errors.Is(context.Cause(req.Context()), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)
 	switch {
+	case errors.Is(reqErr, os.ErrDeadlineExceeded), deadline && call != nil && call.bodyPending():
+		// The client did not send its body in time: the upstream was
+		// waiting for it, and is not to blame.
+		return wrapf(ErrBodyTimeout, "the body did not arrive within %v", up.Timeout)
+	case errors.Is(reqErr, io.ErrUnexpectedEOF):
+		return wrapf(ErrBadRequest, "the body ended before its declared length")
 	case client.Err() != nil:
 		return ErrClientGone
 	case errors.As(err, &tooLarge), errors.As(reqErr, &tooLarge):
@@ -340,7 +368,7 @@ func (t *proxyTransport) failure(req *http.Request, call *legacyCall, err error)
 		// The client's body broke off: the client left or sent a
 		// malformed one.
 		return ErrClientGone
-	case errors.Is(context.Cause(req.Context()), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+	case deadline:
 		t.l.m.UpstreamError(metrics.UpstreamTimeout)
 		return wrapf(ErrUpstreamTimeout, "upstream %s did not answer within %v", up.Name, up.Timeout)
 	}
@@ -358,7 +386,16 @@ type clientBody struct {
 
 func (b *clientBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF:
+		b.call.reqMu.Lock()
+		first := !b.call.bodyDone
+		b.call.bodyDone = true
+		b.call.reqMu.Unlock()
+		if first && b.call.bodyRead != nil {
+			b.call.bodyRead()
+		}
+	case err != nil:
 		b.call.reqMu.Lock()
 		if b.call.reqErr == nil {
 			b.call.reqErr = err
@@ -366,6 +403,14 @@ func (b *clientBody) Read(p []byte) (int, error) {
 		b.call.reqMu.Unlock()
 	}
 	return n, err
+}
+
+// bodyPending reports whether the client's body was still being waited
+// for.
+func (c *legacyCall) bodyPending() bool {
+	c.reqMu.Lock()
+	defer c.reqMu.Unlock()
+	return c.hasBody && !c.bodyDone && c.reqErr == nil
 }
 
 func (c *legacyCall) requestError() error {
