@@ -332,7 +332,7 @@ func TestHeadWithBodyDoesNotPoisonTheNextRequest(t *testing.T) {
 	up := startRawUpstream(t)
 	g := attackGateway(t, ns.URL(), up.URL(), "")
 	client := newClient(t)
-	l := startLoad(4, 100, 20*time.Second, func(c, i int) exchange {
+	l := startLoad(8, 500, 20*time.Second, func(c, i int) exchange {
 		if c%2 == 0 {
 			return do(client, "HEAD", g.URL+"/legacy/headbody", "", nil)
 		}
