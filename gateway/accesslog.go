@@ -72,20 +72,21 @@ func (l *accessLog) write(e accessEntry) {
 	} else {
 		lb.b = appendJSONLine(lb.b[:0], e)
 	}
+	size := len(lb.b)
 	l.mu.Lock()
 	n := len(l.pending)
-	kept := n+len(lb.b) <= accessPending
+	kept := n+size <= accessPending
 	if kept {
 		l.pending = append(l.pending, lb.b...)
 	}
 	l.mu.Unlock()
 	if cap(lb.b) <= accessLineKeep {
-		lineBufs.Put(lb)
+		lineBufs.Put(lb) // lb is another request's from here on
 	}
 	switch {
 	case !kept:
 		l.dropped.Inc()
-	case n < accessBatch && n+len(lb.b) >= accessBatch:
+	case n < accessBatch && n+size >= accessBatch:
 		select {
 		case l.full <- struct{}{}:
 		default:

@@ -580,6 +580,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	if s.public != nil {
 		if err := s.public.Shutdown(ctx); err != nil {
+			// The grace is over: cut what is left, and say so.
+			s.log.Warn("requests still in flight when the shutdown grace ended; their connections are closed",
+				"in_flight", s.inflight.Load(), "error", err)
+			_ = s.public.Close()
 			errs = append(errs, fmt.Errorf("finishing in-flight requests: %w", err))
 		}
 	}
