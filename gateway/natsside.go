@@ -49,6 +49,9 @@ func (c *natsConn) dropEpoch() {
 	if ep := c.epoch.Load(); ep != nil {
 		ep.cancel()
 	}
+	if c.replies != nil {
+		c.replies.abandon() // after the cancel: they see the epoch over
+	}
 }
 
 // natsSide is a route's NATS half: what it renders and sends, the
@@ -182,7 +185,7 @@ var errDroppedInFlight = fmt.Errorf("%w while the request was in flight", ErrDis
 
 func (n *natsSide) request(w *statusWriter, r *http.Request, msg *nats.Msg, ex *exchange, epoch *connEpoch) error {
 	t0 := time.Now()
-	resp, err := n.conn.replies.request(msg, r.Context().Done(), epoch.Done(), n.rt.Timeout)
+	resp, err := n.conn.replies.request(msg, r.Context().Done(), n.rt.Timeout)
 	ex.nats = time.Since(t0)
 	metrics.Observe(n.m.NATS, ex.nats, ex.traceID)
 	if err != nil {

@@ -14,10 +14,11 @@ import (
 // wildcard subscription of the connection (_INBOX.<id>.*), and hands each
 // to the request waiting for it, as nats.go's own request mux does. It
 // exists to wait differently: a request waits in one select on its reply,
-// its client leaving, the connection dropping and its timeout, with a
-// pooled timer and channel, where RequestMsgWithContext needs a context
-// built for each request (a deadline, its timer, and a hook on the
-// connection's epoch registered under one lock shared by every request).
+// its client leaving and its timeout, with a pooled timer and channel,
+// where RequestMsgWithContext needs a context built for each request (a
+// deadline, its timer, and a hook on the connection's epoch registered
+// under one lock shared by every request). When the connection drops,
+// abandon ends every wait at once.
 type replyMux struct {
 	nc     *nats.Conn
 	prefix string // the inbox subject up to the token: "_INBOX.<nuid>."
@@ -33,6 +34,9 @@ var errReplyTimeout = nats.ErrTimeout
 
 // errEpochEnded is a request whose connection dropped while it waited.
 var errEpochEnded = errors.New("the NATS connection dropped while waiting for the reply")
+
+// abandoned is handed to every waiting request when the connection drops.
+var abandoned = &nats.Msg{}
 
 // newReplyMux subscribes the mux's inbox on nc.
 func newReplyMux(nc *nats.Conn) (*replyMux, error) {
@@ -67,6 +71,17 @@ func (m *replyMux) deliver(msg *nats.Msg) {
 	m.mu.Unlock()
 }
 
+// abandon ends every request waiting for a reply: the connection they
+// were sent on dropped, so their replies can no longer come.
+func (m *replyMux) abandon() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, ch := range m.waiting {
+		delete(m.waiting, id)
+		ch <- abandoned
+	}
+}
+
 // waiter is what one request waits with, pooled.
 type waiter struct {
 	ch    chan *nats.Msg
@@ -81,10 +96,10 @@ var waiters = sync.Pool{New: func() any {
 
 // request publishes msg with a reply subject of the mux and waits for the
 // reply, the client leaving (client closed), the connection dropping
-// (epoch closed) or timeout. It returns nats.ErrNoResponders when the
-// server says nobody is subscribed, errReplyTimeout on the timeout,
-// ErrClientGone and errEpochEnded for the other two.
-func (m *replyMux) request(msg *nats.Msg, client, epoch <-chan struct{}, timeout time.Duration) (*nats.Msg, error) {
+// (abandon) or timeout. It returns nats.ErrNoResponders when the server
+// says nobody is subscribed, errReplyTimeout on the timeout, ErrClientGone
+// and errEpochEnded for the other two.
+func (m *replyMux) request(msg *nats.Msg, client <-chan struct{}, timeout time.Duration) (*nats.Msg, error) {
 	w := waiters.Get().(*waiter)
 	id := m.next.Add(1)
 	var token [16]byte
@@ -102,14 +117,15 @@ func (m *replyMux) request(msg *nats.Msg, client, epoch <-chan struct{}, timeout
 	case rep := <-w.ch:
 		w.timer.Stop()
 		waiters.Put(w)
-		if len(rep.Data) == 0 && rep.Header.Get("Status") == "503" {
+		switch {
+		case rep == abandoned:
+			return nil, errEpochEnded
+		case len(rep.Data) == 0 && rep.Header.Get("Status") == "503":
 			return nil, nats.ErrNoResponders
 		}
 		return rep, nil
 	case <-client:
 		err = ErrClientGone
-	case <-epoch:
-		err = errEpochEnded
 	case <-w.timer.C:
 		err = errReplyTimeout
 	}

@@ -63,7 +63,7 @@ func TestReplyMuxNeverMixesReplies(t *testing.T) {
 				if i%7 == 0 {
 					timeout = time.Millisecond
 				}
-				rep, err := mux.request(msg, nil, nil, timeout)
+				rep, err := mux.request(msg, nil, timeout)
 				mu.Lock()
 				switch {
 				case err == errReplyTimeout:
@@ -102,7 +102,7 @@ func TestReplyMuxEnds(t *testing.T) {
 	}
 	t.Cleanup(mux.close)
 	start := time.Now()
-	if _, err := mux.request(nats.NewMsg("nobody.here"), nil, nil, 5*time.Second); err != nats.ErrNoResponders {
+	if _, err := mux.request(nats.NewMsg("nobody.here"), nil, 5*time.Second); err != nats.ErrNoResponders {
 		t.Fatalf("no subscriber: %v, want nats.ErrNoResponders", err)
 	}
 	if took := time.Since(start); took > notAHang {
@@ -116,15 +116,15 @@ func TestReplyMuxEnds(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		want error
-		end  func(client, epoch chan struct{})
+		end  func(client chan struct{})
 	}{
-		{"client leaves", ErrClientGone, func(client, _ chan struct{}) { close(client) }},
-		{"connection drops", errEpochEnded, func(_, epoch chan struct{}) { close(epoch) }},
+		{"client leaves", ErrClientGone, func(client chan struct{}) { close(client) }},
+		{"connection drops", errEpochEnded, func(chan struct{}) { mux.abandon() }},
 	} {
-		client, epoch := make(chan struct{}), make(chan struct{})
-		time.AfterFunc(20*time.Millisecond, func() { tc.end(client, epoch) })
+		client := make(chan struct{})
+		time.AfterFunc(20*time.Millisecond, func() { tc.end(client) })
 		start := time.Now()
-		if _, err := mux.request(nats.NewMsg("silent"), client, epoch, 30*time.Second); err != tc.want {
+		if _, err := mux.request(nats.NewMsg("silent"), client, 30*time.Second); err != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
 		if took := time.Since(start); took > notAHang {

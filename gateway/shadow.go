@@ -186,7 +186,7 @@ func (h *routeHandler) shadowCopy(names, values []string, hdr nats.Header, body 
 	}
 	t0 := time.Now()
 	// The copy is the gateway's own: no client waits on it or can end it.
-	resp, err := conn.replies.request(&nats.Msg{Subject: subject, Header: hdr, Data: body}, nil, epoch.Done(), h.rt.Timeout)
+	resp, err := conn.replies.request(&nats.Msg{Subject: subject, Header: hdr, Data: body}, nil, h.rt.Timeout)
 	hop := time.Since(t0)
 	h.m.NATS.Observe(hop.Seconds())
 	if err != nil {
