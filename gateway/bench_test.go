@@ -229,3 +229,20 @@ func BenchmarkHandler(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAccessLogLine is the access log's cost per request: encoding
+// one line and handing it to the writer, which writes it in a batch off
+// the request's path (to io.Discard here, as the sink is the deployment's).
+func BenchmarkAccessLogLine(b *testing.B) {
+	for _, format := range []string{"json", "text"} {
+		b.Run(format, func(b *testing.B) {
+			l := newAccessLog(io.Discard, format == "text", prometheus.NewCounter(prometheus.CounterOpts{Name: "d"}))
+			defer l.Close()
+			e := accessEntries()["nats answer"]
+			b.ReportAllocs()
+			for b.Loop() {
+				l.write(e)
+			}
+		})
+	}
+}
