@@ -503,10 +503,31 @@ func wrapf(sentinel error, format string, args ...any) error {
 }
 
 // copyBuffers lends the reverse proxy its 32 KiB copy buffers, instead of
-// one allocated per proxied response.
-var copyBuffers = &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+// one allocated per proxied response. It is a free list on a channel, not
+// a sync.Pool: ReverseProxy hands buffers back as []byte, and putting one
+// into a sync.Pool would allocate a pointer to it every time. Up to
+// copyBuffersKept wait for reuse; more go to the garbage collector.
+var copyBuffers = &bufferPool{free: make(chan []byte, copyBuffersKept)}
 
-type bufferPool struct{ pool sync.Pool }
+const copyBuffersKept = 256 // 8 MiB at most
 
-func (p *bufferPool) Get() []byte  { return *p.pool.Get().(*[]byte) }
-func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
+type bufferPool struct{ free chan []byte }
+
+func (p *bufferPool) Get() []byte {
+	select {
+	case b := <-p.free:
+		return b
+	default:
+		return make([]byte, 32<<10)
+	}
+}
+
+func (p *bufferPool) Put(b []byte) {
+	if cap(b) != 32<<10 {
+		return
+	}
+	select {
+	case p.free <- b[:cap(b)]:
+	default:
+	}
+}
