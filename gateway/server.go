@@ -61,6 +61,7 @@ type Server struct {
 	reg      *prometheus.Registry
 	metrics  *metrics.Metrics
 	stats    *stats        // the last minute, for the dashboard
+	fleet    *fleet        // the other replicas' last minute; nil with fleet.enabled false
 	access   *accessLog    // nil: no access log
 	cfg      routes.Config // listeners and NATS, fixed for the process
 	nc       *nats.Conn
@@ -542,6 +543,9 @@ func (s *Server) Start() error {
 			}
 		}()
 	}
+	if err := s.startFleet(); err != nil {
+		s.log.Warn("fleet stats are off: this replica's dashboard shows itself only", "error", err)
+	}
 	s.log.Info("natsgate serving", "http", s.publicLn.Addr().String(), "admin", s.adminLn.Addr().String(), "routes", len(s.Table().Routes))
 	return nil
 }
@@ -590,6 +594,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.access != nil {
 		s.access.Close() // every answered request's line is written
 	}
+	s.stopFleet() // before the connection drains
 	s.closeNATS()
 	if s.admin != nil {
 		if err := s.admin.Shutdown(ctx); err != nil {
