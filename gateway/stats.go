@@ -402,7 +402,6 @@ func (s *stats) forget(keep map[string]bool) {
 	})
 }
 
-
 func ratio(a, b uint64) float64 {
 	if b == 0 {
 		return 0
