@@ -295,3 +295,148 @@ routes:
 		t.Errorf("/admin/fleet with the fleet off: %+v, want this replica alone", st)
 	}
 }
+
+// hostileFleetMessages are stats messages no replica sends: each must be
+// ignored whole.
+var hostileFleetMessages = []struct{ name, subjectID, data string }{
+	{"not JSON", "x", `not json at all`},
+	{"empty", "x", ``},
+	{"JSON null", "x", `null`},
+	{"an array", "x", `[1,2,3]`},
+	{"no id", "x", `{"seconds":10,"routes":[]}`},
+	{"id of another subject", "x", `{"id":"y","seconds":10,"routes":[{"name":"get","stage":"nats","req":[5,0,0]}]}`},
+	{"id with a dot", "x", `{"id":"x.y","seconds":10,"routes":[]}`},
+	{"zero seconds", "x", `{"id":"x","seconds":0,"routes":[{"name":"get","stage":"nats","req":[5,0,0]}]}`},
+	{"negative count", "x", `{"id":"x","seconds":10,"routes":[{"name":"get","stage":"nats","req":[-5,0,0]}]}`},
+	{"huge count", "x", `{"id":"x","seconds":10,"routes":[{"name":"get","stage":"nats","req":[99999999999999999,0,0]}]}`},
+	{"count not a number", "x", `{"id":"x","seconds":10,"routes":[{"name":"get","stage":"nats","req":["5"]}]}`},
+	{"too many backends", "x", `{"id":"x","seconds":10,"routes":[{"name":"get","stage":"nats","req":[1,1,1,1]}]}`},
+	{"more errors than requests", "x", `{"id":"x","seconds":10,"routes":[{"name":"get","stage":"nats","req":[1,0,0],"err":[2,0,0]}]}`},
+	{"bucket out of range", "x", `{"id":"x","seconds":10,"routes":[{"name":"get","stage":"nats","req":[1,0,0],"lat":{"edge_nats":[240,1]}}]}`},
+	{"odd pairs", "x", `{"id":"x","seconds":10,"routes":[{"name":"get","stage":"nats","req":[1,0,0],"lat":{"edge_nats":[3]}}]}`},
+	{"unknown series", "x", `{"id":"x","seconds":10,"routes":[{"name":"get","stage":"nats","req":[1,0,0],"lat":{"edge_x":[3,1]}}]}`},
+	{"unknown stage", "x", `{"id":"x","seconds":10,"routes":[{"name":"get","stage":"moon","req":[1,0,0]}]}`},
+	{"a route twice", "x", `{"id":"x","seconds":10,"routes":[{"name":"get","stage":"nats","req":[1,0,0]},{"name":"get","stage":"nats","req":[1,0,0]}]}`},
+	{"route without a name", "x", `{"id":"x","seconds":10,"routes":[{"stage":"nats","req":[1,0,0]}]}`},
+	{"too large", "x", `{"id":"x","seconds":10,"version":"` + strings.Repeat("v", fleetMaxMessage) + `","routes":[]}`},
+	{"deep nesting", "x", strings.Repeat("[", 100000) + strings.Repeat("]", 100000)},
+}
+
+// A replica ignores every message it cannot decode: it neither counts it
+// nor lists its sender, and goes on serving. A good message after them
+// (sent on the same connection, so delivered after them) is counted.
+func TestFleetIgnoresHostileMessages(t *testing.T) {
+	ns := natstest.RunServer(t)
+	echo(t, ns, "get", 0)
+	b := startGateway(t, ns, fleetConfig("b", "get", ""))
+	pub := natstest.Connect(t, ns)
+	for _, m := range hostileFleetMessages {
+		if err := pub.Publish("natsgate.fleet.stats."+m.subjectID, []byte(m.data)); err != nil && len(m.data) < fleetMaxMessage {
+			t.Fatalf("%s: %v", m.name, err)
+		}
+	}
+	good := `{"id":"good","version":"v1","config_hash":"h","seconds":30,"routes":[{"name":"get","stage":"nats","req":[7,0,0],"lat":{"edge_nats":[40,7]}}]}`
+	if err := pub.Publish("natsgate.fleet.stats.good", []byte(good)); err != nil {
+		t.Fatal(err)
+	}
+	var snap StatsSnapshot
+	waitFor(t, 15*time.Second, "the good message to be counted", func() bool {
+		snap = getStats(t, b, "")
+		return snap.Replicas == 2
+	})
+	if r := snap.Routes[0]; r.Requests != 7 || r.Backends["nats"].Latency.Count != 7 {
+		t.Errorf("fleet view of get: %d requests, %d latencies; want only the good message's 7", r.Requests, r.Backends["nats"].Latency.Count)
+	}
+	st := getFleet(t, b)
+	if len(st.Replicas) != 2 || st.Replicas[1].ID != "good" {
+		t.Errorf("replicas %+v, want b and good", st.Replicas)
+	}
+	sendGets(t, b, 1) // still serving
+}
+
+// TestDecodeFleetMessage refuses each hostile message and reads back what
+// a replica encodes.
+func TestDecodeFleetMessage(t *testing.T) {
+	for _, m := range hostileFleetMessages {
+		t.Run(m.name, func(t *testing.T) {
+			msg, err := decodeFleetMessage([]byte(m.data))
+			if err == nil && msg.ID == m.subjectID {
+				t.Fatalf("accepted: %+v", msg)
+			}
+		})
+	}
+	s, _ := newTestStats()
+	s.request("get", &exchange{backend: "nats", status: 503, nats: time.Millisecond, worker: 500 * time.Microsecond, upstream: -1}, 2*time.Millisecond)
+	w := s.window("get")
+	b, err := json.Marshal(&fleetMessage{ID: "a", Version: "v", ConfigHash: "h", Seconds: w.secs, Routes: []fleetRoute{encodeRoute("get", "nats", w)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := decodeFleetMessage(b)
+	if err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	var back routeWindow
+	back.add(&msg.Routes[0], msg.Seconds)
+	if back.req != w.req || back.errs != w.errs || back.lat != w.lat {
+		t.Errorf("round trip of %s lost counts", b)
+	}
+}
+
+// FuzzDecodeFleetMessage: no input crashes the decoder, and whatever it
+// accepts merges into a window without going out of its buckets.
+func FuzzDecodeFleetMessage(f *testing.F) {
+	for _, m := range hostileFleetMessages {
+		if len(m.data) < 4096 {
+			f.Add([]byte(m.data))
+		}
+	}
+	f.Add([]byte(`{"id":"good","seconds":30,"routes":[{"name":"get","stage":"canary","req":[7,1,0],"err":[1,0,0],"shadow":[1,2,3,4],"lat":{"edge_nats":[40,7],"worker":[0,1,239,2]}}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		msg, err := decodeFleetMessage(data)
+		if err != nil {
+			return
+		}
+		var w routeWindow
+		for i := range msg.Routes {
+			w.add(&msg.Routes[i], msg.Seconds)
+		}
+		_ = w.render("get")
+	})
+}
+
+// TestFleetMessageSize measures the message of a replica with 36 busy
+// routes (latencies spread over a few octaves on three series) and keeps
+// it well under what a receiver accepts.
+func TestFleetMessageSize(t *testing.T) {
+	s, _ := newTestStats()
+	var table routes.Table
+	for r := range 36 {
+		name := fmt.Sprintf("route-%02d", r)
+		table.Routes = append(table.Routes, &routes.Route{Name: name, Cutover: routes.NATS})
+		for i := range 3000 {
+			// 0.5ms to 4ms edge, a hop a little shorter, a worker shorter yet.
+			d := 500*time.Microsecond + time.Duration(i%97)*36*time.Microsecond
+			st := 200
+			if i%500 == 0 {
+				st = 502
+			}
+			s.request(name, &exchange{backend: "nats", status: st, nats: d * 8 / 10, worker: d / 2, upstream: -1}, d)
+		}
+	}
+	m := &fleetMessage{ID: "web-3:8080", Version: "(devel)", ConfigHash: routeTableHash(&table), Seconds: 60}
+	idle := &fleetMessage{ID: "web-3:8080", Version: "(devel)", ConfigHash: m.ConfigHash, Seconds: 60}
+	for _, rt := range table.Routes {
+		m.Routes = append(m.Routes, encodeRoute(rt.Name, "nats", s.window(rt.Name)))
+		idle.Routes = append(idle.Routes, encodeRoute(rt.Name, "nats", &routeWindow{}))
+	}
+	busy, _ := json.Marshal(m)
+	quiet, _ := json.Marshal(idle)
+	t.Logf("36 routes: %d bytes busy, %d bytes idle", len(busy), len(quiet))
+	if len(busy) > fleetMaxMessage/4 {
+		t.Errorf("a busy message is %d bytes, want well under the %d a replica accepts", len(busy), fleetMaxMessage)
+	}
+	if _, err := decodeFleetMessage(busy); err != nil {
+		t.Errorf("a replica refuses the busy message: %v", err)
+	}
+}
