@@ -390,8 +390,13 @@ func (f *fleet) receive(m *nats.Msg) {
 		p.routes[msg.Routes[i].Name] = &msg.Routes[i]
 	}
 	f.mu.Lock()
+	_, known := f.peers[id]
 	f.peers[id] = p
+	n := len(f.peers)
 	f.mu.Unlock()
+	if !known { // at once, not at the next tick; a tick also counts the ones gone
+		f.s.metrics.FleetReplicas.Set(float64(1 + n))
+	}
 }
 
 // live returns the other replicas heard within fleetStale, by id, and
