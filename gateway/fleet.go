@@ -341,7 +341,7 @@ func (f *fleet) publish() {
 	if err != nil {
 		f.s.log.Debug("fleet: publishing stats", "error", err)
 	}
-	f.s.metrics.FleetReplicas.Set(float64(1 + len(f.live())))
+	f.live() // forgets the replicas gone quiet, and sets natsgate_fleet_replicas
 }
 
 // local is this replica's message: every served route's window and stage.
@@ -399,8 +399,8 @@ func (f *fleet) receive(m *nats.Msg) {
 	}
 }
 
-// live returns the other replicas heard within fleetStale, by id, and
-// forgets the rest.
+// live returns the other replicas heard within fleetStale, by id, forgets
+// the rest, and sets natsgate_fleet_replicas to match.
 func (f *fleet) live() []*fleetPeer {
 	cutoff := f.now().Add(-fleetStale)
 	f.mu.Lock()
@@ -414,6 +414,7 @@ func (f *fleet) live() []*fleetPeer {
 		out = append(out, p)
 	}
 	slices.SortFunc(out, func(a, b *fleetPeer) int { return strings.Compare(a.msg.ID, b.msg.ID) })
+	f.s.metrics.FleetReplicas.Set(float64(1 + len(out)))
 	return out
 }
 

@@ -347,7 +347,7 @@ func (s *Server) Reload(t *routes.Table) error {
 	}
 	old := s.table.Load()
 	if restartNeeded(old.table.Config, t.Config) {
-		s.log.Warn("config reload: listener, NATS or log settings changed; they take effect at the next restart", "file", t.File)
+		s.log.Warn("config reload: listener, NATS, log or fleet settings changed; they take effect at the next restart", "file", t.File)
 	}
 	s.table.Store(c)
 	s.metrics.ConfigReloads.WithLabelValues("ok").Inc()
@@ -360,7 +360,8 @@ func (s *Server) Reload(t *routes.Table) error {
 // one file compare equal.
 func restartNeeded(a, b routes.Config) bool {
 	return !reflect.DeepEqual(a.NATS, b.NATS) || !reflect.DeepEqual(a.HTTP, b.HTTP) ||
-		!reflect.DeepEqual(a.Admin, b.Admin) || !reflect.DeepEqual(a.Log, b.Log)
+		!reflect.DeepEqual(a.Admin, b.Admin) || !reflect.DeepEqual(a.Log, b.Log) ||
+		!reflect.DeepEqual(a.Fleet, b.Fleet)
 }
 
 // ReloadFailed counts a reload that did not get as far as Reload (a file
