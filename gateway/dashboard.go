@@ -48,7 +48,19 @@ func (s *Server) mountDashboard(mux chi.Router) {
 		})
 	}
 	mux.Get("/admin/stats", func(w http.ResponseWriter, r *http.Request) {
-		b, err := json.Marshal(s.Stats())
+		var snap StatsSnapshot
+		// The fleet's by default; with fleet.enabled false there is only
+		// this replica, and "scope" says so.
+		switch scope := r.URL.Query().Get("scope"); {
+		case scope == "replica", s.fleet == nil && (scope == "" || scope == "fleet"):
+			snap = s.Stats()
+		case scope == "" || scope == "fleet":
+			snap = s.fleetStats()
+		default:
+			s.adminProblem(w, r, http.StatusBadRequest, "bad_request", "", "scope: want fleet or replica, not "+clip(scope))
+			return
+		}
+		b, err := json.Marshal(snap)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -59,9 +71,18 @@ func (s *Server) mountDashboard(mux chi.Router) {
 	})
 }
 
-// Stats is each served route's last minute: request and error rates, edge
-// latency by backend, each hop's latency and shadow outcomes.
+// Stats is each served route's last minute on this replica: request and
+// error rates, edge latency by backend, each hop's latency and shadow
+// outcomes.
 func (s *Server) Stats() StatsSnapshot {
+	snap := s.statsSnapshot(nil)
+	snap.Scope, snap.Replicas = "replica", 1
+	return snap
+}
+
+// statsSnapshot reads every served route's window; merge, when not nil,
+// adds other replicas' windows to each before it is rendered.
+func (s *Server) statsSnapshot(merge func(name string, w *routeWindow)) StatsSnapshot {
 	c := s.table.Load()
 	t := c.table
 	snap := StatsSnapshot{
@@ -74,7 +95,11 @@ func (s *Server) Stats() StatsSnapshot {
 	keep := make(map[string]bool, len(t.Routes))
 	for _, rt := range t.Routes {
 		keep[rt.Name] = true
-		rs := s.stats.snapshot(rt.Name)
+		w := s.stats.window(rt.Name)
+		if merge != nil {
+			merge(rt.Name, w)
+		}
+		rs := w.render(rt.Name)
 		rs.Method, rs.Path, rs.Stage = rt.Method, rt.Path, string(rt.Cutover)
 		if h := c.handlers[rt.Name]; h != nil {
 			if st := h.stage.Load(); st != nil {

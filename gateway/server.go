@@ -61,6 +61,7 @@ type Server struct {
 	reg      *prometheus.Registry
 	metrics  *metrics.Metrics
 	stats    *stats        // the last minute, for the dashboard
+	fleet    *fleet        // the other replicas' last minute; nil with fleet.enabled false
 	access   *accessLog    // nil: no access log
 	cfg      routes.Config // listeners and NATS, fixed for the process
 	nc       *nats.Conn
@@ -346,7 +347,7 @@ func (s *Server) Reload(t *routes.Table) error {
 	}
 	old := s.table.Load()
 	if restartNeeded(old.table.Config, t.Config) {
-		s.log.Warn("config reload: listener, NATS or log settings changed; they take effect at the next restart", "file", t.File)
+		s.log.Warn("config reload: listener, NATS, log or fleet settings changed; they take effect at the next restart", "file", t.File)
 	}
 	s.table.Store(c)
 	s.metrics.ConfigReloads.WithLabelValues("ok").Inc()
@@ -359,7 +360,8 @@ func (s *Server) Reload(t *routes.Table) error {
 // one file compare equal.
 func restartNeeded(a, b routes.Config) bool {
 	return !reflect.DeepEqual(a.NATS, b.NATS) || !reflect.DeepEqual(a.HTTP, b.HTTP) ||
-		!reflect.DeepEqual(a.Admin, b.Admin) || !reflect.DeepEqual(a.Log, b.Log)
+		!reflect.DeepEqual(a.Admin, b.Admin) || !reflect.DeepEqual(a.Log, b.Log) ||
+		!reflect.DeepEqual(a.Fleet, b.Fleet)
 }
 
 // ReloadFailed counts a reload that did not get as far as Reload (a file
@@ -542,6 +544,9 @@ func (s *Server) Start() error {
 			}
 		}()
 	}
+	if err := s.startFleet(); err != nil {
+		s.log.Warn("fleet stats are off: this replica's dashboard shows itself only", "error", err)
+	}
 	s.log.Info("natsgate serving", "http", s.publicLn.Addr().String(), "admin", s.adminLn.Addr().String(), "routes", len(s.Table().Routes))
 	return nil
 }
@@ -590,6 +595,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.access != nil {
 		s.access.Close() // every answered request's line is written
 	}
+	s.stopFleet() // before the connection drains
 	s.closeNATS()
 	if s.admin != nil {
 		if err := s.admin.Shutdown(ctx); err != nil {

@@ -227,8 +227,12 @@ type StatsSnapshot struct {
 	// reports on its life so far (see each route's seconds).
 	WindowSeconds float64 `json:"window_seconds"`
 	// Time the snapshot was taken.
-	Time          time.Time    `json:"time"`
-	NATSConnected bool         `json:"nats_connected"`
+	Time          time.Time `json:"time"`
+	NATSConnected bool      `json:"nats_connected"`
+	// Scope is "fleet" (every replica heard in the last 5s, this one
+	// included) or "replica" (this one alone); Replicas counts them.
+	Scope         string       `json:"scope"`
+	Replicas      int          `json:"replicas"`
 	AdminWritable bool         `json:"admin_writable"`
 	Routes        []RouteStats `json:"routes"`
 }
@@ -290,11 +294,29 @@ type ShadowStats struct {
 
 var backendNames = [slotBackends]string{metrics.BackendNATS, metrics.BackendLegacy, metrics.BackendNone}
 
+// routeWindow is one route's window as raw sums: counts, the latency
+// buckets and the rate per backend. Windows of several replicas add up
+// (see add), which is how the fleet's figures are made.
+type routeWindow struct {
+	secs   float64
+	req    [slotBackends]uint64
+	errs   [slotBackends]uint64
+	rate   [slotBackends]float64 // requests per second, summed over replicas
+	shadow [shadowCount]uint64
+	lat    [seriesCount][latencyBuckets]uint64
+}
+
 // snapshot reads one route's window.
 func (s *stats) snapshot(name string) RouteStats {
+	w := s.window(name)
+	return w.render(name)
+}
+
+// window reads one route's window as raw sums, through the slots' atomics.
+func (s *stats) window(name string) *routeWindow {
 	now := s.now()
 	cur := s.epoch(now)
-	out := RouteStats{Name: name, Backends: map[string]BackendStats{}, Hops: map[string]Latency{}}
+	w := &routeWindow{}
 	// The current slot is partly over; the window is the slots before it
 	// and that part, or the gateway's age if that is shorter.
 	secs := (time.Duration(statsSlots-1)*statsSlot + time.Duration(now.UnixNano()%int64(statsSlot))).Seconds()
@@ -304,11 +326,7 @@ func (s *stats) snapshot(name string) RouteStats {
 	if secs < 1 {
 		secs = 1
 	}
-	out.Seconds = math.Round(secs*10) / 10
-
-	var req, errs [slotBackends]uint64
-	var shadow [shadowCount]uint64
-	var lat [seriesCount][latencyBuckets]uint64
+	w.secs = secs
 	if v, ok := s.routes.Load(name); ok {
 		rs := v.(*routeStats)
 		for i := range rs.slots {
@@ -316,45 +334,59 @@ func (s *stats) snapshot(name string) RouteStats {
 			if e := sl.epoch.Load(); e <= cur-statsSlots || e > cur {
 				continue
 			}
-			for b := range req {
-				req[b] += uint64(sl.requests[b].Load())
-				errs[b] += uint64(sl.errors[b].Load())
+			for b := range w.req {
+				w.req[b] += uint64(sl.requests[b].Load())
+				w.errs[b] += uint64(sl.errors[b].Load())
 			}
-			for j := range shadow {
-				shadow[j] += uint64(sl.shadow[j].Load())
+			for j := range w.shadow {
+				w.shadow[j] += uint64(sl.shadow[j].Load())
 			}
-			for j := range lat {
-				for k := range lat[j] {
-					lat[j][k] += uint64(sl.latency[j][k].Load())
+			for j := range w.lat {
+				for k := range w.lat[j] {
+					w.lat[j][k] += uint64(sl.latency[j][k].Load())
 				}
 			}
 		}
 	}
+	for b := range w.rate {
+		w.rate[b] = float64(w.req[b]) / secs
+	}
+	return w
+}
+
+// render turns raw sums into what /admin/stats shows: quantiles read from
+// the (possibly merged) buckets, never averaged.
+func (w *routeWindow) render(name string) RouteStats {
+	out := RouteStats{Name: name, Backends: map[string]BackendStats{}, Hops: map[string]Latency{}}
+	out.Seconds = math.Round(w.secs*10) / 10
+	var total float64
 	for b, bn := range backendNames {
-		out.Requests += req[b]
-		out.Errors += errs[b]
-		if req[b] == 0 {
+		out.Requests += w.req[b]
+		out.Errors += w.errs[b]
+		total += w.rate[b]
+		if w.req[b] == 0 {
 			continue
 		}
-		bs := BackendStats{Requests: req[b], Rate: rate(req[b], secs), Errors: errs[b], ErrorRate: ratio(errs[b], req[b])}
+		bs := BackendStats{Requests: w.req[b], Rate: round3(w.rate[b]), Errors: w.errs[b], ErrorRate: ratio(w.errs[b], w.req[b])}
 		switch b {
 		case slotNATS:
-			bs.Latency = quantiles(&lat[seriesEdgeNATS])
+			bs.Latency = quantiles(&w.lat[seriesEdgeNATS])
 		case slotLegacy:
-			bs.Latency = quantiles(&lat[seriesEdgeLegacy])
+			bs.Latency = quantiles(&w.lat[seriesEdgeLegacy])
 		}
 		out.Backends[bn] = bs
 	}
-	out.Rate = rate(out.Requests, secs)
+	out.Rate = round3(total)
 	out.ErrorRate = ratio(out.Errors, out.Requests)
 	for j, hop := range map[int]string{seriesNATSHop: "nats", seriesWorker: "worker", seriesUpstream: "upstream"} {
-		if l := quantiles(&lat[j]); l.Count > 0 {
+		if l := quantiles(&w.lat[j]); l.Count > 0 {
 			out.Hops[hop] = l
 		}
 	}
-	out.Shadow = ShadowStats{Match: shadow[shadowMatch], Mismatch: shadow[shadowMismatch], Error: shadow[shadowError], Dropped: shadow[shadowDropped]}
-	if compared := shadow[shadowMatch] + shadow[shadowMismatch]; compared > 0 {
-		r := ratio(shadow[shadowMatch], compared)
+	sh := &w.shadow
+	out.Shadow = ShadowStats{Match: sh[shadowMatch], Mismatch: sh[shadowMismatch], Error: sh[shadowError], Dropped: sh[shadowDropped]}
+	if compared := sh[shadowMatch] + sh[shadowMismatch]; compared > 0 {
+		r := ratio(sh[shadowMatch], compared)
 		out.Shadow.MatchRate = &r
 	}
 	return out
@@ -369,8 +401,6 @@ func (s *stats) forget(keep map[string]bool) {
 		return true
 	})
 }
-
-func rate(n uint64, secs float64) float64 { return round3(float64(n) / secs) }
 
 func ratio(a, b uint64) float64 {
 	if b == 0 {

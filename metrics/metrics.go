@@ -68,6 +68,7 @@ type Metrics struct {
 	ConfigReloads     *prometheus.CounterVec // result: ok, error
 	Rejected          *prometheus.CounterVec // reason: inflight_limit, …
 	LogDropped        prometheus.Counter     // access lines the sink could not take in time
+	FleetReplicas     prometheus.Gauge       // replicas whose stats /admin/stats merges, this one included
 }
 
 func histogram(name, help string, labels ...string) *prometheus.HistogramVec {
@@ -136,9 +137,13 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "natsgate_log_dropped_total",
 			Help: "Access log lines dropped because the log's sink could not keep up.",
 		}),
+		FleetReplicas: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "natsgate_fleet_replicas",
+			Help: "natsgate replicas heard on the fleet subject in the last 5s, this one included: the replicas /admin/stats merges.",
+		}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.NATSDuration, m.WorkerDuration,
 		m.UpstreamDuration, m.ShadowComparisons, m.BreakerState, m.NATSErrors, m.UpstreamErrors,
-		m.Inflight, m.NATSConnected, m.CutoverStage, m.ConfigReloads, m.Rejected, m.LogDropped)
+		m.Inflight, m.NATSConnected, m.CutoverStage, m.ConfigReloads, m.Rejected, m.LogDropped, m.FleetReplicas)
 	return m
 }

@@ -52,6 +52,7 @@ func TestNames(t *testing.T) {
 	m.ShadowComparisons.WithLabelValues("get-user", ShadowMatch).Inc()
 	m.BreakerState.WithLabelValues("get-user", "nats").Set(0)
 	m.NATSConnected.Set(1)
+	m.FleetReplicas.Set(2)
 
 	want := map[string]struct {
 		typ    dto.MetricType
@@ -67,6 +68,7 @@ func TestNames(t *testing.T) {
 		"natsgate_nats_errors_total":                 {dto.MetricType_COUNTER, "kind,route"},
 		"natsgate_inflight_requests":                 {dto.MetricType_GAUGE, "route"},
 		"natsgate_nats_connected":                    {dto.MetricType_GAUGE, ""},
+		"natsgate_fleet_replicas":                    {dto.MetricType_GAUGE, ""},
 	}
 	mfs, err := reg.Gather()
 	if err != nil {

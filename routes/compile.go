@@ -71,6 +71,7 @@ const (
 	DefaultBreakerWindow       = 10 * time.Second
 	DefaultBreakerOpenFor      = 5 * time.Second
 	DefaultCutoverBucket       = "natsgate_cutover"
+	DefaultFleetSubjectPrefix  = "natsgate.fleet"
 )
 
 // Table is a compiled configuration: every value checked, every default
@@ -282,6 +283,17 @@ func (c *compiler) compile() *Table {
 	if cfg.HTTP.MaxInflight < 0 {
 		c.fail("http.max_inflight", "must not be negative")
 	}
+	for _, tok := range strings.Split(cfg.Fleet.SubjectPrefix, ".") {
+		if err := CheckToken(tok); err != nil {
+			c.fail("fleet.subject_prefix", "%q is not a NATS subject without wildcards: %v", cfg.Fleet.SubjectPrefix, err)
+			break
+		}
+	}
+	if id := cfg.Fleet.ReplicaID; id != "" {
+		if err := CheckToken(id); err != nil || len(id) > 128 {
+			c.fail("fleet.replica_id", "%q must be one subject token of at most 128 bytes (no dots, wildcards or spaces)", id)
+		}
+	}
 
 	for name, u := range cfg.Upstreams {
 		if up := c.upstream(name, u); up != nil {
@@ -344,6 +356,11 @@ func (c *compiler) fillDefaults(cfg *Config) {
 	setDefault(&cfg.HTTP.ShutdownGrace, Duration(DefaultShutdownGrace))
 	setDefault(&cfg.HTTP.MaxHeaderBytes, ByteSize(DefaultMaxHeaderBytes))
 	setDefault(&cfg.HTTP.MaxInflight, DefaultMaxInflight)
+	setDefault(&cfg.Fleet.SubjectPrefix, DefaultFleetSubjectPrefix)
+	if cfg.Fleet.Enabled == nil {
+		on := true
+		cfg.Fleet.Enabled = &on
+	}
 	setDefault(&cfg.Log.Level, "info")
 	setDefault(&cfg.Log.Format, "json")
 	if cfg.Log.Access == nil {

@@ -30,6 +30,9 @@ type Config struct {
 	Admin AdminConfig `yaml:"admin"`
 	// Log sets the access and event log.
 	Log LogConfig `yaml:"log"`
+	// Fleet shares each replica's dashboard window with the others over
+	// NATS, so /admin/stats can answer for every replica.
+	Fleet FleetConfig `yaml:"fleet"`
 	// Defaults apply to every route that does not set its own value.
 	Defaults Defaults `yaml:"defaults"`
 	// Upstreams are the legacy HTTP services, by name, that routes proxy to.
@@ -147,6 +150,22 @@ type AdminConfig struct {
 	// Token enables admin mutations for callers that send
 	// "Authorization: Bearer <token>". Without it the admin API is read-only.
 	Token string `yaml:"token"`
+}
+
+// FleetConfig is how natsgate replicas on one NATS system see each other.
+// Each publishes its one-minute window every second on
+// <subject_prefix>.stats.<replica_id> and listens to the others'.
+type FleetConfig struct {
+	// Enabled publishes and listens. Off, /admin/stats is this replica's
+	// alone. Default true.
+	Enabled *bool `yaml:"enabled"`
+	// ReplicaID names this replica to the others: one subject token (no
+	// dots, wildcards or spaces). Default: the host name (dots made "_")
+	// and the public listener's port, like "web-3:8080".
+	ReplicaID string `yaml:"replica_id"`
+	// SubjectPrefix is where replicas publish: subject tokens joined by
+	// dots, no wildcards. Default "natsgate.fleet".
+	SubjectPrefix string `yaml:"subject_prefix"`
 }
 
 // LogConfig sets the log.

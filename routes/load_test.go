@@ -95,6 +95,21 @@ func TestLoadErrors(t *testing.T) {
 			want: wantError{2, "", "defaults.max_bdy", `did you mean "max_body"?`},
 		},
 		{
+			name: "fleet subject prefix with a wildcard",
+			yaml: "fleet:\n  subject_prefix: natsgate.*\n" + route("path: /a", "nats: {subject: a}"),
+			want: wantError{2, "", "fleet.subject_prefix", `"natsgate.*" is not a NATS subject without wildcards`},
+		},
+		{
+			name: "fleet subject prefix with an empty token",
+			yaml: "fleet:\n  subject_prefix: natsgate..fleet\n" + route("path: /a", "nats: {subject: a}"),
+			want: wantError{2, "", "fleet.subject_prefix", `"natsgate..fleet" is not a NATS subject without wildcards`},
+		},
+		{
+			name: "fleet replica id with a dot",
+			yaml: "fleet:\n  replica_id: web.3\n" + route("path: /a", "nats: {subject: a}"),
+			want: wantError{2, "", "fleet.replica_id", `"web.3" must be one subject token`},
+		},
+		{
 			name: "duplicate route names",
 			yaml: route("path: /a", "nats: {subject: a}") + "  - name: r1\n    path: /b\n    nats: {subject: b}\n",
 			want: wantError{5, "r1", "name", `duplicate route name "r1" (first at line 2)`},
@@ -530,6 +545,9 @@ func TestDefaultsFilled(t *testing.T) {
 		{"log.level", c.Log.Level, "info"},
 		{"log.format", c.Log.Format, "json"},
 		{"log.access", *c.Log.Access, true},
+		{"fleet.enabled", *c.Fleet.Enabled, true},
+		{"fleet.replica_id", c.Fleet.ReplicaID, ""},
+		{"fleet.subject_prefix", c.Fleet.SubjectPrefix, routes.DefaultFleetSubjectPrefix},
 		{"defaults.timeout", time.Duration(c.Defaults.Timeout), routes.DefaultTimeout},
 		{"defaults.max_body", int64(c.Defaults.MaxBody), int64(routes.DefaultMaxBody)},
 		{"get-user method", tb.Routes[0].Method, "*"},

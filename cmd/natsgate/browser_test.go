@@ -209,6 +209,7 @@ func TestDashboardChangesStage(t *testing.T) {
 	const row = `document.querySelector('tr[data-route="get-profile"]')`
 	const sel = row + `?.querySelector('select')`
 	b.waitFor("the get-profile row and its stage control", `(`+sel+` ?? null) !== null && !document.getElementById('auth').hidden`)
+	b.waitFor("the header naming the fleet", `document.getElementById('scope').textContent === 'fleet of 1 replica'`)
 	if got := b.eval(sel + `.disabled`); got != "true" {
 		t.Fatalf("stage control enabled before a token is given (disabled=%s)", got)
 	}

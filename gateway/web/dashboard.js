@@ -271,6 +271,11 @@
     const nats = $('nats');
     nats.textContent = stats.nats_connected ? 'NATS connected' : 'NATS disconnected';
     nats.className = 'pill ' + (stats.nats_connected ? 'ok' : 'down');
+    // Figures are the fleet's (every replica heard in the last 5 s) unless
+    // the fleet is off; older gateways send no scope.
+    $('scope').textContent = stats.scope === 'fleet'
+      ? 'fleet of ' + stats.replicas + (stats.replicas === 1 ? ' replica' : ' replicas')
+      : (stats.scope === 'replica' ? 'this replica' : '');
     $('window').textContent = 'last ' + Math.round(stats.window_seconds) + ' s';
     $('updated').textContent = 'updated ' + new Date(stats.time).toLocaleTimeString();
     const writable = admin && 'cutover_writable' in admin ? admin.cutover_writable : stats.admin_writable;
