@@ -147,7 +147,13 @@ func newLegacySide(up *upstream, rt *routes.Route, m *metrics.Route, trusted []*
 			}
 			w.WriteHeader(http.StatusBadGateway)
 		},
-		FlushInterval: -1, // stream bodies as they come
+		// 0, as httputil defaults: an answer of unknown length (chunked)
+		// and text/event-stream are flushed as they come, by httputil
+		// itself; one with a Content-Length goes out with its head in one
+		// write. -1 would flush the head on its own first, on a timer that
+		// fires at once: a second write for every answer, and a second
+		// read for the client.
+		FlushInterval: 0,
 		BufferPool:    copyBuffers,
 		ErrorLog:      slog.NewLogLogger(log.With("route", rt.Name, "upstream", up.cfg.Name).Handler(), slog.LevelWarn),
 	}

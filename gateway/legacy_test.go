@@ -338,14 +338,17 @@ func TestLegacyBodyCutShort(t *testing.T) {
 			req, _ := http.NewRequest("GET", gw.URL+path, nil)
 			req.Header.Set("X-Request-Id", id)
 			client := &http.Client{Timeout: 10 * time.Second}
+			// Broken either way: a head and a body that breaks off, or,
+			// where head and body were still in the connection's buffer
+			// when the upstream broke off (a small answer goes out in one
+			// write), a connection closed with no answer at all.
 			resp, err := client.Do(req)
-			if err != nil {
-				t.Fatalf("no response head: %v (the head was sent before the body broke)", err)
-			}
-			n, err := io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
 			if err == nil {
-				t.Fatalf("the client read %d bytes and a clean end: want a broken response", n)
+				n, err := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err == nil {
+					t.Fatalf("the client read %d bytes and a clean end: want a broken response", n)
+				}
 			}
 			l := accessLine(t, log, id)
 			if l["level"] != "ERROR" || l["status"] != float64(200) || !strings.Contains(fmt.Sprint(l["error"]), "upstream body cut short after") {
@@ -378,7 +381,7 @@ func TestLegacyBodyCutShort(t *testing.T) {
 	for i := 0; i < 100 && !opened; i++ {
 		resp, err := http.Get(gw.URL + "/early-close")
 		if err != nil {
-			t.Fatal(err)
+			continue // the answer broke off before its head went out
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
