@@ -122,6 +122,10 @@ func (h *routeHandler) serveShadow(w *statusWriter, r *http.Request, ex *exchang
 	}
 	legacy := Answer{Status: w.status, Truncated: w.capture.truncated}
 	legacyBody := w.capture.buf.Bytes()
+	// The client's answer leaves now, before the copy starts: it would
+	// otherwise wait in the connection's buffer for the handler to return,
+	// behind the copy's work on the same CPUs.
+	w.Flush()
 
 	gw := h.gw
 	select {
