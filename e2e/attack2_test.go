@@ -194,12 +194,7 @@ func TestHalfClosedBodyIsTheClientsFault(t *testing.T) {
 			}
 		}
 	}
-	if v := upstreamBreaker(t, client, g); v != 0 {
-		t.Errorf("upstream breaker state %v after client-side half bodies, want 0 (closed)", v)
-	}
-	if e := do(client, "GET", g.URL+"/legacy/ok", "", nil); e.status != 200 {
-		t.Errorf("GET /legacy/ok after half-closed clients: %v, want 200", e)
-	}
+	upstreamStillServes(t, client, g, "after half-closed clients")
 }
 
 // A client that trickles its body a byte a second, slower than the
@@ -246,12 +241,7 @@ func TestSlowBodyDoesNotOpenTheUpstreamBreaker(t *testing.T) {
 			t.Errorf("POST %s at a byte a second: %d, want 408", paths[i%len(paths)], code)
 		}
 	}
-	if v := upstreamBreaker(t, client, g); v != 0 {
-		t.Errorf("upstream breaker state %v after slow clients, want 0 (closed)", v)
-	}
-	if e := do(client, "GET", g.URL+"/legacy/ok", "", nil); e.status != 200 {
-		t.Errorf("GET /legacy/ok after slow clients: %v, want 200", e)
-	}
+	upstreamStillServes(t, client, g, "after slow clients")
 }
 
 // Expect: 100-continue with no body following: the client gets an answer
@@ -762,5 +752,17 @@ func TestStreamDeletedWhilePosting(t *testing.T) {
 	}
 	if !ok || code != 0 {
 		t.Errorf("SIGTERM: exited %v code %d", ok, code)
+	}
+}
+
+// upstreamStillServes checks that what came before (named by after) left
+// the upstream's breaker closed and the legacy route serving.
+func upstreamStillServes(t *testing.T, client *http.Client, g *gateway, after string) {
+	t.Helper()
+	if v := upstreamBreaker(t, client, g); v != 0 {
+		t.Errorf("upstream breaker state %v %s, want 0 (closed)", v, after)
+	}
+	if e := do(client, "GET", g.URL+"/legacy/ok", "", nil); e.status != 200 {
+		t.Errorf("GET /legacy/ok %s: %v, want 200", after, e)
 	}
 }
