@@ -72,6 +72,8 @@ const (
 	DefaultBreakerOpenFor      = 5 * time.Second
 	DefaultCutoverBucket       = "natsgate_cutover"
 	DefaultFleetSubjectPrefix  = "natsgate.fleet"
+	DefaultFleetLeaderTTL      = 5 * time.Second
+	DefaultFleetLeaderBucket   = "natsgate_leader"
 )
 
 // Table is a compiled configuration: every value checked, every default
@@ -295,6 +297,13 @@ func (c *compiler) compile() *Table {
 		}
 	}
 
+	if ttl := time.Duration(cfg.Fleet.LeaderTTL); ttl < time.Second {
+		c.fail("fleet.leader_ttl", "%v must be at least 1s", ttl)
+	}
+	if b := cfg.Fleet.LeaderBucket; !validBucket(b) {
+		c.fail("fleet.leader_bucket", "%q is not a key-value bucket name (letters, digits, - and _)", b)
+	}
+
 	for name, u := range cfg.Upstreams {
 		if up := c.upstream(name, u); up != nil {
 			t.Upstreams[name] = up
@@ -357,6 +366,8 @@ func (c *compiler) fillDefaults(cfg *Config) {
 	setDefault(&cfg.HTTP.MaxHeaderBytes, ByteSize(DefaultMaxHeaderBytes))
 	setDefault(&cfg.HTTP.MaxInflight, DefaultMaxInflight)
 	setDefault(&cfg.Fleet.SubjectPrefix, DefaultFleetSubjectPrefix)
+	setDefault(&cfg.Fleet.LeaderTTL, Duration(DefaultFleetLeaderTTL))
+	setDefault(&cfg.Fleet.LeaderBucket, DefaultFleetLeaderBucket)
 	if cfg.Fleet.Enabled == nil {
 		on := true
 		cfg.Fleet.Enabled = &on
@@ -382,6 +393,19 @@ func flatten(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+// validBucket is JetStream's rule for a key-value bucket name.
+func validBucket(b string) bool {
+	if b == "" || len(b) > 255 {
+		return false
+	}
+	for _, r := range b {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func setDefault[T comparable](v *T, def T) {

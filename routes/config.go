@@ -166,6 +166,14 @@ type FleetConfig struct {
 	// SubjectPrefix is where replicas publish: subject tokens joined by
 	// dots, no wildcards. Default "natsgate.fleet".
 	SubjectPrefix string `yaml:"subject_prefix"`
+	// LeaderTTL is how long the elected leader's claim lasts without a
+	// renewal: the leader renews every third of it, and when it dies
+	// another replica leads within two of them. At least 1s. Default 5s.
+	LeaderTTL Duration `yaml:"leader_ttl"`
+	// LeaderBucket is the JetStream key-value bucket the replicas elect
+	// their leader in; its keys expire after LeaderTTL. Default
+	// "natsgate_leader".
+	LeaderBucket string `yaml:"leader_bucket"`
 }
 
 // LogConfig sets the log.

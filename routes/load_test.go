@@ -110,6 +110,16 @@ func TestLoadErrors(t *testing.T) {
 			want: wantError{2, "", "fleet.replica_id", `"web.3" must be one subject token`},
 		},
 		{
+			name: "fleet leader ttl under a second",
+			yaml: "fleet:\n  leader_ttl: 500ms\n" + route("path: /a", "nats: {subject: a}"),
+			want: wantError{2, "", "fleet.leader_ttl", "500ms must be at least 1s"},
+		},
+		{
+			name: "fleet leader bucket with a dot",
+			yaml: "fleet:\n  leader_bucket: natsgate.leader\n" + route("path: /a", "nats: {subject: a}"),
+			want: wantError{2, "", "fleet.leader_bucket", `"natsgate.leader" is not a key-value bucket name`},
+		},
+		{
 			name: "duplicate route names",
 			yaml: route("path: /a", "nats: {subject: a}") + "  - name: r1\n    path: /b\n    nats: {subject: b}\n",
 			want: wantError{5, "r1", "name", `duplicate route name "r1" (first at line 2)`},
@@ -548,6 +558,8 @@ func TestDefaultsFilled(t *testing.T) {
 		{"fleet.enabled", *c.Fleet.Enabled, true},
 		{"fleet.replica_id", c.Fleet.ReplicaID, ""},
 		{"fleet.subject_prefix", c.Fleet.SubjectPrefix, routes.DefaultFleetSubjectPrefix},
+		{"fleet.leader_ttl", time.Duration(c.Fleet.LeaderTTL), routes.DefaultFleetLeaderTTL},
+		{"fleet.leader_bucket", c.Fleet.LeaderBucket, routes.DefaultFleetLeaderBucket},
 		{"defaults.timeout", time.Duration(c.Defaults.Timeout), routes.DefaultTimeout},
 		{"defaults.max_body", int64(c.Defaults.MaxBody), int64(routes.DefaultMaxBody)},
 		{"get-user method", tb.Routes[0].Method, "*"},
