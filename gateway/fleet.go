@@ -494,8 +494,9 @@ func (s *Server) fleetStats() StatsSnapshot {
 
 // FleetStatus is what GET /admin/fleet serves.
 type FleetStatus struct {
-	// Leader is empty: natsgate elects no leader (yet), so no replica is
-	// one. The field is here so that clients need not change when it does.
+	// Leader is the elected leader's replica id as this replica last read
+	// it (every third of fleet.leader_ttl), "" when there is none or the
+	// election bucket cannot be read.
 	Leader   string         `json:"leader"`
 	Replicas []FleetReplica `json:"replicas"`
 	// Drift lists replicas whose route config or applied stages differ
@@ -509,7 +510,7 @@ type FleetReplica struct {
 	Version    string            `json:"version"`
 	ConfigHash string            `json:"config_hash"`
 	LastSeen   time.Time         `json:"last_seen"`
-	Leader     bool              `json:"leader"` // always false: see FleetStatus.Leader
+	Leader     bool              `json:"leader"` // ID is FleetStatus.Leader
 	Stages     map[string]string `json:"stages"`
 }
 
@@ -537,9 +538,12 @@ func (s *Server) FleetStatus() FleetStatus {
 		}
 		self = f.local()
 	}
-	st := FleetStatus{Replicas: []FleetReplica{fleetReplica(self, now.UTC())}, Drift: []FleetDrift{}}
+	st := FleetStatus{Leader: s.leaderID(), Replicas: []FleetReplica{fleetReplica(self, now.UTC())}, Drift: []FleetDrift{}}
 	for _, p := range peers {
 		st.Replicas = append(st.Replicas, fleetReplica(p.msg, p.seen.UTC()))
+	}
+	for i := range st.Replicas {
+		st.Replicas[i].Leader = st.Leader != "" && st.Replicas[i].ID == st.Leader
 	}
 	st.Drift = drift(st.Replicas)
 	return st

@@ -62,6 +62,7 @@ type Server struct {
 	metrics  *metrics.Metrics
 	stats    *stats        // the last minute, for the dashboard
 	fleet    *fleet        // the other replicas' last minute; nil with fleet.enabled false
+	leader   *leader       // this replica's side of the leader election; nil with fleet.enabled false
 	access   *accessLog    // nil: no access log
 	cfg      routes.Config // listeners and NATS, fixed for the process
 	nc       *nats.Conn
@@ -547,6 +548,7 @@ func (s *Server) Start() error {
 	if err := s.startFleet(); err != nil {
 		s.log.Warn("fleet stats are off: this replica's dashboard shows itself only", "error", err)
 	}
+	s.startLeader()
 	s.log.Info("natsgate serving", "http", s.publicLn.Addr().String(), "admin", s.adminLn.Addr().String(), "routes", len(s.Table().Routes))
 	return nil
 }
@@ -595,7 +597,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.access != nil {
 		s.access.Close() // every answered request's line is written
 	}
-	s.stopFleet() // before the connection drains
+	s.stopFleet()  // before the connection drains
+	s.stopLeader() // hands the lead back while the connection is up
 	s.closeNATS()
 	if s.admin != nil {
 		if err := s.admin.Shutdown(ctx); err != nil {

@@ -69,6 +69,7 @@ type Metrics struct {
 	Rejected          *prometheus.CounterVec // reason: inflight_limit, …
 	LogDropped        prometheus.Counter     // access lines the sink could not take in time
 	FleetReplicas     prometheus.Gauge       // replicas whose stats /admin/stats merges, this one included
+	FleetLeader       prometheus.Gauge       // 1 while this replica is the fleet's elected leader
 }
 
 func histogram(name, help string, labels ...string) *prometheus.HistogramVec {
@@ -141,9 +142,13 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "natsgate_fleet_replicas",
 			Help: "natsgate replicas heard on the fleet subject in the last 5s, this one included: the replicas /admin/stats merges.",
 		}),
+		FleetLeader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "natsgate_fleet_leader",
+			Help: "1 while this replica is the fleet's elected leader (it holds the fleet.leader_bucket key), 0 otherwise.",
+		}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.NATSDuration, m.WorkerDuration,
 		m.UpstreamDuration, m.ShadowComparisons, m.BreakerState, m.NATSErrors, m.UpstreamErrors,
-		m.Inflight, m.NATSConnected, m.CutoverStage, m.ConfigReloads, m.Rejected, m.LogDropped, m.FleetReplicas)
+		m.Inflight, m.NATSConnected, m.CutoverStage, m.ConfigReloads, m.Rejected, m.LogDropped, m.FleetReplicas, m.FleetLeader)
 	return m
 }
