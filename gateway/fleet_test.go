@@ -216,14 +216,11 @@ routes:
 	if !strings.Contains(st.Drift[0].Reason, "config hash") {
 		t.Errorf("c's drift reason %q, want it to name the config hash", st.Drift[0].Reason)
 	}
-	if st.Leader != "" {
-		t.Errorf("leader %q, want none", st.Leader)
-	}
 	hashes := map[string]string{}
 	for _, r := range st.Replicas {
 		hashes[r.ID] = r.ConfigHash
-		if r.Leader || r.Version == "" || r.Stages["get"] != "nats" || r.LastSeen.IsZero() {
-			t.Errorf("replica %+v: want not leader, a version, stage nats, a last_seen", r)
+		if r.Leader != (r.ID == st.Leader) || r.Version == "" || r.Stages["get"] != "nats" || r.LastSeen.IsZero() {
+			t.Errorf("replica %+v: want leader only if it is %q, a version, stage nats, a last_seen", r, st.Leader)
 		}
 	}
 	if hashes["a"] != hashes["b"] || hashes["a"] == hashes["c"] || hashes["a"] == "" {
