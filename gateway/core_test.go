@@ -72,7 +72,8 @@ func record(t *testing.T, nc *nats.Conn) *recorder {
 	t.Helper()
 	rec := &recorder{}
 	sub, err := nc.Subscribe(">", func(m *nats.Msg) {
-		if strings.HasPrefix(m.Subject, "_INBOX.") || strings.HasPrefix(m.Subject, "$") {
+		// Inboxes, JetStream's API and the fleet's stats are not a route's.
+		if strings.HasPrefix(m.Subject, "_INBOX.") || strings.HasPrefix(m.Subject, "$") || strings.HasPrefix(m.Subject, "natsgate.fleet.") {
 			return
 		}
 		rec.mu.Lock()
