@@ -112,11 +112,11 @@ func (u *rawUpstream) serve(c net.Conn) {
 	}
 }
 
-// attackGateway runs natsgate in front of upstreamURL with a small upstream
+// misbehavingGateway runs natsgate in front of upstreamURL with a small upstream
 // breaker (5 requests, half failed, open 1s) and routes at every stage:
 // a legacy catch-all, shadow, canary 0% and nats with fallback, all on the
 // same upstream. The NATS side of each is the sample worker's users.{id}.get.
-func attackGateway(t *testing.T, natsURL, upstreamURL, httpExtra string) *gateway {
+func misbehavingGateway(t *testing.T, natsURL, upstreamURL, httpExtra string) *gateway {
 	t.Helper()
 	return startGateway(t, gatewayConfig{NATSURL: natsURL, HTTP: httpExtra, Admin: "  token: t0k3n", Body: fmt.Sprintf(`
 upstreams:
@@ -183,7 +183,7 @@ func TestHalfClosedBodyIsTheClientsFault(t *testing.T) {
 	ns := startNATS(t, natsOptions{})
 	startWorker(t, ns.URL(), "w1", time.Second)
 	up := startRawUpstream(t)
-	g := attackGateway(t, ns.URL(), up.URL(), "")
+	g := misbehavingGateway(t, ns.URL(), up.URL(), "")
 	client := newClient(t)
 	for _, path := range []string{"/legacy/slowread", "/shadow/slowread", "/canary/slowread", "/users/7"} {
 		for i := 0; i < 10; i++ {
@@ -205,7 +205,7 @@ func TestSlowBodyDoesNotOpenTheUpstreamBreaker(t *testing.T) {
 	ns := startNATS(t, natsOptions{})
 	startWorker(t, ns.URL(), "w1", time.Second)
 	up := startRawUpstream(t)
-	g := attackGateway(t, ns.URL(), up.URL(), "")
+	g := misbehavingGateway(t, ns.URL(), up.URL(), "")
 	client := newClient(t)
 	var wg sync.WaitGroup
 	codes := make([]int, 8)
@@ -251,7 +251,7 @@ func TestExpectContinueWithoutBody(t *testing.T) {
 	ns := startNATS(t, natsOptions{})
 	startWorker(t, ns.URL(), "w1", time.Second)
 	up := startRawUpstream(t)
-	g := attackGateway(t, ns.URL(), up.URL(), "")
+	g := misbehavingGateway(t, ns.URL(), up.URL(), "")
 	for _, path := range []string{"/users/7", "/legacy/slowread", "/shadow/slowread"} {
 		start := time.Now()
 		c, err := net.DialTimeout("tcp", g.Addr, 2*time.Second)
@@ -289,7 +289,7 @@ func TestUpstreamWireFaultsOpenAndCloseTheBreaker(t *testing.T) {
 		for _, prefix := range []string{"/legacy", "/shadow", "/canary", "/fb"} {
 			t.Run(mode+prefix, func(t *testing.T) {
 				up := startRawUpstream(t)
-				g := attackGateway(t, ns.URL(), up.URL(), "")
+				g := misbehavingGateway(t, ns.URL(), up.URL(), "")
 				client := newClient(t)
 				for i := 0; i < 8; i++ {
 					e := do(client, "GET", g.URL+prefix+"/"+mode, "", nil)
@@ -320,7 +320,7 @@ func TestHeadWithBodyDoesNotPoisonTheNextRequest(t *testing.T) {
 	ns := startNATS(t, natsOptions{})
 	startWorker(t, ns.URL(), "w1", time.Second)
 	up := startRawUpstream(t)
-	g := attackGateway(t, ns.URL(), up.URL(), "")
+	g := misbehavingGateway(t, ns.URL(), up.URL(), "")
 	client := newClient(t)
 	l := startLoad(8, 500, 20*time.Second, func(c, i int) exchange {
 		if c%2 == 0 {
@@ -353,7 +353,7 @@ func TestHeadWithBodyDoesNotPoisonTheNextRequest(t *testing.T) {
 func TestStalledUploadOnLegacyRouteIsAnswered(t *testing.T) {
 	ns := startNATS(t, natsOptions{})
 	up := startRawUpstream(t)
-	g := attackGateway(t, ns.URL(), up.URL(), "")
+	g := misbehavingGateway(t, ns.URL(), up.URL(), "")
 	client := newClient(t)
 	for _, path := range []string{"/legacy/slowread", "/shadow/slowread", "/canary/slowread"} {
 		c, err := net.DialTimeout("tcp", g.Addr, 2*time.Second)
@@ -607,7 +607,7 @@ func TestSIGTERMWithStuckClientsAndUpstream(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			up := startRawUpstream(t)
-			g := attackGateway(t, ns.URL(), up.URL(), "  shutdown_grace: 3s")
+			g := misbehavingGateway(t, ns.URL(), up.URL(), "  shutdown_grace: 3s")
 			for i := 0; i < 4; i++ {
 				conn, err := net.DialTimeout("tcp", g.Addr, 2*time.Second)
 				if err != nil {
