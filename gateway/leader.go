@@ -245,13 +245,16 @@ func (l *leader) lead(rev uint64, start time.Time) {
 }
 
 // stepDown ends this replica's lead, if it had one, and notes holder as
-// the key's value.
-func (l *leader) stepDown(holder string) {
+// the key's value. Losing the lead is a warning; giving it up at
+// shutdown (resigning) is not.
+func (l *leader) stepDown(holder string) { l.endLead(holder, slog.LevelWarn) }
+
+func (l *leader) endLead(holder string, level slog.Level) {
 	l.mu.Lock()
 	l.rev, l.holder = 0, holder
 	l.mu.Unlock()
 	if l.until.Swap(0) != 0 {
-		l.s.log.Warn("leader election: this replica no longer leads the fleet", "id", l.id)
+		l.s.log.Log(context.Background(), level, "leader election: this replica no longer leads the fleet", "id", l.id)
 	}
 	l.s.metrics.FleetLeader.Set(0)
 }
@@ -263,7 +266,7 @@ func (l *leader) resign() {
 	l.mu.Lock()
 	rev, kv := l.rev, l.kv
 	l.mu.Unlock()
-	l.stepDown("")
+	l.endLead("", slog.LevelInfo)
 	if rev == 0 || kv == nil || !l.release {
 		return
 	}
