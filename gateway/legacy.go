@@ -191,16 +191,13 @@ func (l *legacySide) serve(w *statusWriter, r *http.Request, ex *exchange) (err 
 		return fmt.Errorf("%w: %d bytes declared, the limit is %d", ErrBodyTooLarge, r.ContentLength, l.maxBody)
 	}
 	call := &legacyCall{ex: ex, w: w, client: r.Context()}
-	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+	if hasBody(r) {
 		// The body must arrive within the upstream's timeout, as a NATS
-		// route's within its own: a client that stalls or trickles it is
-		// answered 408 and never counted against the upstream. The
-		// deadline is lifted once the body is in, so the answer can take
-		// its time.
-		rc := http.NewResponseController(w)
-		_ = rc.SetReadDeadline(time.Now().Add(l.up.cfg.Timeout))
+		// route's within its own (bodyDeadline): a client that stalls or
+		// trickles it is answered 408 and never counted against the
+		// upstream.
 		call.hasBody = true
-		call.bodyRead = func() { _ = rc.SetReadDeadline(time.Time{}) }
+		call.bodyRead = bodyDeadline(w, l.up.cfg.Timeout)
 		r.Body = &clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, l.maxBody), call: call}
 	}
 	w.Header()[HeaderBackend] = backendLegacy
@@ -320,7 +317,11 @@ func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if call != nil {
 		call.ex.upstream = d
 	}
-	metrics.Observe(t.l.m.Upstream, d, traceID(req))
+	trace := ""
+	if call != nil {
+		trace = call.ex.traceID // parsed once, as the request came in
+	}
+	metrics.Observe(t.l.m.Upstream, d, trace)
 	if err != nil {
 		err = t.failure(req, call, err)
 		p.reportErr(err)

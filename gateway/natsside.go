@@ -112,19 +112,13 @@ func (n *natsSide) send(w *statusWriter, r *http.Request, ex *exchange) error {
 	if err != nil {
 		return err
 	}
-	// The body must arrive within the route's timeout: a client that
-	// declares a body and stops sending would otherwise hold its request,
-	// and an in-flight slot, for ever. The deadline is lifted once the
-	// body is in, so that it cannot cut the wait for the reply short; on
-	// an error it stays, so that net/http's drain of the unread rest
-	// gives up too.
-	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-		rc := http.NewResponseController(w)
-		_ = rc.SetReadDeadline(time.Now().Add(rt.Timeout))
+	// The body must arrive within the route's timeout (bodyDeadline).
+	if hasBody(r) {
+		lift := bodyDeadline(w, rt.Timeout)
 		if ex.body, err = readBody(r, rt.MaxBody); err != nil {
 			return err
 		}
-		_ = rc.SetReadDeadline(time.Time{})
+		lift()
 	}
 	var body []byte
 	if ex.body != nil {
@@ -288,6 +282,23 @@ func natsError(r *http.Request, err error) error {
 	return err
 }
 
+// hasBody reports whether a request comes with a body to read.
+func hasBody(r *http.Request) bool {
+	return r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody
+}
+
+// bodyDeadline gives the client until timeout from now to send its body,
+// on NATS and legacy routes alike: one that declares a body and stalls or
+// trickles it would otherwise hold its request, and an in-flight slot, for
+// ever. The returned func lifts the deadline once the body is in, so that
+// it cannot cut the answer short; on an error it stays, so that net/http's
+// drain of the unread rest gives up too.
+func bodyDeadline(w http.ResponseWriter, timeout time.Duration) (lift func()) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(timeout))
+	return func() { _ = rc.SetReadDeadline(time.Time{}) }
+}
+
 // Request bodies are read into pooled buffers that grow with what arrives,
 // never to the length a client declares: a client that declares a large
 // body and sends none costs next to nothing. Buffers that grew past
@@ -312,7 +323,7 @@ func readBody(r *http.Request, max int64) (*bytes.Buffer, error) {
 	if r.ContentLength > max {
 		return nil, fmt.Errorf("%w: %d bytes declared, the limit is %d", ErrBodyTooLarge, r.ContentLength, max)
 	}
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+	if !hasBody(r) {
 		return nil, nil
 	}
 	buf := bodyBuffers.Get().(*bytes.Buffer)

@@ -460,8 +460,6 @@ func (s *Server) accessLog(r *http.Request, route string, ex *exchange) {
 	s.access.write(accessEntry{route: route, r: r, ex: ex, level: level, edgeDur: time.Since(ex.start)})
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
 // requestID is the client's X-Request-Id when it is short and printable,
 // else a new one.
 func requestID(r *http.Request) string {
