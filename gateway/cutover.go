@@ -247,7 +247,7 @@ func (s *Server) watchCutovers(ctx context.Context, firstDone func()) {
 func (s *Server) watchBucket(ctx context.Context, firstDone func()) (read bool, err error) {
 	bucket := s.cfg.NATS.CutoverBucket
 	octx, cancel := context.WithTimeout(ctx, cutoverOpTimeout)
-	kv, err := s.js.CreateOrUpdateKeyValue(octx, jetstream.KeyValueConfig{
+	kv, err := s.conn.js.CreateOrUpdateKeyValue(octx, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "natsgate run-time cutover overrides, by route name",
 		History:     16,

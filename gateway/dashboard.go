@@ -88,7 +88,7 @@ func (s *Server) statsSnapshot(merge func(name string, w *routeWindow)) StatsSna
 	snap := StatsSnapshot{
 		WindowSeconds: StatsWindow.Seconds(),
 		Time:          s.stats.now().UTC().Truncate(time.Millisecond),
-		NATSConnected: s.nc.IsConnected(),
+		NATSConnected: s.conn.nc.IsConnected(),
 		AdminWritable: s.adminToken() != "" && s.cutovers.store() != nil, // a token, and a bucket to write to
 		Routes:        make([]RouteStats, 0, len(t.Routes)),
 	}

@@ -250,7 +250,7 @@ func (s *Server) startFleet() error {
 		version: natsgateVersion(), now: time.Now, peers: map[string]*fleetPeer{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
-	sub, err := s.nc.Subscribe(f.prefix+"*", f.receive)
+	sub, err := s.conn.nc.Subscribe(f.prefix+"*", f.receive)
 	if err != nil {
 		return fmt.Errorf("fleet: subscribing to %s*: %w", f.prefix, err)
 	}
@@ -334,8 +334,8 @@ func (f *fleet) publish() {
 	if err == nil {
 		if len(b) > fleetMaxMessage {
 			f.s.log.Warn("fleet: this replica's stats are too large for the others to accept", "bytes", len(b), "limit", fleetMaxMessage)
-		} else if f.s.nc.IsConnected() {
-			err = f.s.nc.Publish(f.subject, b)
+		} else if f.s.conn.nc.IsConnected() {
+			err = f.s.conn.nc.Publish(f.subject, b)
 		}
 	}
 	if err != nil {

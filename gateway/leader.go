@@ -58,7 +58,7 @@ type leader struct {
 // after startFleet, whose replica id it campaigns with.
 func (s *Server) startLeader() {
 	s.metrics.FleetLeader.Set(0)
-	if s.fleet == nil || s.js == nil {
+	if s.fleet == nil || s.conn.js == nil {
 		return
 	}
 	fc := s.cfg.Fleet
@@ -167,7 +167,7 @@ func (l *leader) run(ctx context.Context) {
 func (l *leader) open(ctx context.Context) error {
 	octx, cancel := context.WithTimeout(ctx, max(l.ttl, 2*time.Second))
 	defer cancel()
-	kv, err := l.s.js.CreateOrUpdateKeyValue(octx, jetstream.KeyValueConfig{
+	kv, err := l.s.conn.js.CreateOrUpdateKeyValue(octx, jetstream.KeyValueConfig{
 		Bucket:      l.bucket,
 		Description: "natsgate fleet leader election: the leader's replica id, expiring after fleet.leader_ttl",
 		History:     1,

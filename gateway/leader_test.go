@@ -165,7 +165,7 @@ func TestLeaderDeadLeaderReplaced(t *testing.T) {
 			gw.leader.release = false
 			gw.stopLeader()
 		}},
-		{"connection closed", func(gw *testGateway) { gw.nc.Close() }},
+		{"connection closed", func(gw *testGateway) { gw.conn.nc.Close() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := natstest.RunServer(t)

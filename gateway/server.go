@@ -65,8 +65,6 @@ type Server struct {
 	leader   *leader       // this replica's side of the leader election; nil with fleet.enabled false
 	access   *accessLog    // nil: no access log
 	cfg      routes.Config // listeners and NATS, fixed for the process
-	nc       *nats.Conn
-	js       jetstream.JetStream
 	ownConn  bool
 	embedded *EmbeddedServer
 
@@ -130,30 +128,28 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s.metrics = metrics.New(s.reg)
 
 	if opts.Conn != nil {
-		s.nc = opts.Conn
+		s.conn = &natsConn{nc: opts.Conn}
 	} else {
 		if err := s.dial(); err != nil {
 			return nil, err
 		}
 		s.ownConn = true
 	}
-	s.conn = &natsConn{nc: s.nc}
 	s.conn.newEpoch()
-	replies, err := newReplyMux(s.nc)
+	replies, err := newReplyMux(s.conn.nc)
 	if err != nil {
 		s.closeNATS()
 		return nil, fmt.Errorf("subscribing natsgate's reply inbox: %w", err)
 	}
 	s.conn.replies = replies
-	if s.nc.IsConnected() {
+	if s.conn.nc.IsConnected() {
 		s.metrics.NATSConnected.Set(1)
 	}
-	js, err := jetstream.New(s.nc)
+	js, err := jetstream.New(s.conn.nc)
 	if err != nil {
 		s.closeNATS()
 		return nil, err
 	}
-	s.js = js
 	s.conn.js = js
 	if len(s.cfg.NATS.Streams) > 0 {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -209,13 +205,13 @@ func (s *Server) dial() error {
 		reconnected: func() {
 			s.conn.newEpoch()
 			s.metrics.NATSConnected.Set(1)
-			s.log.Info("NATS reconnected", "url", s.nc.ConnectedUrlRedacted())
+			s.log.Info("NATS reconnected", "url", s.conn.nc.ConnectedUrlRedacted())
 			s.resetNATSBreakers()
 		},
 		closed: func() {
 			s.metrics.NATSConnected.Set(0)
 			if !s.draining.Load() {
-				s.fail(closedForGood(s.nc.LastError()))
+				s.fail(closedForGood(s.conn.nc.LastError()))
 			}
 		},
 		asyncError: func(sub *nats.Subscription, err error) {
@@ -232,7 +228,7 @@ func (s *Server) dial() error {
 		}
 		return err
 	}
-	s.nc = nc
+	s.conn = &natsConn{nc: nc}
 	return nil
 }
 
@@ -373,7 +369,7 @@ func (s *Server) ReloadFailed() { s.metrics.ConfigReloads.WithLabelValues("error
 func (s *Server) Table() *routes.Table { return s.table.Load().table }
 
 // Conn returns the NATS connection.
-func (s *Server) Conn() *nats.Conn { return s.nc }
+func (s *Server) Conn() *nats.Conn { return s.conn.nc }
 
 // Handler is the public HTTP handler: the in-flight limit, then the routes.
 func (s *Server) Handler() http.Handler {
@@ -500,8 +496,8 @@ func (s *Server) Ready() (bool, string) {
 	switch {
 	case s.draining.Load():
 		return false, "shutting down"
-	case !s.nc.IsConnected():
-		return false, "NATS is not connected: " + s.nc.Status().String()
+	case !s.conn.nc.IsConnected():
+		return false, "NATS is not connected: " + s.conn.nc.Status().String()
 	case s.table.Load() == nil:
 		return false, "no routes loaded"
 	}
@@ -617,16 +613,16 @@ func (s *Server) closeNATS() {
 	if s.conn != nil && s.conn.replies != nil {
 		s.conn.replies.close()
 	}
-	if s.ownConn && s.nc != nil && !s.nc.IsClosed() {
+	if s.ownConn && s.conn != nil && !s.conn.nc.IsClosed() {
 		done := make(chan struct{})
-		s.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
-		if err := s.nc.Drain(); err != nil {
-			s.nc.Close()
+		s.conn.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
+		if err := s.conn.nc.Drain(); err != nil {
+			s.conn.nc.Close()
 		} else {
 			select {
 			case <-done:
 			case <-time.After(5 * time.Second):
-				s.nc.Close()
+				s.conn.nc.Close()
 			}
 		}
 	}
