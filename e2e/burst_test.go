@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -98,7 +97,7 @@ routes:
 	})
 	// Peak resident memory: 10,000 connections cost some, but a bounded
 	// amount (the in-flight limit keeps NATS work and bodies bounded).
-	if hwm := peakRSS(t, g.cmd.Process.Pid); hwm > 512<<20 {
+	if hwm := g.Memory("VmHWM"); hwm > 512<<20 {
 		t.Errorf("natsgate's peak RSS was %d MiB, more than 512 MiB", hwm>>20)
 	} else {
 		t.Logf("natsgate's peak RSS: %d MiB", hwm>>20)
@@ -106,21 +105,4 @@ routes:
 	if httpStatus(client, g.AdminURL+"/readyz") != 200 {
 		t.Errorf("/readyz is not 200 after the burst")
 	}
-}
-
-// peakRSS reads VmHWM of a process, in bytes.
-func peakRSS(t *testing.T, pid int) int64 {
-	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmHWM in /proc status")
-	return 0
 }
