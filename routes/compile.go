@@ -134,6 +134,9 @@ type Route struct {
 	// ShadowIgnore are JSON field paths left out of shadow comparisons,
 	// each split on dots.
 	ShadowIgnore [][]string
+	// Rollout is the route's plan for moving to nats on evidence; nil
+	// without one.
+	Rollout *Rollout
 }
 
 // HasNATS reports whether the route has a NATS side.
