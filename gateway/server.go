@@ -61,6 +61,8 @@ type Server struct {
 	reg      *prometheus.Registry
 	metrics  *metrics.Metrics
 	stats    *stats        // the last minute, for the dashboard
+	history  *history      // the fleet's last fifteen minutes, for charts and rollout gates
+	feed     *historyFeed  // this replica's closed slots, into history and the fleet message
 	fleet    *fleet        // the other replicas' last minute; nil with fleet.enabled false
 	leader   *leader       // this replica's side of the leader election; nil with fleet.enabled false
 	access   *accessLog    // nil: no access log
@@ -117,6 +119,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		mismatches:  mismatches{byName: map[string][]Mismatch{}},
 		upstreams:   map[string]*upstream{},
 		stats:       newStats(nil),
+		history:     newHistory(nil),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -539,6 +542,7 @@ func (s *Server) Start() error {
 			}
 		}()
 	}
+	s.startHistory()
 	if err := s.startFleet(); err != nil {
 		s.log.Warn("fleet stats are off: this replica's dashboard shows itself only", "error", err)
 	}
@@ -591,6 +595,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.access != nil {
 		s.access.Close() // every answered request's line is written
 	}
+	s.stopHistory()
 	s.stopFleet()  // before the connection drains
 	s.stopLeader() // hands the lead back while the connection is up
 	s.closeNATS()
