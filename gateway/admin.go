@@ -44,6 +44,8 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.Get("/admin/routes/{name}/mismatches", s.listMismatches)
 	mux.Put("/admin/routes/{name}/cutover", s.requireToken(s.putCutover))
 	mux.Delete("/admin/routes/{name}/cutover", s.requireToken(s.deleteCutover))
+	mux.Get("/admin/routes/{name}/rollout", s.getRollout)
+	mux.Put("/admin/routes/{name}/rollout", s.requireToken(s.putRollout))
 	s.mountDashboard(mux)
 	mux.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, failure{status: http.StatusNotFound, kind: "not_found", detail: "no admin endpoint here"}, "", requestID(r))

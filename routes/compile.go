@@ -74,6 +74,7 @@ const (
 	DefaultFleetSubjectPrefix  = "natsgate.fleet"
 	DefaultFleetLeaderTTL      = 5 * time.Second
 	DefaultFleetLeaderBucket   = "natsgate_leader"
+	DefaultFleetRolloutBucket  = "natsgate_rollouts"
 )
 
 // Table is a compiled configuration: every value checked, every default
@@ -371,6 +372,7 @@ func (c *compiler) fillDefaults(cfg *Config) {
 	setDefault(&cfg.Fleet.SubjectPrefix, DefaultFleetSubjectPrefix)
 	setDefault(&cfg.Fleet.LeaderTTL, Duration(DefaultFleetLeaderTTL))
 	setDefault(&cfg.Fleet.LeaderBucket, DefaultFleetLeaderBucket)
+	setDefault(&cfg.Fleet.RolloutBucket, DefaultFleetRolloutBucket)
 	if cfg.Fleet.Enabled == nil {
 		on := true
 		cfg.Fleet.Enabled = &on

@@ -174,6 +174,10 @@ type FleetConfig struct {
 	// their leader in; its keys expire after LeaderTTL. Default
 	// "natsgate_leader".
 	LeaderBucket string `yaml:"leader_bucket"`
+	// RolloutBucket is the JetStream key-value bucket that holds each
+	// route's rollout state (step, when it began, history), so a rollout
+	// survives restarts of every replica. Default "natsgate_rollouts".
+	RolloutBucket string `yaml:"rollout_bucket"`
 }
 
 // LogConfig sets the log.
