@@ -60,6 +60,8 @@ const (
 	decisionAbort    = "abort"
 )
 
+var rolloutDecisions = []string{decisionStart, decisionAdvance, decisionDone, decisionRollback, decisionPause, decisionResume, decisionAbort}
+
 // rolloutRecord is one route's stored rollout state.
 type rolloutRecord struct {
 	State string `json:"state"`
@@ -353,6 +355,9 @@ func (r *rollouts) observe(route string, rec *rolloutRecord) {
 		step = rec.Step + 1
 	}
 	r.s.metrics.RolloutStep.WithLabelValues(route).Set(float64(step))
+	for _, d := range rolloutDecisions { // exported from 0, so increase() sees the first
+		r.s.metrics.RolloutDecisions.WithLabelValues(route, d)
+	}
 	r.mu.Lock()
 	last := r.marked[route]
 	for _, d := range rec.History {
