@@ -2,6 +2,7 @@ package routes
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -307,6 +308,16 @@ func (c *compiler) compile() *Table {
 	if b := cfg.Fleet.LeaderBucket; !validBucket(b) {
 		c.fail("fleet.leader_bucket", "%q is not a key-value bucket name (letters, digits, - and _)", b)
 	}
+	// The rollout state needs a bucket of its own: the leader bucket's
+	// keys expire, and the cutover bucket's keys are route names too.
+	switch b := cfg.Fleet.RolloutBucket; {
+	case !validBucket(b):
+		c.fail("fleet.rollout_bucket", "%q is not a key-value bucket name (letters, digits, - and _)", b)
+	case b == cfg.Fleet.LeaderBucket:
+		c.fail("fleet.rollout_bucket", "%q is fleet.leader_bucket too, whose keys expire: give the rollout state a bucket of its own", b)
+	case b == cfg.NATS.CutoverBucket:
+		c.fail("fleet.rollout_bucket", "%q is nats.cutover_bucket too: give the rollout state a bucket of its own", b)
+	}
 
 	for name, u := range cfg.Upstreams {
 		if up := c.upstream(name, u); up != nil {
@@ -547,6 +558,7 @@ func (c *compiler) route(i int, rc RouteConfig, cfg *Config, upstreams map[strin
 		}
 	}
 	c.routeCutover(p, r, rc)
+	c.rollout(p, r, rc)
 	if len(c.errs) > before {
 		return nil
 	}
@@ -626,6 +638,183 @@ func (c *compiler) routeCutover(p string, r *Route, rc RouteConfig) {
 	}
 }
 
+// stageOrder ranks the stages a rollout step may hold: a plan only moves
+// up this order.
+var stageOrder = map[Stage]int{Shadow: 1, Canary: 2, NATS: 3}
+
+// rollout checks a route's plan and compiles it into r.Rollout, filling
+// the gates' defaults. A plan moves a route between its upstream and its
+// NATS side on the fleet's stats, so it needs both sides and the fleet.
+func (c *compiler) rollout(p string, r *Route, rc RouteConfig) {
+	pc := rc.Rollout
+	if pc == nil {
+		return
+	}
+	p += ".rollout"
+	before := len(c.errs)
+	if en := c.cfg.Fleet.Enabled; en != nil && !*en {
+		c.fail(p, "needs the fleet, and fleet.enabled is false: a plan is judged on the fleet's stats by its elected leader")
+	}
+	// Stages are checked against the route's sides only when both were
+	// written and compiled: a missing or broken side is reported once,
+	// not again for every step.
+	sides := true
+	switch {
+	case rc.NATS == nil && rc.Upstream == "":
+		sides = false // routeCutover reports the route with neither
+	case rc.NATS == nil:
+		c.fail(p, "a rollout moves a route from its upstream to nats: the route needs a nats section")
+		sides = false
+	case rc.Upstream == "":
+		c.fail(p, "a rollout moves a route from its upstream to nats: the route needs an upstream")
+		sides = false
+	case r.Subject == nil || r.Upstream == nil:
+		sides = false
+	}
+
+	out := &Rollout{OnFailure: RollBackLegacy}
+	switch n := len(pc.Steps); {
+	case n == 0:
+		c.fail(p+".steps", "a plan needs 1 to %d steps, not none", MaxRolloutSteps)
+	case n > MaxRolloutSteps:
+		c.fail(p+".steps", "a plan has at most %d steps, not %d", MaxRolloutSteps, n)
+	}
+	// prev is the last step whose stage (and percent) read well, to which
+	// the next is compared.
+	var prev *RolloutStep
+	for i, sc := range pc.Steps {
+		sp := fmt.Sprintf("%s.steps[%d]", p, i)
+		step := RolloutStep{Stage: Stage(sc.Stage), Hold: time.Duration(sc.Hold)}
+		stageOK := true
+		switch step.Stage {
+		case Shadow, Canary, NATS:
+			if err := r.CheckStage(step.Stage); err != nil && sides {
+				c.fail(sp+".stage", "%v", err)
+			}
+			if prev != nil && stageOrder[step.Stage] < stageOrder[prev.Stage] {
+				c.fail(sp+".stage", "%s after %s goes backwards: a plan moves shadow, canary, nats", step.Stage, prev.Stage)
+			}
+		case Legacy:
+			c.fail(sp+".stage", "legacy is not a step: a rollout moves toward nats; on_failure says where it goes back")
+			stageOK = false
+		case "":
+			c.fail(sp+".stage", "every step needs a stage: shadow, canary or nats")
+			stageOK = false
+		default:
+			c.fail(sp+".stage", "unknown stage %q (use shadow, canary or nats)", sc.Stage)
+			stageOK = false
+		}
+		switch {
+		case step.Stage == Canary && sc.Percent == nil:
+			c.fail(sp+".percent", "a canary step needs a percent, 1 to 100")
+			stageOK = false
+		case step.Stage == Canary && (*sc.Percent < 1 || *sc.Percent > 100):
+			c.fail(sp+".percent", "must be 1 to 100, not %d", *sc.Percent)
+			stageOK = false
+		case step.Stage == Canary:
+			step.Percent = *sc.Percent
+			if prev != nil && prev.Stage == Canary && step.Percent < prev.Percent {
+				c.fail(sp+".percent", "%d after %d goes backwards: canary percents never fall", step.Percent, prev.Percent)
+			}
+		case sc.Percent != nil && stageOK:
+			c.fail(sp+".percent", "only a canary step has a percent, not a %s step", step.Stage)
+		}
+		if step.Hold < 0 {
+			c.fail(sp+".hold", "must not be negative, not %v", step.Hold)
+		}
+		if u := sc.Until; u != nil {
+			step.Until = c.until(sp+".until", step.Stage, u)
+		}
+		out.Steps = append(out.Steps, step)
+		if stageOK {
+			prev = &out.Steps[len(out.Steps)-1]
+		}
+	}
+
+	out.Gates = c.gates(p+".gates", pc.Gates)
+	switch rb := RollBack(pc.OnFailure); rb {
+	case "":
+	case RollBackLegacy, RollBackPrevious:
+		out.OnFailure = rb
+	default:
+		c.fail(p+".on_failure", "unknown %q (use legacy or previous)", pc.OnFailure)
+	}
+	if len(c.errs) == before {
+		r.Rollout = out
+	}
+}
+
+// until compiles a step's conditions.
+func (c *compiler) until(p string, st Stage, u *UntilConfig) *Until {
+	out := &Until{}
+	if u.Requests == nil && u.MatchRate == nil {
+		c.fail(p, "an empty until holds nothing: give requests, match_rate or both, or leave until out")
+	}
+	if n := u.Requests; n != nil {
+		if *n < 1 {
+			c.fail(p+".requests", "must be at least 1, not %d", *n)
+		} else {
+			out.Requests = uint64(*n)
+		}
+	}
+	if m := u.MatchRate; m != nil {
+		switch {
+		case !(*m > 0 && *m <= 1):
+			c.fail(p+".match_rate", "must be above 0 and at most 1, not %g", *m)
+		case st != Shadow:
+			c.fail(p+".match_rate", "only a shadow step compares answers, so only it has a match rate, not a %s step", st)
+		default:
+			out.MatchRate = *m
+		}
+	}
+	return out
+}
+
+// gates compiles a plan's gates, each at its default when left out.
+func (c *compiler) gates(p string, g GatesConfig) Gates {
+	out := Gates{Window: DefaultGateWindow, MinRequests: DefaultGateMinRequests,
+		MaxErrorRateDelta: DefaultGateMaxErrorRateDelta, MaxP99Ratio: DefaultGateMaxP99Ratio,
+		MinMatchRate: DefaultGateMinMatchRate}
+	if w := g.Window; w != nil {
+		// The fleet history is kept in RolloutResolution slots, for
+		// MaxGateWindow: a window reads whole slots of what is kept.
+		if d := time.Duration(*w); d < RolloutResolution || d > MaxGateWindow || d%RolloutResolution != 0 {
+			c.fail(p+".window", "%v must be a whole multiple of %v, from %v to %v", d, RolloutResolution, RolloutResolution, MaxGateWindow)
+		} else {
+			out.Window = d
+		}
+	}
+	if n := g.MinRequests; n != nil {
+		if *n < 1 {
+			c.fail(p+".min_requests", "must be at least 1, not %d", *n)
+		} else {
+			out.MinRequests = uint64(*n)
+		}
+	}
+	if v := g.MaxErrorRateDelta; v != nil {
+		if !(*v >= 0 && *v <= 1) {
+			c.fail(p+".max_error_rate_delta", "must be 0 to 1, not %g", *v)
+		} else {
+			out.MaxErrorRateDelta = *v
+		}
+	}
+	if v := g.MaxP99Ratio; v != nil {
+		if !(*v >= 1) || math.IsInf(*v, 1) {
+			c.fail(p+".max_p99_ratio", "must be at least 1 (and finite), not %g", *v)
+		} else {
+			out.MaxP99Ratio = *v
+		}
+	}
+	if v := g.MinMatchRate; v != nil {
+		if !(*v >= 0 && *v <= 1) {
+			c.fail(p+".min_match_rate", "must be 0 to 1, not %g", *v)
+		} else {
+			out.MinMatchRate = *v
+		}
+	}
+	return out
+}
+
 // pathParams lists a chi pattern's parameter names, reading it as chi
 // does: a {name:regexp} ends at the brace that balances its opening one,
 // so a regexp may hold braces of its own ({id:[0-9]{3}}); a trailing *
@@ -678,7 +867,8 @@ func chiAccepts(mux chi.Router, r *Route) (err error) {
 	return nil
 }
 
-// Format renders the table as the text `natsgate routes` prints.
+// Format renders the table as the text `natsgate routes` prints: one line
+// a route, ending in a note of its rollout plan's steps when it has one.
 func (t *Table) Format(stage func(*Route) Stage) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-20s %-7s %-28s %-8s %-10s %-30s %s\n", "ROUTE", "METHOD", "PATH", "STAGE", "PATTERN", "SUBJECT", "UPSTREAM")
@@ -694,7 +884,16 @@ func (t *Table) Format(stage func(*Route) Stage) string {
 		if r.Upstream != nil {
 			up = r.Upstream.Name + " (" + r.Upstream.URL.String() + ")"
 		}
-		fmt.Fprintf(&b, "%-20s %-7s %-28s %-8s %-10s %-30s %s\n", r.Name, r.Method, r.Path, st, pat, subj, up)
+		// A plan may move the stage shown at any time, so the line says
+		// the route has one.
+		plan := ""
+		if r.Rollout != nil {
+			plan = fmt.Sprintf("  plan: %d steps", len(r.Rollout.Steps))
+			if len(r.Rollout.Steps) == 1 {
+				plan = "  plan: 1 step"
+			}
+		}
+		fmt.Fprintf(&b, "%-20s %-7s %-28s %-8s %-10s %-30s %s%s\n", r.Name, r.Method, r.Path, st, pat, subj, up, plan)
 	}
 	return b.String()
 }

@@ -175,8 +175,10 @@ type FleetConfig struct {
 	// "natsgate_leader".
 	LeaderBucket string `yaml:"leader_bucket"`
 	// RolloutBucket is the JetStream key-value bucket that holds each
-	// route's rollout state (step, when it began, history), so a rollout
-	// survives restarts of every replica. Default "natsgate_rollouts".
+	// route's rollout state (its step, since when, its decisions), so that
+	// a newly elected leader carries a plan on where the last one left it.
+	// It must differ from LeaderBucket, whose keys expire, and from
+	// nats.cutover_bucket. Default "natsgate_rollouts".
 	RolloutBucket string `yaml:"rollout_bucket"`
 }
 
@@ -252,6 +254,75 @@ type RouteConfig struct {
 	// ShadowIgnore lists JSON fields (dotted paths) left out of the shadow
 	// comparison, like timestamps.
 	ShadowIgnore []string `yaml:"shadow_ignore"`
+	// Rollout is a plan that moves the route from legacy to nats step by
+	// step on the fleet's stats, run by the fleet's elected leader. It
+	// needs an upstream, a nats section and the fleet (fleet.enabled).
+	// Default: none; the stage moves only when an operator moves it.
+	Rollout *RolloutConfig `yaml:"rollout"`
+}
+
+// RolloutConfig is a route's rollout plan: steps held in turn while the
+// gates keep passing, and where to go when a gate fails.
+type RolloutConfig struct {
+	// Steps are held in order, 1 to 20 of them. Stages never go back
+	// (shadow, then canary, then nats) and canary percents never fall.
+	Steps []RolloutStepConfig `yaml:"steps"`
+	// Gates are judged on the fleet's stats over their window during
+	// every step. Default: every gate at its own default.
+	Gates GatesConfig `yaml:"gates"`
+	// OnFailure is where a failing gate sends the route: legacy, or
+	// previous (the stage of the step before the failing one; legacy from
+	// the first). Default legacy.
+	OnFailure string `yaml:"on_failure"`
+}
+
+// RolloutStepConfig is one step of a plan: a stage held until its
+// conditions are met. A step with neither until nor hold is done at the
+// first passing verdict of the gates.
+type RolloutStepConfig struct {
+	// Stage is shadow, canary or nats; legacy is where on_failure goes,
+	// not a step. Required.
+	Stage string `yaml:"stage"`
+	// Percent is the canary share sent to NATS, 1 to 100; required on a
+	// canary step and refused on any other.
+	Percent *int `yaml:"percent"`
+	// Hold is the least time the step lasts. Default 0: none.
+	Hold Duration `yaml:"hold"`
+	// Until are counts the step must reach, since it began, over the
+	// fleet. Default: none; when given, at least one of its fields.
+	Until *UntilConfig `yaml:"until"`
+}
+
+// UntilConfig are a step's conditions on the route's traffic since the
+// step began, counted over the fleet.
+type UntilConfig struct {
+	// Requests is how many requests the route must have answered, over
+	// every backend; at least 1. Default: none.
+	Requests *int `yaml:"requests"`
+	// MatchRate is the least share of shadow comparisons that must have
+	// matched, above 0 and at most 1; only on a shadow step. Default: none.
+	MatchRate *float64 `yaml:"match_rate"`
+}
+
+// GatesConfig are the bounds a rollout must keep within during every step.
+// Fewer than min_requests requests to a side in the window give no
+// verdict: the step neither moves on nor rolls back.
+type GatesConfig struct {
+	// Window is how much of the fleet's history a verdict reads: a whole
+	// multiple of 5s, from 5s to 15m. Default 1m.
+	Window *Duration `yaml:"window"`
+	// MinRequests is the least number of requests to each side in the
+	// window for a verdict; at least 1. Default 100.
+	MinRequests *int `yaml:"min_requests"`
+	// MaxErrorRateDelta bounds the NATS side's share of 5xx answers minus
+	// the legacy side's, 0 to 1. Default 0.01.
+	MaxErrorRateDelta *float64 `yaml:"max_error_rate_delta"`
+	// MaxP99Ratio bounds the NATS side's p99 edge latency over the legacy
+	// side's; at least 1. Default 1.5.
+	MaxP99Ratio *float64 `yaml:"max_p99_ratio"`
+	// MinMatchRate is the least share of shadow comparisons that match,
+	// judged while in shadow, 0 to 1. Default 0.99.
+	MinMatchRate *float64 `yaml:"min_match_rate"`
 }
 
 // RouteNATS is the NATS side of a route.

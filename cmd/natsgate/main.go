@@ -4,6 +4,7 @@
 //	natsgate validate --config FILE   check a config, print every problem
 //	natsgate routes   --config FILE   print the route table
 //	natsgate demo                     embedded NATS, sample workers, gateway
+//	natsgate rollout ACTION ROUTE     show or move a route's rollout plan
 package main
 
 import (
@@ -30,6 +31,7 @@ Usage:
   natsgate validate --config FILE
   natsgate routes   --config FILE
   natsgate demo     [--traffic]
+  natsgate rollout  status|start|pause|resume|abort ROUTE [--admin URL] [--token T] [--config FILE] [--json]
 
 Run 'natsgate COMMAND -h' for a command's flags.
 `
@@ -44,6 +46,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, args := args[0], args[1:]
+	if cmd == "rollout" { // flags may follow its action and route
+		return rolloutCmd(args, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("natsgate "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config := fs.String("config", "", "configuration file (YAML)")

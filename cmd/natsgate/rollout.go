@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/natsgate/natsgate/gateway"
+	"github.com/natsgate/natsgate/routes"
+)
+
+const rolloutUsage = `Usage:
+  natsgate rollout status|start|pause|resume|abort ROUTE [--admin URL] [--token T] [--config FILE] [--json]
+
+status shows a route's rollout plan as the fleet's leader runs it: its state,
+step, gates and last decisions. start, pause, resume and abort move it.
+
+  --admin URL    the admin API (default: admin.listen from --config, else
+                 http://127.0.0.1:9090)
+  --token T      bearer token for start, pause, resume and abort (default:
+                 admin.token from --config, else $NATSGATE_ADMIN_TOKEN)
+  --config FILE  read the admin address and token from a natsgate config
+  --json         print the admin API's JSON as received
+`
+
+// rolloutTimeout bounds one exchange with the admin API, so a gateway
+// that accepts and never answers cannot hang the command.
+const rolloutTimeout = 15 * time.Second
+
+// rolloutHistoryShown is how many of the last decisions status prints.
+const rolloutHistoryShown = 5
+
+// rolloutStatus is the admin API's answer about a route's rollout.
+type rolloutStatus struct {
+	Route   string         `json:"route"`
+	State   string         `json:"state"`
+	Step    int            `json:"step"`
+	Steps   int            `json:"steps"`
+	Stage   string         `json:"stage"`
+	Percent int            `json:"percent"`
+	Since   string         `json:"since"`
+	Gates   []rolloutGate  `json:"gates"`
+	History []rolloutEvent `json:"history"`
+}
+
+// rolloutGate is one gate's last verdict: Value and OK are null while
+// there is no verdict (too few requests in the window).
+type rolloutGate struct {
+	Name  string   `json:"name"`
+	Value *float64 `json:"value"`
+	Limit *float64 `json:"limit"`
+	OK    *bool    `json:"ok"`
+}
+
+// rolloutEvent is one decision in the plan's audit history.
+type rolloutEvent struct {
+	At       string `json:"at"`
+	From     string `json:"from"`
+	To       string `json:"to"`
+	Decision string `json:"decision"`
+	Reason   string `json:"reason"`
+	By       string `json:"by"`
+}
+
+// adminProblem is the part of an RFC 9457 problem body the command prints.
+type adminProblem struct {
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail"`
+	Route     string `json:"route"`
+	RequestID string `json:"request_id"`
+}
+
+var rolloutActions = []string{"status", "start", "pause", "resume", "abort"}
+
+// rolloutCmd runs `natsgate rollout ACTION ROUTE`: it reads or moves a
+// route's rollout through the admin API. Flags may come before, between or
+// after the action and the route. It returns the exit code: 0 done, 1 the
+// gateway refused or could not be reached, 2 bad usage.
+func rolloutCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("natsgate rollout", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are printed once, with the usage
+	admin := fs.String("admin", "", "admin API URL")
+	token := fs.String("token", "", "admin bearer token")
+	config := fs.String("config", "", "natsgate configuration file")
+	asJSON := fs.Bool("json", false, "print the JSON as received")
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(stdout, rolloutUsage)
+				return 0
+			}
+			fmt.Fprintf(stderr, "natsgate rollout: %v\n\n%s", err, rolloutUsage)
+			return 2
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos, args = append(pos, args[0]), args[1:]
+	}
+	if len(pos) != 2 {
+		fmt.Fprintf(stderr, "natsgate rollout: want an action and a route, got %q\n\n%s", pos, rolloutUsage)
+		return 2
+	}
+	action, route := pos[0], pos[1]
+	if !slices.Contains(rolloutActions, action) {
+		fmt.Fprintf(stderr, "natsgate rollout: unknown action %q (use %s)\n\n%s", action, strings.Join(rolloutActions, ", "), rolloutUsage)
+		return 2
+	}
+	if route == "" {
+		fmt.Fprintf(stderr, "natsgate rollout: the route name is empty\n\n%s", rolloutUsage)
+		return 2
+	}
+
+	base, tok := "http://"+loopbackFor(routes.DefaultAdminListen), os.Getenv(gateway.TokenEnv)
+	if *config != "" {
+		t, err := gateway.LoadConfig(*config)
+		if err != nil {
+			printConfigError(stderr, err)
+			return 1
+		}
+		base = "http://" + loopbackFor(t.Config.Admin.Listen)
+		if t.Config.Admin.Token != "" {
+			tok = t.Config.Admin.Token
+		}
+	}
+	if *admin != "" {
+		base = *admin
+		if !strings.Contains(base, "://") {
+			base = "http://" + base
+		}
+	}
+	if *token != "" {
+		tok = *token
+	}
+	endpoint := strings.TrimRight(base, "/") + "/admin/routes/" + url.PathEscape(route) + "/rollout"
+
+	st, raw, err := rolloutCall(endpoint, action, tok)
+	if err != nil {
+		fmt.Fprintf(stderr, "natsgate rollout: %v\n", err)
+		return 1
+	}
+	switch {
+	case *asJSON:
+		_, _ = stdout.Write(raw)
+		if len(raw) > 0 && raw[len(raw)-1] != '\n' {
+			fmt.Fprintln(stdout)
+		}
+	case action == "status":
+		printRolloutStatus(stdout, st, time.Now())
+	default:
+		fmt.Fprintln(stdout, rolloutLine(st))
+	}
+	return 0
+}
+
+// loopbackFor turns a listen address into one a client on the same host
+// dials: ":9090", "0.0.0.0:9090" and "[::]:9090" listen everywhere,
+// loopback included.
+func loopbackFor(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	switch ip := net.ParseIP(host); {
+	case host == "":
+		host = "127.0.0.1"
+	case ip != nil && ip.IsUnspecified() && ip.To4() != nil:
+		host = "127.0.0.1"
+	case ip != nil && ip.IsUnspecified():
+		host = "::1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// rolloutCall asks the admin API: GET for status, PUT {"action": ...} for
+// the others. It returns the decoded answer and its bytes, or an error
+// that says what failed: the URL it could not reach, or the problem body's
+// title and detail.
+func rolloutCall(endpoint, action, token string) (*rolloutStatus, []byte, error) {
+	var req *http.Request
+	var err error
+	if action == "status" {
+		req, err = http.NewRequest(http.MethodGet, endpoint, nil)
+	} else {
+		body, _ := json.Marshal(map[string]string{"action": action})
+		req, err = http.NewRequest(http.MethodPut, endpoint, bytes.NewReader(body))
+		if err == nil {
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("X-Natsgate-Actor", rolloutActor())
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+		}
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("bad admin URL %q: %v", endpoint, err)
+	}
+	req.Header.Set("Accept", "application/json, application/problem+json")
+	client := &http.Client{Timeout: rolloutTimeout}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot reach the admin API at %s: %v", endpoint, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the answer from %s: %v", endpoint, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var p adminProblem
+		if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") && json.Unmarshal(raw, &p) == nil && p.Title != "" {
+			if p.Detail == "" {
+				p.Detail = fmt.Sprintf("status %d", resp.StatusCode)
+			}
+			return nil, nil, fmt.Errorf("%s: %s", p.Title, p.Detail)
+		}
+		return nil, nil, fmt.Errorf("%s: %s answered %q", http.StatusText(resp.StatusCode), endpoint, clipText(string(raw), 200))
+	}
+	var st rolloutStatus
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, nil, fmt.Errorf("%s answered what is not a rollout status: %v", endpoint, err)
+	}
+	return &st, raw, nil
+}
+
+// unwrapURLError drops net/http's `Get "URL":` prefix: the message names
+// the URL once already.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// rolloutActor names the person moving a rollout for the gateway's audit
+// line, as user@host. The admin API keeps it only if it is at most 128
+// printable ASCII characters, so anything else is dropped here.
+func rolloutActor() string {
+	user := os.Getenv("USER")
+	if user == "" {
+		user = os.Getenv("USERNAME")
+	}
+	if user == "" {
+		user = "unknown"
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	var b strings.Builder
+	for _, c := range []byte(user + "@" + host) {
+		if c >= ' ' && c <= '~' && b.Len() < 128 {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// rolloutLine is the one-line summary: state, step and stage.
+func rolloutLine(st *rolloutStatus) string {
+	line := fmt.Sprintf("%s: %s, step %d/%d", st.Route, st.State, st.Step, st.Steps)
+	if st.Stage != "" {
+		line += ": " + st.Stage
+		if st.Stage == "canary" {
+			line += fmt.Sprintf(" %d%%", st.Percent)
+		}
+	}
+	return line
+}
+
+// printRolloutStatus prints status for a person: the summary line, since
+// when, each gate's verdict and the last few decisions.
+func printRolloutStatus(w io.Writer, st *rolloutStatus, now time.Time) {
+	fmt.Fprintln(w, rolloutLine(st))
+	if st.Since != "" {
+		since := st.Since
+		if t, err := time.Parse(time.RFC3339, st.Since); err == nil && !now.Before(t) {
+			since += fmt.Sprintf(" (%s ago)", now.Sub(t).Truncate(time.Second))
+		}
+		fmt.Fprintf(w, "  since %s\n", since)
+	}
+	if len(st.Gates) > 0 {
+		fmt.Fprintln(w, "gates:")
+		for _, g := range st.Gates {
+			verdict := "no verdict"
+			if g.OK != nil && *g.OK {
+				verdict = "ok"
+			} else if g.OK != nil {
+				verdict = "FAIL"
+			}
+			fmt.Fprintf(w, "  %-22s value %-10s limit %-10s %s\n", g.Name, number(g.Value), number(g.Limit), verdict)
+		}
+	}
+	if len(st.History) > 0 {
+		fmt.Fprintln(w, "history:")
+		h := st.History
+		if len(h) > rolloutHistoryShown {
+			h = h[len(h)-rolloutHistoryShown:]
+		}
+		for _, e := range h {
+			line := fmt.Sprintf("  %s  %s", e.At, e.Decision)
+			if e.From != "" || e.To != "" {
+				line += fmt.Sprintf(" %s -> %s", e.From, e.To)
+			}
+			if e.Reason != "" {
+				line += ": " + e.Reason
+			}
+			if e.By != "" {
+				line += " (by " + e.By + ")"
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+}
+
+// number prints a gate's figure, "-" when there is none.
+func number(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.4g", *v)
+}
+
+// clipText shortens a body quoted in an error.
+func clipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
