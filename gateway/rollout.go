@@ -262,6 +262,7 @@ func (r *rollouts) load(ctx context.Context, route string) (*rolloutRecord, uint
 	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
 		return &rolloutRecord{State: RolloutIdle}, 0, nil
 	case err != nil:
+		r.forgetStore()
 		return nil, 0, fmt.Errorf("%w: %v", ErrRolloutStore, err)
 	}
 	var rec rolloutRecord
@@ -310,9 +311,21 @@ func (r *rollouts) save(ctx context.Context, route string, rec *rolloutRecord, r
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
 			return 0, errRolloutConflict
 		}
+		r.forgetStore()
 		return 0, fmt.Errorf("%w: %v", ErrRolloutStore, err)
 	}
 	return nrev, nil
+}
+
+// forgetStore drops the bucket handle after an error, so the next call
+// opens the bucket again, creating it if it was deleted behind natsgate's
+// back (its records are lost with it: every planned route reads idle). A
+// deleted bucket shows only as errors such as no responders, so any error
+// does.
+func (r *rollouts) forgetStore() {
+	r.mu.Lock()
+	r.kv = nil
+	r.mu.Unlock()
 }
 
 // decided counts and logs a decision once it is stored.

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/natsgate/natsgate/internal/natstest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -331,5 +333,30 @@ func TestRolloutAdminErrors(t *testing.T) {
 	}
 	if code, body := rolloutAction(t, a, "start"); code != 409 || !strings.Contains(body, "cannot start a rollout that is running") {
 		t.Errorf("second start: %d %s, want 409", code, body)
+	}
+}
+
+// The rollout bucket deleted behind the gateway's back is created again:
+// the route is idle, and a rollout can start.
+func TestRolloutBucketDeletedIsCreatedAgain(t *testing.T) {
+	ns := natstest.RunServer(t)
+	up := jsonLegacy(t)
+	a := startGateway(t, ns, rolloutConfig("a", up.URL, `      steps: [{stage: canary, percent: 10, hold: 10m}, {stage: nats}]`))
+	if code, body := rolloutAction(t, a, "start"); code != 200 {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	js, err := jetstream.New(natstest.Connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(context.Background(), "natsgate_rollouts"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the rollout to read idle", func() bool {
+		resp, body := do(t, "GET", a.AdminURL+"/admin/routes/get/rollout", nil, nil)
+		return resp.StatusCode == 200 && strings.Contains(body, `"state": "idle"`)
+	})
+	if code, body := rolloutAction(t, a, "start"); code != 200 {
+		t.Fatalf("start after the bucket was deleted: %d %s", code, body)
 	}
 }
