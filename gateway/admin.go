@@ -40,9 +40,12 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{EnableOpenMetrics: true, Registry: s.reg}))
 	mux.Get("/admin/routes", s.listRoutes)
 	mux.Get("/admin/fleet", s.getFleet)
+	mux.Get("/admin/history", s.getHistory)
 	mux.Get("/admin/routes/{name}/mismatches", s.listMismatches)
 	mux.Put("/admin/routes/{name}/cutover", s.requireToken(s.putCutover))
 	mux.Delete("/admin/routes/{name}/cutover", s.requireToken(s.deleteCutover))
+	mux.Get("/admin/routes/{name}/rollout", s.getRollout)
+	mux.Put("/admin/routes/{name}/rollout", s.requireToken(s.putRollout))
 	s.mountDashboard(mux)
 	mux.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, failure{status: http.StatusNotFound, kind: "not_found", detail: "no admin endpoint here"}, "", requestID(r))

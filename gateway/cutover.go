@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -396,7 +397,26 @@ func (s *Server) setOverride(route string, o *Override) {
 			s.log.Info("cutover applied", "route", route, "old_stage", old.stage, "old_percent", old.percent,
 				"stage", now.stage, "percent", now.percent, "override", now.override != nil)
 		}
+		if old != nil && (old.stage != now.stage || old.percent != now.percent) {
+			s.history.mark(route, "stage", stageText(now))
+		}
 	}
+}
+
+// stageText says what a route runs now, for a mark on its chart:
+// "canary 5% by ops@web-1", "legacy (config)".
+func stageText(st *stageState) string {
+	t := string(st.stage)
+	if st.stage == routes.Canary {
+		t += " " + strconv.Itoa(st.percent) + "%"
+	}
+	if st.override == nil {
+		return t + " (config)"
+	}
+	if st.override.By != "" {
+		t += " by " + st.override.By
+	}
+	return t
 }
 
 // applyStage sets the route's stage from an override, or from the config

@@ -115,5 +115,6 @@ func (s *Server) statsSnapshot(merge func(name string, w *routeWindow)) StatsSna
 		snap.Routes = append(snap.Routes, rs)
 	}
 	s.stats.forget(keep)
+	s.history.forget(keep)
 	return snap
 }

@@ -45,6 +45,11 @@ type fleetMessage struct {
 	// each replica's rates are its counts over its own seconds.
 	Seconds float64      `json:"seconds"`
 	Routes  []fleetRoute `json:"routes"`
+	// Slot is the replica's last closed stats slot, numbered as
+	// stats.epoch, and Closed its routes that answered in it, with edge
+	// latency only: what the fleet history adds up.
+	Slot   int64        `json:"slot,omitempty"`
+	Closed []fleetRoute `json:"closed,omitempty"`
 }
 
 // fleetRoute is one route's window in a fleetMessage. Zero arrays are left
@@ -143,17 +148,35 @@ func decodeFleetMessage(data []byte) (*fleetMessage, error) {
 	case len(m.Routes) > fleetMaxRoutes:
 		return nil, fmt.Errorf("%w: %d routes", errFleetMessage, len(m.Routes))
 	}
-	seen := make(map[string]bool, len(m.Routes))
-	for i := range m.Routes {
-		if err := checkFleetRoute(&m.Routes[i]); err != nil {
-			return nil, fmt.Errorf("%w: route %q: %v", errFleetMessage, clip(m.Routes[i].Name), err)
-		}
-		if seen[m.Routes[i].Name] {
-			return nil, fmt.Errorf("%w: route %q twice", errFleetMessage, clip(m.Routes[i].Name))
-		}
-		seen[m.Routes[i].Name] = true
+	if err := checkFleetRoutes(m.Routes); err != nil {
+		return nil, err
+	}
+	switch {
+	case m.Slot < 0 || m.Slot == 0 && m.Closed != nil:
+		return nil, fmt.Errorf("%w: slot %d", errFleetMessage, m.Slot)
+	case len(m.Closed) > fleetMaxRoutes:
+		return nil, fmt.Errorf("%w: %d closed routes", errFleetMessage, len(m.Closed))
+	}
+	if err := checkFleetRoutes(m.Closed); err != nil {
+		return nil, err
 	}
 	return &m, nil
+}
+
+// checkFleetRoutes checks each route of a message and that none is there
+// twice.
+func checkFleetRoutes(rs []fleetRoute) error {
+	seen := make(map[string]bool, len(rs))
+	for i := range rs {
+		if err := checkFleetRoute(&rs[i]); err != nil {
+			return fmt.Errorf("%w: route %q: %v", errFleetMessage, clip(rs[i].Name), err)
+		}
+		if seen[rs[i].Name] {
+			return fmt.Errorf("%w: route %q twice", errFleetMessage, clip(rs[i].Name))
+		}
+		seen[rs[i].Name] = true
+	}
+	return nil
 }
 
 func checkFleetRoute(fr *fleetRoute) error {
@@ -356,6 +379,7 @@ func (f *fleet) local() *fleetMessage {
 	if m.Seconds == 0 {
 		m.Seconds = 1
 	}
+	m.Slot, m.Closed = f.s.feed.last()
 	return m
 }
 
@@ -388,6 +412,9 @@ func (f *fleet) receive(m *nats.Msg) {
 	p := &fleetPeer{msg: msg, routes: make(map[string]*fleetRoute, len(msg.Routes)), seen: f.now()}
 	for i := range msg.Routes {
 		p.routes[msg.Routes[i].Name] = &msg.Routes[i]
+	}
+	if msg.Slot != 0 {
+		f.s.history.add(id, msg.Slot, msg.Closed)
 	}
 	f.mu.Lock()
 	_, known := f.peers[id]

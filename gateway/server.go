@@ -61,8 +61,11 @@ type Server struct {
 	reg      *prometheus.Registry
 	metrics  *metrics.Metrics
 	stats    *stats        // the last minute, for the dashboard
+	history  *history      // the fleet's last fifteen minutes, for charts and rollout gates
+	feed     *historyFeed  // this replica's closed slots, into history and the fleet message
 	fleet    *fleet        // the other replicas' last minute; nil with fleet.enabled false
 	leader   *leader       // this replica's side of the leader election; nil with fleet.enabled false
+	rollouts *rollouts     // the rollout controller; it acts only while this replica leads
 	access   *accessLog    // nil: no access log
 	cfg      routes.Config // listeners and NATS, fixed for the process
 	ownConn  bool
@@ -117,6 +120,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		mismatches:  mismatches{byName: map[string][]Mismatch{}},
 		upstreams:   map[string]*upstream{},
 		stats:       newStats(nil),
+		history:     newHistory(nil),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -180,6 +184,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		}
 		s.access = newAccessLog(out, format == "text", s.metrics.LogDropped)
 	}
+	s.rollouts = newRollouts(s)
 	return s, nil
 }
 
@@ -539,10 +544,12 @@ func (s *Server) Start() error {
 			}
 		}()
 	}
+	s.startHistory()
 	if err := s.startFleet(); err != nil {
 		s.log.Warn("fleet stats are off: this replica's dashboard shows itself only", "error", err)
 	}
 	s.startLeader()
+	s.startRollouts()
 	s.log.Info("natsgate serving", "http", s.publicLn.Addr().String(), "admin", s.adminLn.Addr().String(), "routes", len(s.Table().Routes))
 	return nil
 }
@@ -591,6 +598,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.access != nil {
 		s.access.Close() // every answered request's line is written
 	}
+	s.stopHistory()
+	s.stopRollouts()
 	s.stopFleet()  // before the connection drains
 	s.stopLeader() // hands the lead back while the connection is up
 	s.closeNATS()

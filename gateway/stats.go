@@ -354,6 +354,42 @@ func (s *stats) window(name string) *routeWindow {
 	return w
 }
 
+// slotWindow reads one route's slot e alone, or nil when the ring no
+// longer (or not yet) holds it or nothing was recorded in it.
+func (s *stats) slotWindow(name string, e int64) *routeWindow {
+	v, ok := s.routes.Load(name)
+	if !ok {
+		return nil
+	}
+	sl := &v.(*routeStats).slots[e%statsSlots]
+	if sl.epoch.Load() != e {
+		return nil
+	}
+	w := &routeWindow{secs: statsSlot.Seconds()}
+	var any uint64
+	for b := range w.req {
+		w.req[b] = uint64(sl.requests[b].Load())
+		w.errs[b] = uint64(sl.errors[b].Load())
+		any += w.req[b]
+	}
+	for j := range w.shadow {
+		w.shadow[j] = uint64(sl.shadow[j].Load())
+		any += w.shadow[j]
+	}
+	if any == 0 {
+		return nil
+	}
+	for j := range w.lat {
+		for k := range w.lat[j] {
+			w.lat[j][k] = uint64(sl.latency[j][k].Load())
+		}
+	}
+	if sl.epoch.Load() != e { // cleared for a newer epoch while read
+		return nil
+	}
+	return w
+}
+
 // render turns raw sums into what /admin/stats shows: quantiles read from
 // the (possibly merged) buckets, never averaged.
 func (w *routeWindow) render(name string) RouteStats {

@@ -70,6 +70,8 @@ type Metrics struct {
 	LogDropped        prometheus.Counter     // access lines the sink could not take in time
 	FleetReplicas     prometheus.Gauge       // replicas whose stats /admin/stats merges, this one included
 	FleetLeader       prometheus.Gauge       // 1 while this replica is the fleet's elected leader
+	RolloutStep       *prometheus.GaugeVec   // route: the rollout's step, 1-based; 0 when none runs
+	RolloutDecisions  *prometheus.CounterVec // route, decision
 }
 
 func histogram(name, help string, labels ...string) *prometheus.HistogramVec {
@@ -146,9 +148,18 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "natsgate_fleet_leader",
 			Help: "1 while this replica is the fleet's elected leader (it holds the fleet.leader_bucket key), 0 otherwise.",
 		}),
+		RolloutStep: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "natsgate_rollout_step",
+			Help: "The step a route's rollout plan is at, from 1, while it runs or is paused; 0 otherwise. Every replica reports the stored state.",
+		}, []string{"route"}),
+		RolloutDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "natsgate_rollout_decisions_total",
+			Help: "Rollout decisions this replica made: start, advance, done, rollback, pause, resume, abort. Sum over replicas for the fleet's.",
+		}, []string{"route", "decision"}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.NATSDuration, m.WorkerDuration,
 		m.UpstreamDuration, m.ShadowComparisons, m.BreakerState, m.NATSErrors, m.UpstreamErrors,
-		m.Inflight, m.NATSConnected, m.CutoverStage, m.ConfigReloads, m.Rejected, m.LogDropped, m.FleetReplicas, m.FleetLeader)
+		m.Inflight, m.NATSConnected, m.CutoverStage, m.ConfigReloads, m.Rejected, m.LogDropped, m.FleetReplicas, m.FleetLeader,
+		m.RolloutStep, m.RolloutDecisions)
 	return m
 }
