@@ -164,8 +164,16 @@ func TestRolloutActions(t *testing.T) {
 	t.Setenv(gateway.TokenEnv, "")
 	d := startTestDemo(t)
 	waitRolloutAPI(t, d.admin, "get-profile")
+	code, stdout, stderr := runRollout(t, "start", "get-profile", "--admin", d.admin, "--token", d.token)
+	if code != 0 || stdout != "get-profile: running, step 1/4: shadow\n" {
+		t.Fatalf("start: exit %d, stdout %q, stderr %q; want the first step, shadow", code, stdout, stderr)
+	}
+	// No traffic reaches the route, so its gate has no verdict yet.
+	code, stdout, stderr = runRollout(t, "status", "get-profile", "--admin", d.admin)
+	if code != 0 || !strings.Contains(stdout, "\n  since ") || !regexp.MustCompile(`\ngates:\n  min_match_rate +value - +limit 0.99 +no verdict\n`).MatchString(stdout) {
+		t.Errorf("status after start: exit %d, stderr %q, printed\n%s\nwant since and the shadow gate without a verdict", code, stderr, stdout)
+	}
 	for _, step := range []struct{ action, state string }{
-		{"start", "running"},
 		{"pause", "paused"},
 		{"resume", "running"},
 		{"abort", "aborted"},
@@ -180,7 +188,7 @@ func TestRolloutActions(t *testing.T) {
 	}
 
 	host, _ := os.Hostname()
-	code, stdout, stderr := runRollout(t, "status", "get-profile", "--admin", d.admin, "--json")
+	code, stdout, stderr = runRollout(t, "status", "get-profile", "--admin", d.admin, "--json")
 	if code != 0 {
 		t.Fatalf("status: exit %d: %s", code, stderr)
 	}
@@ -218,7 +226,8 @@ func TestRolloutRefused(t *testing.T) {
 		{"an unknown route", []string{"status", "no-such-route"}, "natsgate rollout: Not Found: ", "no-such-route"},
 		{"a wrong token", []string{"start", "get-profile", "--token", "not-the-token"}, "natsgate rollout: Unauthorized: ", "token"},
 		{"no token", []string{"start", "get-profile"}, "natsgate rollout: Unauthorized: ", "token"},
-		{"a route without a plan", []string{"start", "slow", "--token", d.token}, "natsgate rollout: ", "slow"},
+		{"a route without a plan", []string{"start", "slow", "--token", d.token}, "natsgate rollout: Not Found: ", "no rollout plan"},
+		{"pausing a plan not started", []string{"pause", "get-profile", "--token", d.token}, "natsgate rollout: Conflict: ", "idle"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -292,5 +301,50 @@ func TestRolloutConfig(t *testing.T) {
 		if code != s.code || !strings.HasPrefix(got, s.prefix) {
 			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit %d and %q", s.name, code, stdout, stderr, s.code, s.prefix)
 		}
+	}
+}
+
+// status prints each gate's verdict (ok, FAIL, or no verdict while the
+// window holds too few requests) and only the last few decisions, reading
+// the JSON of the gateway's own RolloutStatus.
+func TestPrintRolloutStatus(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	yes, no := true, false
+	since := time.Date(2026, 3, 1, 12, 0, 0, 500, time.UTC)
+	in := gateway.RolloutStatus{Route: "get-profile", State: "running", Step: 3, Steps: 4, Stage: "canary", Percent: 50, Since: &since, Leader: "web-1:8080",
+		Gates: []gateway.GateStatus{
+			{Name: "max_error_rate_delta", Value: f(0.002), Limit: 0.005, OK: &yes},
+			{Name: "max_p99_ratio", Value: f(1.7), Limit: 1.2, OK: &no},
+			{Name: "min_requests", Limit: 50},
+		}}
+	for i := range 7 {
+		in.History = append(in.History, gateway.RolloutDecision{At: since.Add(time.Duration(i) * time.Second), From: "a", To: "b", Decision: "advance", Reason: "gates passed", By: "leader"})
+	}
+	raw, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st rolloutStatus
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	printRolloutStatus(&out, &st, since.Add(90*time.Second))
+	want := `get-profile: running, step 3/4: canary 50%
+  since 2026-03-01T12:00:00Z (1m30s ago)
+  leader web-1:8080
+gates:
+  max_error_rate_delta   value 0.002      limit 0.005      ok
+  max_p99_ratio          value 1.7        limit 1.2        FAIL
+  min_requests           value -          limit 50         no verdict
+history:
+  2026-03-01T12:00:02Z  advance a -> b: gates passed (by leader)
+  2026-03-01T12:00:03Z  advance a -> b: gates passed (by leader)
+  2026-03-01T12:00:04Z  advance a -> b: gates passed (by leader)
+  2026-03-01T12:00:05Z  advance a -> b: gates passed (by leader)
+  2026-03-01T12:00:06Z  advance a -> b: gates passed (by leader)
+`
+	if out.String() != want {
+		t.Errorf("printed\n%s\nwant\n%s", out.String(), want)
 	}
 }
