@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -338,12 +339,17 @@ func (r *rollouts) tick(ctx context.Context) {
 			r.s.log.Debug("rollout: reading state", "route", rt.Name, "error", err)
 			continue
 		}
-		r.observe(rt.Name, rec)
 		if leads {
-			if err := r.act(ctx, rt, rec, rev); err != nil && !errors.Is(err, errRolloutConflict) {
+			next := *rec
+			next.History = slices.Clone(rec.History)
+			switch err := r.act(ctx, rt, &next, rev); {
+			case err == nil:
+				rec = &next
+			case !errors.Is(err, errRolloutConflict):
 				r.s.log.Warn("rollout: acting on the plan", "route", rt.Name, "error", err)
 			}
 		}
+		r.observe(rt.Name, rec) // what is stored, not a decision that lost
 	}
 }
 
@@ -686,6 +692,7 @@ func (s *Server) changeRollout(ctx context.Context, rt *routes.Route, action, by
 			return nil, err
 		}
 		r.decided(rt.Name, d)
+		r.observe(rt.Name, rec)
 		return rec, nil
 	}
 	return nil, errRolloutConflict

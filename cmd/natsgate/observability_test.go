@@ -69,14 +69,18 @@ func TestExportedMetrics(t *testing.T) {
 	d := startTestDemo(t)
 	d.traffic(t, 80)
 	d.cutover(t, "get-profile", `{"cutover":"shadow"}`)
-	natstest.Eventually(t, 20*time.Second, "traffic on every route and shadow comparisons", func() bool {
+	natstest.Eventually(t, 20*time.Second, "traffic on every route, shadow comparisons and get-profile's rollout metrics", func() bool {
 		snap := d.stats(t)
 		for _, r := range snap.Routes {
 			if r.Requests == 0 {
 				return false
 			}
 		}
-		return routeStats(snap, "get-profile").Shadow.Match > 0
+		// The rollout controller exports get-profile's plan from its first
+		// round, a tick after the start.
+		families := gatheredLabels(t, d)
+		return routeStats(snap, "get-profile").Shadow.Match > 0 &&
+			families["natsgate_rollout_step"]["route"] && families["natsgate_rollout_decisions_total"]["decision"]
 	})
 
 	t.Run("metrics pass promtool", func(t *testing.T) {
@@ -440,5 +444,38 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	if repeated < 2 {
 		t.Errorf("%d panels repeat per route, want the latency and hop panels", repeated)
+	}
+
+	// Each of these rows has a panel charting each of its metrics; a
+	// panel belongs to the row above it.
+	rows := map[string][]string{
+		"Rollouts": {"natsgate_rollout_step", "natsgate_rollout_decisions_total"},
+	}
+	charted := map[string]map[string]bool{}
+	row := ""
+	for _, p := range dash.Panels {
+		if p.Type == "row" {
+			row = p.Title
+			charted[row] = map[string]bool{}
+			continue
+		}
+		for _, tg := range p.Targets {
+			for _, m := range selectorRe.FindAllStringSubmatch(tg.Expr, -1) {
+				if charted[row] != nil {
+					charted[row][m[1]] = true
+				}
+			}
+		}
+	}
+	for title, metrics := range rows {
+		if charted[title] == nil {
+			t.Errorf("no %q row", title)
+			continue
+		}
+		for _, m := range metrics {
+			if !charted[title][m] {
+				t.Errorf("row %q has no panel charting %s", title, m)
+			}
+		}
 	}
 }
