@@ -49,6 +49,7 @@ type rolloutStatus struct {
 	Stage   string         `json:"stage"`
 	Percent int            `json:"percent"`
 	Since   string         `json:"since"`
+	Leader  string         `json:"leader"`
 	Gates   []rolloutGate  `json:"gates"`
 	History []rolloutEvent `json:"history"`
 }
@@ -287,11 +288,14 @@ func rolloutLine(st *rolloutStatus) string {
 func printRolloutStatus(w io.Writer, st *rolloutStatus, now time.Time) {
 	fmt.Fprintln(w, rolloutLine(st))
 	if st.Since != "" {
-		since := st.Since
+		since := shortTime(st.Since)
 		if t, err := time.Parse(time.RFC3339, st.Since); err == nil && !now.Before(t) {
 			since += fmt.Sprintf(" (%s ago)", now.Sub(t).Truncate(time.Second))
 		}
 		fmt.Fprintf(w, "  since %s\n", since)
+	}
+	if st.Leader != "" {
+		fmt.Fprintf(w, "  leader %s\n", st.Leader)
 	}
 	if len(st.Gates) > 0 {
 		fmt.Fprintln(w, "gates:")
@@ -312,7 +316,7 @@ func printRolloutStatus(w io.Writer, st *rolloutStatus, now time.Time) {
 			h = h[len(h)-rolloutHistoryShown:]
 		}
 		for _, e := range h {
-			line := fmt.Sprintf("  %s  %s", e.At, e.Decision)
+			line := fmt.Sprintf("  %s  %s", shortTime(e.At), e.Decision)
 			if e.From != "" || e.To != "" {
 				line += fmt.Sprintf(" %s -> %s", e.From, e.To)
 			}
@@ -325,6 +329,16 @@ func printRolloutStatus(w io.Writer, st *rolloutStatus, now time.Time) {
 			fmt.Fprintln(w, line)
 		}
 	}
+}
+
+// shortTime prints an RFC 3339 time to the second, in UTC; anything else
+// as it came.
+func shortTime(s string) string {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return s
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 // number prints a gate's figure, "-" when there is none.
