@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bytes"
+	"compress/flate"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -317,6 +319,22 @@ var hostileFleetMessages = []struct{ name, subjectID, data string }{
 	{"route without a name", "x", `{"id":"x","seconds":10,"routes":[{"stage":"nats","req":[1,0,0]}]}`},
 	{"too large", "x", `{"id":"x","seconds":10,"version":"` + strings.Repeat("v", fleetMaxMessage) + `","routes":[]}`},
 	{"deep nesting", "x", strings.Repeat("[", 100000) + strings.Repeat("]", 100000)},
+	{"closed routes without a slot", "x", `{"id":"x","seconds":10,"routes":[],"closed":[{"name":"get","stage":"nats","req":[1,0,0]}]}`},
+	{"negative slot", "x", `{"id":"x","seconds":10,"routes":[],"slot":-3,"closed":[]}`},
+	{"closed route twice", "x", `{"id":"x","seconds":10,"routes":[],"slot":9,"closed":[{"name":"get","stage":"nats","req":[1,0,0]},{"name":"get","stage":"nats","req":[1,0,0]}]}`},
+}
+
+// deflated compresses a message as a replica sends it.
+func deflated(t testing.TB, data []byte) []byte {
+	var b bytes.Buffer
+	w, _ := flate.NewWriter(&b, flate.BestSpeed)
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }
 
 // A replica ignores every message it cannot decode: it neither counts it
@@ -333,7 +351,23 @@ func TestFleetIgnoresHostileMessages(t *testing.T) {
 		}
 	}
 	good := `{"id":"good","version":"v1","config_hash":"h","seconds":30,"routes":[{"name":"get","stage":"nats","req":[7,0,0],"lat":{"edge_nats":[40,7]}}]}`
-	if err := pub.Publish("natsgate.fleet.stats.good", []byte(good)); err != nil {
+	// Compressed ones: a bomb that inflates past the limit (a valid message
+	// padded with spaces), bytes that are not deflate, an unknown encoding.
+	bomb := `{"id":"x","seconds":10,"routes":[{"name":"get","stage":"nats","req":[5,0,0]}]}` + strings.Repeat(" ", 64*fleetMaxMessage)
+	for _, m := range []struct {
+		enc  string
+		data []byte
+	}{
+		{"deflate", deflated(t, []byte(bomb))},
+		{"deflate", []byte("not deflate at all")},
+		{"gzip", deflated(t, []byte(strings.Replace(good, "good", "x", 1)))},
+	} {
+		msg := &nats.Msg{Subject: "natsgate.fleet.stats.x", Header: nats.Header{"Content-Encoding": {m.enc}}, Data: m.data}
+		if err := pub.PublishMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pub.PublishMsg(&nats.Msg{Subject: "natsgate.fleet.stats.good", Header: nats.Header{"Content-Encoding": {"deflate"}}, Data: deflated(t, []byte(good))}); err != nil {
 		t.Fatal(err)
 	}
 	var snap StatsSnapshot
@@ -413,7 +447,7 @@ func TestFleetMessageSize(t *testing.T) {
 		table.Routes = append(table.Routes, &routes.Route{Name: name, Cutover: routes.NATS})
 		for i := range 3000 {
 			// 0.5ms to 4ms edge, a hop a little shorter, a worker shorter yet.
-			d := 500*time.Microsecond + time.Duration(i%97)*36*time.Microsecond
+			d := 500*time.Microsecond + time.Duration(r)*40*time.Microsecond + time.Duration((i*7+r)%97)*36*time.Microsecond
 			st := 200
 			if i%500 == 0 {
 				st = 502
@@ -429,9 +463,13 @@ func TestFleetMessageSize(t *testing.T) {
 	}
 	busy, _ := json.Marshal(m)
 	quiet, _ := json.Marshal(idle)
-	t.Logf("36 routes: %d bytes busy, %d bytes idle", len(busy), len(quiet))
+	sent := len(deflated(t, busy))
+	t.Logf("36 routes: %d bytes busy (%d sent, deflated), %d bytes idle (%d sent)", len(busy), sent, len(quiet), len(deflated(t, quiet)))
 	if len(busy) > fleetMaxMessage/4 {
 		t.Errorf("a busy message is %d bytes, want well under the %d a replica accepts", len(busy), fleetMaxMessage)
+	}
+	if sent > 8<<10 {
+		t.Errorf("a busy message is sent as %d bytes, want a few KiB", sent)
 	}
 	if _, err := decodeFleetMessage(busy); err != nil {
 		t.Errorf("a replica refuses the busy message: %v", err)
