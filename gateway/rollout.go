@@ -34,6 +34,9 @@ import (
 // leads next.
 const (
 	rolloutTick = time.Second
+	// rolloutFollow is how many rounds a replica that does not lead lets
+	// pass between reads.
+	rolloutFollow = 5
 	// rolloutHistory bounds the decisions a record keeps.
 	rolloutHistory = 100
 	// rolloutBy names the controller in the cutover bucket's audit fields.
@@ -202,13 +205,16 @@ func (r *rollouts) run() {
 	defer close(r.done)
 	t := time.NewTicker(rolloutTick)
 	defer t.Stop()
-	for {
+	for n := 0; ; n++ {
 		select {
 		case <-r.stop:
 			return
 		case <-t.C:
 		}
-		if !r.planned() {
+		// The leader reads every record each second; the others only keep
+		// their gauge and chart marks, every rolloutFollow, so a large
+		// fleet does not read the bucket once per replica a second.
+		if !r.planned() || !r.s.IsLeader() && n%rolloutFollow != 0 {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), rolloutTick)
