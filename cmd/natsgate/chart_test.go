@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +16,9 @@ import (
 	"time"
 
 	"github.com/natsgate/natsgate/gateway"
+	"github.com/natsgate/natsgate/internal/natstest"
+	"github.com/natsgate/natsgate/routes"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // history reads /admin/history?route=name.
@@ -165,7 +171,7 @@ func TestDashboardChartsShowBothBackendsAndStageMarks(t *testing.T) {
 		}
 	}
 	// The axes say their units.
-	for _, unit := range []string{" ms", " /s", "min ago", "now"} {
+	for _, unit := range []string{" ms", "/s", "min ago", "now"} {
 		if got := b.eval(fmt.Sprintf(`[...%s.querySelectorAll('text')].some(e => e.textContent.includes(%q))`, chart, unit)); got != "true" {
 			t.Errorf("get-profile's chart has no axis label with %q", unit)
 		}
@@ -189,15 +195,17 @@ func TestDashboardChartsShowBothBackendsAndStageMarks(t *testing.T) {
 	}
 
 	if *dashboardPNG != "" {
-		writeDashboardPNG(t, b)
+		writeDashboardPNG(t, b, d)
 	}
 }
 
-// writeDashboardPNG refreshes docs/dashboard.png: a minute more of traffic,
-// so the charts have a history to show, then the page at 1680 pixels wide.
-func writeDashboardPNG(t *testing.T, b *browser) {
+// writeDashboardPNG refreshes docs/dashboard.png: get-profile back at a
+// 50% canary and a minute and a half more of traffic, so its chart shows
+// both backends and its marks, then the page at 1680 pixels wide.
+func writeDashboardPNG(t *testing.T, b *browser, d *testDemo) {
 	t.Helper()
-	time.Sleep(60 * time.Second) // the traffic runs on: the lines grow
+	d.cutover(t, "get-profile", `{"cutover":"canary","canary_percent":50}`)
+	time.Sleep(90 * time.Second) // the traffic runs on: the lines grow
 	b.call(b.session, "Emulation.setDeviceMetricsOverride", map[string]any{"width": 1680, "height": 1500, "deviceScaleFactor": 1, "mobile": false}, nil)
 	b.eval(`new Promise(r => setTimeout(() => r(true), 11000))`) // one history poll and two table refreshes
 	var shot struct {
@@ -212,4 +220,82 @@ func writeDashboardPNG(t *testing.T, b *browser) {
 		t.Fatal(err)
 	}
 	t.Logf("wrote %s", *dashboardPNG)
+}
+
+// startReplica starts one gateway of a fleet on natsURL: replica id, one
+// NATS route whose timeout sets the config hash. It returns the admin URL.
+func startReplica(t *testing.T, natsURL, id, timeout string) string {
+	t.Helper()
+	yaml := fmt.Sprintf(`
+http: {listen: "127.0.0.1:0"}
+admin: {listen: "127.0.0.1:0"}
+nats: {url: %q}
+fleet: {replica_id: %s}
+routes:
+  - name: get
+    method: GET
+    path: /get
+    nats: {subject: get, timeout: %s}
+`, natsURL, id, timeout)
+	cfg, err := routes.Parse(id+".yaml", []byte(yaml), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatalf("%s: %v", id, err)
+	}
+	table, err := routes.Compile(cfg)
+	if err != nil {
+		t.Fatalf("%s: %v", id, err)
+	}
+	gw, err := gateway.New(context.Background(), gateway.Options{Table: table, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry(), AccessLog: io.Discard})
+	if err != nil {
+		t.Fatalf("%s: %v", id, err)
+	}
+	if err := gw.Start(); err != nil {
+		t.Fatalf("%s: %v", id, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = gw.Shutdown(ctx)
+	})
+	return "http://" + gw.AdminAddr()
+}
+
+// TestDashboardShowsFleetDrift loads the dashboard of a fleet of three
+// where one replica runs another config: the fleet panel lists all three,
+// the leader marked as /admin/fleet names it, and the drift warning is
+// shown naming the odd one out and why, its entry flagged.
+func TestDashboardShowsFleetDrift(t *testing.T) {
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium is not on PATH: this test drives the dashboard in headless Chromium (Debian's chromium package; .ci/run installs it)")
+	}
+	ns := natstest.RunServer(t)
+	a := startReplica(t, ns.ClientURL(), "replica-a", "5s")
+	startReplica(t, ns.ClientURL(), "replica-b", "5s")
+	startReplica(t, ns.ClientURL(), "replica-c", "2s")
+	d := &testDemo{admin: a}
+	var st gateway.FleetStatus
+	poll(t, 20*time.Second, "replica-a to hear all three and elect a leader", func() bool {
+		st = d.fleet(t)
+		return len(st.Replicas) == 3 && len(st.Drift) == 1 && st.Leader != ""
+	})
+
+	b := openBrowser(t, bin, a+"/")
+	b.waitFor("three replicas listed", `document.querySelectorAll('#replicas li[data-replica]').length === 3`)
+	b.waitFor("the drift warning shown", `!document.getElementById('drift').hidden`)
+	if got := b.eval(`document.querySelector('#drift-list li[data-replica="replica-c"]')?.textContent ?? ''`); !strings.Contains(got, "replica-c") || !strings.Contains(got, "config hash") {
+		t.Errorf("drift entry for replica-c reads %q, want its id and the config hash", got)
+	}
+	if got := b.eval(`document.querySelectorAll('#drift-list li').length`); got != "1" {
+		t.Errorf("%s drift entries, want 1 (replica-c)", got)
+	}
+	if got := b.eval(`document.querySelector('#replicas li[data-replica="replica-c"]').classList.contains('drifting')`); got != "true" {
+		t.Errorf("replica-c's entry is not flagged as drifting")
+	}
+	if got := b.eval(`document.querySelector('#replicas li[data-replica="replica-a"]').classList.contains('drifting')`); got != "false" {
+		t.Errorf("replica-a's entry is flagged as drifting")
+	}
+	// The leader may change hands while the page loads: read both again.
+	b.waitFor("the leader marked, as /admin/fleet names it", fmt.Sprintf(
+		`[...document.querySelectorAll('#replicas li[data-replica]')].filter(li => li.querySelector('.leader')).map(li => li.dataset.replica).join() === %q`, d.fleet(t).Leader))
 }

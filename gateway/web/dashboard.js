@@ -370,7 +370,7 @@
 
   function tickText(v, unit) {
     const s = v >= 10 || v === 0 ? String(Math.round(v)) : String(Number(v.toPrecision(2)));
-    return s + ' ' + unit;
+    return unit === '/s' ? s + '/s' : s + ' ' + unit;
   }
 
   // linePath draws one series; a point without a value breaks the line
