@@ -70,6 +70,19 @@ func pointsWith(rh gateway.RouteHistory, backend, series string) int {
 	return n
 }
 
+// legacyRuns counts the runs of consecutive points legacy answered.
+func legacyRuns(rh gateway.RouteHistory) int {
+	runs, in := 0, false
+	for _, p := range rh.Points {
+		_, ok := p.Backend["legacy"]
+		if ok && !in {
+			runs++
+		}
+		in = ok
+	}
+	return runs
+}
+
 // poll waits for cond, checking every quarter second, within a bound: the
 // history changes every ten seconds, so a tighter loop only costs the CPU.
 func poll(t *testing.T, within time.Duration, what string, cond func() bool) {
@@ -90,7 +103,8 @@ func poll(t *testing.T, within time.Duration, what string, cond func() bool) {
 // backends, each with as many points as the history holds for it (a step a
 // backend did not answer breaks its line, it is not drawn at zero); the
 // canary's stage change is marked on its time axis, a later PUT adds a
-// second mark, and a route whose stage never changed has none.
+// second mark, and a route whose stage never changed has none; legacy's
+// line, back after a spell at nats, is drawn in two pieces.
 func TestDashboardChartsShowBothBackendsAndStageMarks(t *testing.T) {
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
@@ -188,23 +202,41 @@ func TestDashboardChartsShowBothBackendsAndStageMarks(t *testing.T) {
 		t.Errorf("get-user's chart missing or marked though its stage never changed")
 	}
 
+	putAt := time.Now()
 	d.cutover(t, "get-profile", `{"cutover":"nats"}`)
 	b.waitFor("a second stage mark on get-profile after the PUT", marks("get-profile")+`.length === 2`)
 	if got := b.eval(`[...` + marks("get-profile") + `].some(m => m.textContent.includes('stage: nats'))`); got != "true" {
 		t.Errorf("no stage mark says nats: %s", b.eval(`[...`+marks("get-profile")+`].map(m => m.textContent).join(' | ')`))
 	}
 
+	// At nats, legacy answers nothing: back at the canary, legacy's lines
+	// resume after a gap, and the page draws them as two pieces.
+	poll(t, 60*time.Second, "a point at nats that legacy did not answer", func() bool {
+		for _, p := range d.history(t, "get-profile").Points {
+			if _, nats := p.Backend["nats"]; nats && p.T >= putAt.UnixMilli() {
+				_, legacy := p.Backend["legacy"]
+				return !legacy
+			}
+		}
+		return false
+	})
+	d.cutover(t, "get-profile", `{"cutover":"canary","canary_percent":50}`)
+	poll(t, 60*time.Second, "legacy answering again after the gap", func() bool {
+		return legacyRuns(d.history(t, "get-profile")) >= 2
+	})
+	b.waitFor("legacy's rate line drawn in two pieces", `(`+line("legacy", "rate")+`?.getAttribute('d').match(/M/g) ?? []).length >= 2`)
+	b.waitFor("a third stage mark", marks("get-profile")+`.length === 3`)
+
 	if *dashboardPNG != "" {
-		writeDashboardPNG(t, b, d)
+		writeDashboardPNG(t, b)
 	}
 }
 
-// writeDashboardPNG refreshes docs/dashboard.png: get-profile back at a
-// 50% canary and a minute and a half more of traffic, so its chart shows
+// writeDashboardPNG refreshes docs/dashboard.png: a minute and a half
+// more of traffic, get-profile back at a 50% canary, so its chart shows
 // both backends and its marks, then the page at 1680 pixels wide.
-func writeDashboardPNG(t *testing.T, b *browser, d *testDemo) {
+func writeDashboardPNG(t *testing.T, b *browser) {
 	t.Helper()
-	d.cutover(t, "get-profile", `{"cutover":"canary","canary_percent":50}`)
 	time.Sleep(90 * time.Second) // the traffic runs on: the lines grow
 	b.call(b.session, "Emulation.setDeviceMetricsOverride", map[string]any{"width": 1680, "height": 1500, "deviceScaleFactor": 1, "mobile": false}, nil)
 	b.eval(`new Promise(r => setTimeout(() => r(true), 11000))`) // one history poll and two table refreshes
