@@ -238,8 +238,18 @@ func TestDashboardChartsShowBothBackendsAndStageMarks(t *testing.T) {
 func writeDashboardPNG(t *testing.T, b *browser) {
 	t.Helper()
 	time.Sleep(90 * time.Second) // the traffic runs on: the lines grow
-	b.call(b.session, "Emulation.setDeviceMetricsOverride", map[string]any{"width": 1680, "height": 1500, "deviceScaleFactor": 1, "mobile": false}, nil)
+	metrics := func(height int) {
+		b.call(b.session, "Emulation.setDeviceMetricsOverride", map[string]any{"width": 1680, "height": height, "deviceScaleFactor": 1, "mobile": false}, nil)
+	}
+	metrics(900)
 	b.eval(`new Promise(r => setTimeout(() => r(true), 11000))`) // one history poll and two table refreshes
+	// The whole page: the table, then every route's chart.
+	height, err := strconv.Atoi(b.eval(`document.documentElement.scrollHeight`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics(min(height, 2400))
+	b.eval(`new Promise(r => requestAnimationFrame(() => r(true)))`)
 	var shot struct {
 		Data string `json:"data"`
 	}

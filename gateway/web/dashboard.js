@@ -497,7 +497,9 @@
       if (next && next.X - X < 60) continue;
       if (X - lastLabel < 60) continue;
       const right = X > G.w - 90;
-      const label = ev.text.length > 22 ? ev.text.slice(0, 21) + '…' : ev.text;
+      // The label is what the route runs; who did it is in the title.
+      const what = ev.text.replace(/ by .*$/, '');
+      const label = what.length > 22 ? what.slice(0, 21) + '…' : what;
       g.append(svg('text', { class: 'mark-label ' + ev.kind, x: (right ? X - 3 : X + 3).toFixed(1), y: G.lat.top + 6, 'text-anchor': right ? 'end' : 'start', text: label },
         svg('title', { text: clock(Date.parse(ev.at)) + ' ' + ev.kind + ': ' + ev.text })));
       lastLabel = X;
