@@ -195,10 +195,12 @@ type HistoryValues struct {
 
 // RouteHistory is one route's chart: its points, oldest first, and marks.
 type RouteHistory struct {
-	Name   string         `json:"name"`
-	Stage  routes.Stage   `json:"stage"`
-	Points []HistoryPoint `json:"points"`
-	Events []HistoryEvent `json:"events"`
+	Name  string       `json:"name"`
+	Stage routes.Stage `json:"stage"`
+	// Percent is the canary share, with stage canary.
+	Percent *int           `json:"canary_percent,omitempty"`
+	Points  []HistoryPoint `json:"points"`
+	Events  []HistoryEvent `json:"events"`
 }
 
 // HistorySnapshot is what GET /admin/history serves.
@@ -264,7 +266,14 @@ func (s *Server) History() HistorySnapshot {
 	c := s.table.Load()
 	out := HistorySnapshot{StepSeconds: HistoryStep.Seconds(), Routes: make([]RouteHistory, 0, len(c.table.Routes))}
 	for _, rt := range c.table.Routes {
-		out.Routes = append(out.Routes, s.history.route(rt.Name, routes.Stage(appliedStage(c, rt))))
+		rh := s.history.route(rt.Name, routes.Stage(appliedStage(c, rt)))
+		if h := c.handlers[rt.Name]; h != nil && rh.Stage == routes.Canary {
+			if st := h.stage.Load(); st != nil {
+				p := st.percent
+				rh.Percent = &p
+			}
+		}
+		out.Routes = append(out.Routes, rh)
 	}
 	if len(out.Routes) > 0 && len(out.Routes[0].Points) > 0 {
 		pts := out.Routes[0].Points

@@ -94,4 +94,7 @@ admin:
 			return len(ev) == 1 && ev[0].Kind == "stage" && ev[0].Text == "canary 5% by ops"
 		})
 	}
+	if rh := getHistory(t, b, "?route=get").Routes[0]; rh.Stage != "canary" || rh.Percent == nil || *rh.Percent != 5 {
+		t.Errorf("B's history says %s %v, want canary 5", rh.Stage, rh.Percent)
+	}
 }

@@ -457,7 +457,7 @@
   function drawChart(c, rh, snap) {
     c.rh = rh;
     c.stage.className = 'stage stage-' + rh.stage;
-    c.stage.textContent = rh.stage;
+    c.stage.textContent = rh.stage + (rh.stage === 'canary' && rh.canary_percent != null ? ' ' + rh.canary_percent + '%' : '');
     const from = snap.from, to = snap.to;
     const step = snap.step_seconds * 1000;
     const pw = G.w - G.left - G.right;
@@ -521,7 +521,7 @@
       }
       box.append(c.card); // keeps the config's order
       // Redraw only what changed: most polls bring one new point a route.
-      const sig = snap.to + '|' + rh.stage + '|' + JSON.stringify(rh.points) + JSON.stringify(rh.events);
+      const sig = snap.to + '|' + rh.stage + rh.canary_percent + '|' + JSON.stringify(rh.points) + JSON.stringify(rh.events);
       if (sig !== c.sig) {
         drawChart(c, rh, snap);
         c.sig = sig;
