@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/natsgate/natsgate/routes"
 )
@@ -411,4 +412,143 @@ func suggestRoute(service string, ep micro.EndpointInfo, name, method, path stri
 	s.NATS.Subject = strings.Join(toks, ".")
 	s.NATS.Pattern = string(routes.Request)
 	return s
+}
+
+// dialBriefly connects once with the config's credentials and TLS, for a
+// command that looks and leaves: no reconnects. With no nats.url it
+// reaches the embedded server of a running natsgate, if there is one.
+func dialBriefly(cfg routes.NATSConfig) (*nats.Conn, error) {
+	if cfg.URL == "" {
+		cfg.URL = "nats://" + cfg.Embedded.Listen
+	}
+	zero := 0
+	cfg.MaxReconnects = &zero
+	return connect(cfg, nil, connHooks{
+		disconnected: func(error) {}, reconnected: func() {}, closed: func() {},
+		asyncError: func(*nats.Subscription, error) {},
+	})
+}
+
+// DiscoverResponders connects to the config's NATS system briefly and
+// looks once, as a running natsgate does every discovery.interval: what
+// `natsgate routes` shows in its RESPONDERS column.
+func DiscoverResponders(ctx context.Context, t *routes.Table) (map[string]*Responders, error) {
+	nc, err := dialBriefly(t.Config.NATS)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	infos, err := fetchInfos(ctx, nc, discoveryWait, discoveryQuiet)
+	if err != nil {
+		return nil, err
+	}
+	return matchResponders(t, infos, time.Now().UTC()).byRoute, nil
+}
+
+// ConnectReport is what `natsgate validate --connect` finds on the
+// config's NATS system, so a plan is checked before it is deployed.
+type ConnectReport struct {
+	// URL is the server connected to, credentials redacted.
+	URL string
+	// CutoverBucket is nats.cutover_bucket; CutoverErr why it cannot be
+	// opened (nil: reachable).
+	CutoverBucket string
+	CutoverErr    error
+	// StreamsErr is why the streams could not be listed (JetStream off).
+	StreamsErr error
+	Routes     []RouteCheck
+	// Claims are endpoints claiming routes the config does not have.
+	Claims []DiscoveredClaim
+}
+
+// RouteCheck is one route's readiness.
+type RouteCheck struct {
+	Name    string
+	Pattern routes.Pattern
+	Subject string
+	// Responders found; nil for a route without a NATS side.
+	Responders *Responders
+	// Streams that store every subject a jetstream route renders.
+	Streams []string
+	// Problem says what is missing for the route to move to NATS: ""
+	// when nothing is.
+	Problem string
+}
+
+// OK reports whether nothing is missing anywhere.
+func (r *ConnectReport) OK() bool {
+	if r.CutoverErr != nil {
+		return false
+	}
+	for _, rc := range r.Routes {
+		if rc.Problem != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// CheckConnect connects with the config's NATS settings and checks, per
+// route, what a move to NATS needs: a request route a micro service that
+// answers its subject, a jetstream route a stream that stores it (its
+// subject covered by one of the stream's subjects); and whether the
+// cutover bucket opens. A publish route needs nothing. It never sends a
+// worker a request.
+func CheckConnect(ctx context.Context, t *routes.Table) (*ConnectReport, error) {
+	nc, err := dialBriefly(t.Config.NATS)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	rep := &ConnectReport{URL: nc.ConnectedUrlRedacted(), CutoverBucket: t.Config.NATS.CutoverBucket}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := js.KeyValue(ctx, t.Config.NATS.CutoverBucket); err != nil {
+		rep.CutoverErr = err
+	}
+	streams := map[string][]string{}
+	var names []string
+	lister := js.ListStreams(ctx)
+	for si := range lister.Info() {
+		streams[si.Config.Name] = si.Config.Subjects
+		names = append(names, si.Config.Name)
+	}
+	rep.StreamsErr = lister.Err()
+	slices.Sort(names)
+	infos, err := fetchInfos(ctx, nc, discoveryWait, discoveryQuiet)
+	if err != nil {
+		return nil, err
+	}
+	found := matchResponders(t, infos, time.Now().UTC())
+	rep.Claims = found.claims
+	for _, rt := range t.Routes {
+		rc := RouteCheck{Name: rt.Name}
+		if !rt.HasNATS() {
+			rep.Routes = append(rep.Routes, rc)
+			continue
+		}
+		rc.Pattern, rc.Subject, rc.Responders = rt.Pattern, rt.Subject.String(), found.byRoute[rt.Name]
+		switch rt.Pattern {
+		case routes.Request:
+			if rc.Responders.Count == 0 {
+				rc.Problem = "no micro service answers " + rc.Subject + " (plain subscribers cannot be seen)"
+			}
+		case routes.JetStream:
+			for _, name := range names {
+				if slices.ContainsFunc(streams[name], rt.Subject.CoveredBy) {
+					rc.Streams = append(rc.Streams, name)
+				}
+			}
+			if len(rc.Streams) == 0 {
+				rc.Problem = "no stream stores " + rc.Subject
+				if rep.StreamsErr != nil {
+					rc.Problem += " (cannot list streams: " + rep.StreamsErr.Error() + ")"
+				}
+			}
+		}
+		rep.Routes = append(rep.Routes, rc)
+	}
+	return rep, nil
 }
