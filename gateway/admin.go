@@ -179,7 +179,7 @@ func (s *Server) putCutover(w http.ResponseWriter, r *http.Request) {
 	// audited only when it overrode a refusal.
 	forced := false
 	if stage == routes.Canary || stage == routes.NATS {
-		why, refuse := s.noResponders(h.rt)
+		why, refuse := s.noResponders(r.Context(), h.rt)
 		if refuse && !req.Force {
 			s.adminProblem(w, r, http.StatusConflict, "no_responders", name, why)
 			return

@@ -216,16 +216,22 @@ func (s *Server) responders(route string) *Responders {
 }
 
 // noResponders reports why a move of a route to canary or nats must be
-// refused: its last look found no micro service answering its subject.
-// Only request routes need a responder (a publish or jetstream route's
-// subject may have a stream or nobody behind it), and only a completed
-// look that found none refuses: a route never looked at is let through.
-func (s *Server) noResponders(rt *routes.Route) (string, bool) {
+// refused: no micro service answers its subject. Only request routes need
+// a responder (a publish or jetstream route's subject may have a stream or
+// nobody behind it), and only a completed look that found none refuses: a
+// route never looked at is let through. A last look that found none is
+// taken again first (at most discoveryWait), so a worker started since is
+// not refused for up to discovery.interval.
+func (s *Server) noResponders(ctx context.Context, rt *routes.Route) (string, bool) {
 	if !rt.HasNATS() || rt.Pattern != routes.Request {
 		return "", false
 	}
 	r := s.responders(rt.Name)
 	if r == nil || r.Count > 0 {
+		return "", false
+	}
+	s.discovery.look(ctx)
+	if r = s.responders(rt.Name); r == nil || r.Count > 0 {
 		return "", false
 	}
 	return fmt.Sprintf("no NATS micro service answers %s (discovery looked at %s); plain subscribers cannot be seen: start a micro service worker, or send \"force\": true to move anyway",

@@ -312,3 +312,26 @@ func TestDiscoveredClaimsNotRouted(t *testing.T) {
 	gw2 := startGateway(t, ns, cfg)
 	waitResponders(t, gw2, "get-order", 2)
 }
+
+// A worker started after the last look is not refused until the next one:
+// a refusal looks again first.
+func TestCutoverLooksAgainBeforeRefusing(t *testing.T) {
+	ns := natstest.RunServer(t)
+	legacy := startLegacy(t)
+	logs := &syncBuffer{}
+	gw := startGatewayLogging(t, ns, strings.Replace(discoveryConfig(legacy.URL), "interval: 1s", "interval: 1h", 1), logs)
+	waitResponders(t, gw, "nobody", 0)
+	microWorker(t, ns, "reports", "1.0.0", microEndpoint{name: "get", subject: "reports.*.get"})
+	req, _ := http.NewRequest("PUT", gw.AdminURL+"/admin/routes/nobody/cutover", strings.NewReader(`{"cutover":"nats"}`))
+	req.Header.Set("Authorization", "Bearer secret")
+	req.Header.Set("X-Natsgate-Actor", "ops")
+	if resp, body := send(t, req); resp.StatusCode != 200 {
+		t.Fatalf("PUT nats with a worker started since the last look: %d %s, want 200", resp.StatusCode, body)
+	}
+	if line := auditLine(t, logs, "ops"); line["forced"] != false {
+		t.Errorf("audit line %v, want forced false", line)
+	}
+	if r := routesStatus(t, gw)["nobody"].Responders; r == nil || r.Count != 1 {
+		t.Errorf("responders after the fresh look: %+v, want count 1", r)
+	}
+}

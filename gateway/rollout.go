@@ -778,7 +778,7 @@ func (s *Server) putRollout(w http.ResponseWriter, r *http.Request) {
 	}
 	forced := false
 	if req.Action == decisionStart {
-		why, refuse := s.noResponders(rt)
+		why, refuse := s.noResponders(r.Context(), rt)
 		if refuse && !req.Force {
 			s.adminProblem(w, r, http.StatusConflict, "no_responders", rt.Name, why)
 			return
