@@ -39,6 +39,7 @@ func (s *Server) AdminHandler() http.Handler {
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{EnableOpenMetrics: true, Registry: s.reg}))
 	mux.Get("/admin/routes", s.listRoutes)
+	mux.Get("/admin/discovered", s.listDiscovered)
 	mux.Get("/admin/fleet", s.getFleet)
 	mux.Get("/admin/history", s.getHistory)
 	mux.Get("/admin/routes/{name}/mismatches", s.listMismatches)
@@ -70,6 +71,10 @@ type RouteStatus struct {
 	Upstream            string            `json:"upstream,omitempty"`
 	Fallback            bool              `json:"fallback"`
 	Breakers            map[string]string `json:"breakers"`
+	// Responders are the micro services discovery found serving the
+	// route at its last look; absent until a look completes, and for a
+	// route without a NATS side.
+	Responders *Responders `json:"responders,omitempty"`
 }
 
 // Routes returns every route's status, in config order.
@@ -94,6 +99,7 @@ func (s *Server) routeStatus(h *routeHandler) RouteStatus {
 	if rt.HasNATS() {
 		rs.Pattern, rs.Subject = string(rt.Pattern), rt.Subject.String()
 		rs.Breakers["nats"] = h.nats.breaker.Load().state()
+		rs.Responders = s.responders(rt.Name)
 	}
 	if rt.Upstream != nil {
 		rs.Upstream = rt.Upstream.Name
@@ -135,6 +141,20 @@ func (s *Server) routeOr404(w http.ResponseWriter, r *http.Request, name string)
 type cutoverRequest struct {
 	Cutover       string `json:"cutover"`
 	CanaryPercent *int   `json:"canary_percent"`
+	// Force moves a request route to canary or nats although discovery
+	// found no micro service serving it (see noResponders).
+	Force bool `json:"force"`
+}
+
+// listDiscovered answers GET /admin/discovered: the micro endpoints that
+// claim a route the config does not have, each with a route entry that
+// would serve it.
+func (s *Server) listDiscovered(w http.ResponseWriter, r *http.Request) {
+	out := map[string]any{"kind": responderKind, "enabled": s.discovery != nil, "checked_at": nil, "claims": []DiscoveredClaim{}}
+	if res := s.discovery.result(); res != nil {
+		out["checked_at"], out["claims"] = res.at, res.claims
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) putCutover(w http.ResponseWriter, r *http.Request) {
@@ -155,6 +175,17 @@ func (s *Server) putCutover(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stage, percent := o.Cutover, o.CanaryPercent
+	// A move towards NATS needs someone to answer there; force is
+	// audited only when it overrode a refusal.
+	forced := false
+	if stage == routes.Canary || stage == routes.NATS {
+		why, refuse := s.noResponders(r.Context(), h.rt)
+		if refuse && !req.Force {
+			s.adminProblem(w, r, http.StatusConflict, "no_responders", name, why)
+			return
+		}
+		forced = refuse
+	}
 	old := h.stage.Load()
 	o.By, o.At = actor(r), time.Now().UTC()
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
@@ -164,7 +195,7 @@ func (s *Server) putCutover(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("audit: cutover override set", "route", name, "by", o.By, "at", o.At,
-		"old_stage", old.stage, "old_percent", old.percent, "stage", stage, "percent", percent)
+		"old_stage", old.stage, "old_percent", old.percent, "stage", stage, "percent", percent, "forced", forced)
 	s.upstreamMu.Lock()
 	defer s.upstreamMu.Unlock()
 	writeJSON(w, http.StatusOK, s.routeStatus(h))

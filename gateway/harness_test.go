@@ -42,6 +42,13 @@ func startGatewayLogging(t testing.TB, ns *server.Server, yamlText string, logOu
 		t.Fatalf("config: %v", err)
 	}
 	cfg.NATS.URL = ns.ClientURL()
+	if !strings.Contains(yamlText, "discovery:") {
+		// Most tests' workers are plain subscribers, which discovery
+		// cannot see: it would refuse their cutovers. Tests of discovery
+		// say so in their config.
+		off := false
+		cfg.Discovery.Enabled = &off
+	}
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Admin.Listen = "127.0.0.1:0"
 	table, err := routes.Compile(cfg)

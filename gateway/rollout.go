@@ -760,6 +760,9 @@ func (s *Server) getRollout(w http.ResponseWriter, r *http.Request) {
 
 type rolloutRequest struct {
 	Action string `json:"action"`
+	// Force starts a plan although discovery found no micro service
+	// serving the route (see noResponders).
+	Force bool `json:"force"`
 }
 
 func (s *Server) putRollout(w http.ResponseWriter, r *http.Request) {
@@ -779,6 +782,15 @@ func (s *Server) putRollout(w http.ResponseWriter, r *http.Request) {
 		s.adminProblem(w, r, http.StatusBadRequest, "bad_request", rt.Name, `body: want {"action": "start|pause|resume|abort"}: `+err.Error())
 		return
 	}
+	forced := false
+	if req.Action == decisionStart {
+		why, refuse := s.noResponders(r.Context(), rt)
+		if refuse && !req.Force {
+			s.adminProblem(w, r, http.StatusConflict, "no_responders", rt.Name, why)
+			return
+		}
+		forced = refuse
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	rec, err := s.changeRollout(ctx, rt, req.Action, actor(r))
@@ -794,6 +806,6 @@ func (s *Server) putRollout(w http.ResponseWriter, r *http.Request) {
 		s.adminProblem(w, r, http.StatusServiceUnavailable, "rollout_store", rt.Name, err.Error())
 		return
 	}
-	s.log.Info("audit: rollout "+req.Action, "route", rt.Name, "by", actor(r), "state", rec.State, "step", rec.Step+1)
+	s.log.Info("audit: rollout "+req.Action, "route", rt.Name, "by", actor(r), "state", rec.State, "step", rec.Step+1, "forced", forced)
 	writeJSON(w, http.StatusOK, s.rolloutStatus(rt, rec))
 }

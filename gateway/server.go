@@ -71,6 +71,10 @@ type Server struct {
 	ownConn  bool
 	embedded *EmbeddedServer
 
+	// discovery finds the micro services serving each route; nil with
+	// discovery.enabled false.
+	discovery *discovery
+
 	table atomic.Pointer[compiled]
 	// conn is what every route's NATS side shares: the connection and its
 	// epoch.
@@ -550,6 +554,7 @@ func (s *Server) Start() error {
 	}
 	s.startLeader()
 	s.startRollouts()
+	s.startDiscovery()
 	s.log.Info("natsgate serving", "http", s.publicLn.Addr().String(), "admin", s.adminLn.Addr().String(), "routes", len(s.Table().Routes))
 	return nil
 }
@@ -599,6 +604,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.access.Close() // every answered request's line is written
 	}
 	s.stopHistory()
+	s.stopDiscovery()
 	s.stopRollouts()
 	s.stopFleet()  // before the connection drains
 	s.stopLeader() // hands the lead back while the connection is up

@@ -72,6 +72,7 @@ type Metrics struct {
 	FleetLeader       prometheus.Gauge       // 1 while this replica is the fleet's elected leader
 	RolloutStep       *prometheus.GaugeVec   // route: the rollout's step, 1-based; 0 when none runs
 	RolloutDecisions  *prometheus.CounterVec // route, decision
+	RouteResponders   *prometheus.GaugeVec   // route: micro service instances discovery found serving it
 }
 
 func histogram(name, help string, labels ...string) *prometheus.HistogramVec {
@@ -156,10 +157,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "natsgate_rollout_decisions_total",
 			Help: "Rollout decisions this replica made: start, advance, done, rollback, pause, resume, abort. Sum over replicas for the fleet's.",
 		}, []string{"route", "decision"}),
+		RouteResponders: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "natsgate_route_responders",
+			Help: "NATS micro service instances whose endpoint subject covers the route's, at discovery's last look. Plain subscribers are not seen; absent until a look completes.",
+		}, []string{"route"}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.NATSDuration, m.WorkerDuration,
 		m.UpstreamDuration, m.ShadowComparisons, m.BreakerState, m.NATSErrors, m.UpstreamErrors,
 		m.Inflight, m.NATSConnected, m.CutoverStage, m.ConfigReloads, m.Rejected, m.LogDropped, m.FleetReplicas, m.FleetLeader,
-		m.RolloutStep, m.RolloutDecisions)
+		m.RolloutStep, m.RolloutDecisions, m.RouteResponders)
 	return m
 }

@@ -76,6 +76,7 @@ const (
 	DefaultFleetLeaderTTL      = 5 * time.Second
 	DefaultFleetLeaderBucket   = "natsgate_leader"
 	DefaultFleetRolloutBucket  = "natsgate_rollouts"
+	DefaultDiscoveryInterval   = 30 * time.Second
 )
 
 // Table is a compiled configuration: every value checked, every default
@@ -302,6 +303,9 @@ func (c *compiler) compile() *Table {
 		}
 	}
 
+	if iv := time.Duration(cfg.Discovery.Interval); iv < time.Second {
+		c.fail("discovery.interval", "%v must be at least 1s", iv)
+	}
 	if ttl := time.Duration(cfg.Fleet.LeaderTTL); ttl < time.Second {
 		c.fail("fleet.leader_ttl", "%v must be at least 1s", ttl)
 	}
@@ -387,6 +391,11 @@ func (c *compiler) fillDefaults(cfg *Config) {
 	if cfg.Fleet.Enabled == nil {
 		on := true
 		cfg.Fleet.Enabled = &on
+	}
+	setDefault(&cfg.Discovery.Interval, Duration(DefaultDiscoveryInterval))
+	if cfg.Discovery.Enabled == nil {
+		on := true
+		cfg.Discovery.Enabled = &on
 	}
 	setDefault(&cfg.Log.Level, "info")
 	setDefault(&cfg.Log.Format, "json")
@@ -870,8 +879,25 @@ func chiAccepts(mux chi.Router, r *Route) (err error) {
 // Format renders the table as the text `natsgate routes` prints: one line
 // a route, ending in a note of its rollout plan's steps when it has one.
 func (t *Table) Format(stage func(*Route) Stage) string {
+	return t.FormatWith(stage, nil)
+}
+
+// FormatWith is Format with a RESPONDERS column after SUBJECT, filled by
+// responders (what discovery found for the route, like "2" or "-"); nil
+// leaves the column out.
+func (t *Table) FormatWith(stage func(*Route) Stage, responders func(*Route) string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-20s %-7s %-28s %-8s %-10s %-30s %s\n", "ROUTE", "METHOD", "PATH", "STAGE", "PATTERN", "SUBJECT", "UPSTREAM")
+	resp := func(r *Route) string {
+		if responders == nil {
+			return ""
+		}
+		return fmt.Sprintf("%-10s ", responders(r))
+	}
+	head := ""
+	if responders != nil {
+		head = fmt.Sprintf("%-10s ", "RESPONDERS")
+	}
+	fmt.Fprintf(&b, "%-20s %-7s %-28s %-8s %-10s %-30s %s%s\n", "ROUTE", "METHOD", "PATH", "STAGE", "PATTERN", "SUBJECT", head, "UPSTREAM")
 	for _, r := range t.Routes {
 		st := r.Cutover
 		if stage != nil {
@@ -893,7 +919,7 @@ func (t *Table) Format(stage func(*Route) Stage) string {
 				plan = "  plan: 1 step"
 			}
 		}
-		fmt.Fprintf(&b, "%-20s %-7s %-28s %-8s %-10s %-30s %s%s\n", r.Name, r.Method, r.Path, st, pat, subj, up, plan)
+		fmt.Fprintf(&b, "%-20s %-7s %-28s %-8s %-10s %-30s %s%s%s\n", r.Name, r.Method, r.Path, st, pat, subj, resp(r), up, plan)
 	}
 	return b.String()
 }

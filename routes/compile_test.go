@@ -74,6 +74,38 @@ func TestFormatStageOverride(t *testing.T) {
 	}
 }
 
+// FormatWith adds a RESPONDERS column after SUBJECT, and Format leaves it
+// out.
+func TestFormatWithResponders(t *testing.T) {
+	tb, err := routes.Load("s.yaml", []byte("routes:\n  - name: r1\n    path: /a\n    nats: {subject: a.b}\n  - name: r2\n    path: /b\n    nats: {subject: c}\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := tb.FormatWith(nil, func(r *routes.Route) string {
+		if r.Name == "r1" {
+			return "2"
+		}
+		return "-"
+	})
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	want := [][]string{
+		{"ROUTE", "METHOD", "PATH", "STAGE", "PATTERN", "SUBJECT", "RESPONDERS", "UPSTREAM"},
+		{"r1", "*", "/a", "nats", "request", "a.b", "2", "-"},
+		{"r2", "*", "/b", "nats", "request", "c", "-", "-"},
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("FormatWith printed %d lines, want %d:\n%s", len(lines), len(want), out)
+	}
+	for i, w := range want {
+		if got := strings.Fields(lines[i]); !slices.Equal(got, w) {
+			t.Errorf("line %d: %q, want the fields %q", i, lines[i], w)
+		}
+	}
+	if strings.Contains(tb.Format(nil), "RESPONDERS") {
+		t.Errorf("Format shows a RESPONDERS column:\n%s", tb.Format(nil))
+	}
+}
+
 // Compile reports problems for a Config built in code too, without a file.
 func TestCompileWithoutFile(t *testing.T) {
 	_, err := routes.Compile(&routes.Config{Routes: []routes.RouteConfig{{Name: "r1", Path: "/a", NATS: &routes.RouteNATS{Subject: "a.*"}}}})

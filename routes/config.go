@@ -33,6 +33,9 @@ type Config struct {
 	// Fleet shares each replica's dashboard window with the others over
 	// NATS, so /admin/stats can answer for every replica.
 	Fleet FleetConfig `yaml:"fleet"`
+	// Discovery reads the NATS micro services on the NATS system, to
+	// report each route's responders and refuse a cutover nobody serves.
+	Discovery DiscoveryConfig `yaml:"discovery"`
 	// Defaults apply to every route that does not set its own value.
 	Defaults Defaults `yaml:"defaults"`
 	// Upstreams are the legacy HTTP services, by name, that routes proxy to.
@@ -180,6 +183,20 @@ type FleetConfig struct {
 	// It must differ from LeaderBucket, whose keys expire, and from
 	// nats.cutover_bucket. Default "natsgate_rollouts".
 	RolloutBucket string `yaml:"rollout_bucket"`
+}
+
+// DiscoveryConfig is how natsgate finds the workers that answer its
+// routes: at start and every interval it asks every NATS micro service on
+// the system for its info ($SRV.INFO, what "nats micro ls" shows) and
+// matches each endpoint's subject against each route's. Plain subscribers
+// that are not micro services cannot be seen this way, and natsgate never
+// sends a worker a real request to find out.
+type DiscoveryConfig struct {
+	// Enabled runs discovery. Off, routes show no responders and a
+	// cutover is never refused for want of them. Default true.
+	Enabled *bool `yaml:"enabled"`
+	// Interval between two looks; at least 1s. Default 30s.
+	Interval Duration `yaml:"interval"`
 }
 
 // LogConfig sets the log.

@@ -115,6 +115,11 @@ func TestLoadErrors(t *testing.T) {
 			want: wantError{2, "", "fleet.leader_ttl", "500ms must be at least 1s"},
 		},
 		{
+			name: "discovery interval under a second",
+			yaml: "discovery:\n  interval: 500ms\n" + route("path: /a", "nats: {subject: a}"),
+			want: wantError{2, "", "discovery.interval", "500ms must be at least 1s"},
+		},
+		{
 			name: "fleet leader bucket with a dot",
 			yaml: "fleet:\n  leader_bucket: natsgate.leader\n" + route("path: /a", "nats: {subject: a}"),
 			want: wantError{2, "", "fleet.leader_bucket", `"natsgate.leader" is not a key-value bucket name`},
@@ -560,6 +565,8 @@ func TestDefaultsFilled(t *testing.T) {
 		{"fleet.subject_prefix", c.Fleet.SubjectPrefix, routes.DefaultFleetSubjectPrefix},
 		{"fleet.leader_ttl", time.Duration(c.Fleet.LeaderTTL), routes.DefaultFleetLeaderTTL},
 		{"fleet.leader_bucket", c.Fleet.LeaderBucket, routes.DefaultFleetLeaderBucket},
+		{"discovery.enabled", *c.Discovery.Enabled, true},
+		{"discovery.interval", time.Duration(c.Discovery.Interval), routes.DefaultDiscoveryInterval},
 		{"defaults.timeout", time.Duration(c.Defaults.Timeout), routes.DefaultTimeout},
 		{"defaults.max_body", int64(c.Defaults.MaxBody), int64(routes.DefaultMaxBody)},
 		{"get-user method", tb.Routes[0].Method, "*"},

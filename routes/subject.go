@@ -179,3 +179,36 @@ func CheckToken(v string) error {
 	}
 	return nil
 }
+
+// CoveredBy reports whether a subscription on pattern (a NATS subject that
+// may hold the wildcards "*" and ">", like a micro endpoint's subject)
+// receives every subject the template can render, whatever the path
+// parameters. A token that holds a parameter varies with the request, so
+// only "*" or ">" covers it; a literal token is covered by the same
+// literal or by a wildcard. ">" covers one or more tokens, as in NATS.
+// Discovery uses it to find which workers answer a route.
+func (s *Subject) CoveredBy(pattern string) bool {
+	if pattern == "" {
+		return false
+	}
+	tmpl := strings.Split(s.template, ".")
+	pat := strings.Split(pattern, ".")
+	for i, p := range pat {
+		if p == "" {
+			return false // not a valid subject
+		}
+		if p == ">" {
+			return i == len(pat)-1 && len(tmpl) > i
+		}
+		if i >= len(tmpl) {
+			return false
+		}
+		if p == "*" {
+			continue
+		}
+		if strings.ContainsRune(tmpl[i], '{') || tmpl[i] != p {
+			return false
+		}
+	}
+	return len(pat) == len(tmpl)
+}

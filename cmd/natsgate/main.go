@@ -2,6 +2,7 @@
 //
 //	natsgate serve    --config FILE   serve the configured routes
 //	natsgate validate --config FILE   check a config, print every problem
+//	                  [--connect [--strict]]  and what NATS has for each route
 //	natsgate routes   --config FILE   print the route table
 //	natsgate demo                     embedded NATS, sample workers, gateway
 //	natsgate rollout ACTION ROUTE     show or move a route's rollout plan
@@ -28,7 +29,7 @@ const usage = `natsgate: the HTTP edge for teams moving from REST to NATS.
 
 Usage:
   natsgate serve    --config FILE [--log-format json|text] [--watch]
-  natsgate validate --config FILE
+  natsgate validate --config FILE [--connect [--strict]]
   natsgate routes   --config FILE
   natsgate demo     [--traffic]
   natsgate rollout  status|start|pause|resume|abort ROUTE [--admin URL] [--token T] [--config FILE] [--json]
@@ -55,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	logFormat := fs.String("log-format", "", "log format, json or text (overrides log.format)")
 	traffic := fs.Bool("traffic", false, "demo: send steady sample traffic so the dashboard fills")
 	watch := fs.Bool("watch", false, "serve: reload the config file when it changes (SIGHUP always reloads)")
+	connectNATS := fs.Bool("connect", false, "validate: also connect to NATS and report, per route, its responders and streams, and the cutover bucket")
+	strict := fs.Bool("strict", false, "validate --connect: exit 1 when a route lacks what a move to NATS needs")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -72,10 +75,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		switch cmd {
 		case "validate":
 			fmt.Fprintf(stdout, "%s: ok, %d routes, %d upstreams\n", *config, len(t.Routes), len(t.Upstreams))
+			if *connectNATS {
+				return validateConnect(t, *strict, stdout, stderr)
+			}
 			return 0
 		case "routes":
 			stages := gateway.EffectiveStages(t, func(msg string) { fmt.Fprintln(stderr, "natsgate routes:", msg) })
-			fmt.Fprint(stdout, t.Format(stages))
+			fmt.Fprint(stdout, t.FormatWith(stages, responderColumn(t, stderr)))
 			return 0
 		}
 		return serve(t, *config, *logFormat, *watch, stderr)
