@@ -317,6 +317,18 @@ func TestRolloutMovesAHealthyWorkerToNATS(t *testing.T) {
 		t.Errorf("%d of %d client requests failed during the rollout; first: %v", len(bad), len(exs), bad[0])
 	}
 	checkJudgedWholeFleet(t, v, exs)
+	// Each decision is counted by the one replica that made it: over the
+	// fleet, as many as the history holds.
+	client := newClient(t)
+	for decision, want := range map[string]float64{"advance": 2, "done": 1, "rollback": 0} {
+		var sum float64
+		for _, id := range f.ids {
+			sum += scrape(t, client, f.replicas[id].AdminURL, "natsgate_rollout_decisions_total", `route="get-profile"`, `decision="`+decision+`"`)
+		}
+		if sum != want {
+			t.Errorf("natsgate_rollout_decisions_total{decision=%q} over the replicas = %g, want %g", decision, sum, want)
+		}
+	}
 	t.Logf("%d requests, rollout took %v: %s", len(exs), v.History[len(v.History)-1].At.Sub(v.History[0].At).Round(time.Millisecond), v)
 }
 
