@@ -400,6 +400,12 @@ func (f *fleet) run() {
 }
 
 func (f *fleet) publish() {
+	if f.s.feed != nil {
+		// A slot closed since the feed's own tick goes out now, not on the
+		// feed's next one: the others read it historySettle after it
+		// closed, and two tickers' delays would add up past that.
+		f.s.feedHistory()
+	}
 	b, err := json.Marshal(f.local())
 	if err == nil {
 		if len(b) > fleetMaxMessage {

@@ -364,7 +364,9 @@ func (s *Server) feedHistory() {
 	rs := s.closedSlot(e)
 	s.history.add("", e, rs)
 	f.mu.Lock()
-	f.epoch, f.routes = e, rs
+	if e > f.epoch { // the fleet's publish reads it too; keep the newer
+		f.epoch, f.routes = e, rs
+	}
 	f.mu.Unlock()
 }
 

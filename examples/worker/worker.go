@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,6 +35,33 @@ type Options struct {
 	Instance string
 	// SlowDelay is how long the slow endpoint takes. Default 3s.
 	SlowDelay time.Duration
+	// Delay is added to every answer, to play a slower version of the
+	// worker. Default 0.
+	Delay time.Duration
+	// FailRate is the share of users answers, 0 to 1, that are a 500
+	// service error instead, spread evenly, to play a faulty version.
+	// Default 0.
+	FailRate float64
+}
+
+// FailEvery picks which answers fail so that, over any run of them, the
+// share that does is rate, spread evenly: answer n fails when it carries
+// the count of failures past a whole number. Safe for concurrent use.
+type FailEvery struct {
+	rate float64
+	n    atomic.Uint64
+}
+
+// NewFailEvery fails the given share of answers; 0 never, 1 always.
+func NewFailEvery(rate float64) *FailEvery { return &FailEvery{rate: rate} }
+
+// Next reports whether the next answer fails.
+func (f *FailEvery) Next() bool {
+	if f == nil || f.rate <= 0 {
+		return false
+	}
+	n := f.n.Add(1)
+	return uint64(float64(n)*f.rate) > uint64(float64(n-1)*f.rate)
 }
 
 // Start registers the sample service on nc and returns it; Stop it to
@@ -51,13 +79,31 @@ func Start(nc *nats.Conn, opts Options) (micro.Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	fail := NewFailEvery(opts.FailRate)
 	endpoints := []struct {
 		name, subject string
 		handler       micro.HandlerFunc
 	}{
-		{"get-user", "users.*.get", func(req micro.Request) { getUser(req, opts.Instance) }},
+		{"get-user", "users.*.get", func(req micro.Request) {
+			start := time.Now() // Server-Timing counts the delay: the worker is slower
+			answer := func() {
+				if fail.Next() {
+					_ = req.Error("500", "injected failure: this worker fails a share of its answers", nil)
+					return
+				}
+				getUser(req, opts.Instance, start)
+			}
+			if opts.Delay <= 0 {
+				answer()
+				return
+			}
+			// Later, on a timer's goroutine: the endpoint's handler runs one
+			// request at a time, and a sleep here would queue the others
+			// behind it instead of making each answer Delay slower.
+			time.AfterFunc(opts.Delay, answer)
+		}},
 		{"slow", "demo.slow", func(req micro.Request) {
-			time.Sleep(opts.SlowDelay)
+			time.Sleep(opts.SlowDelay + opts.Delay)
 			_ = req.Respond([]byte("finally\n"))
 		}},
 		{"events", "events.>", func(req micro.Request) {
@@ -76,8 +122,7 @@ func Start(nc *nats.Conn, opts Options) (micro.Service, error) {
 // getUser answers users.<id>.get. Ids 1 to 1000 exist; any other id is a
 // 404 sent as a micro service error, which natsgate turns into a problem
 // body.
-func getUser(req micro.Request, instance string) {
-	start := time.Now()
+func getUser(req micro.Request, instance string, start time.Time) {
 	id := req.Headers().Get("Http-Param-id")
 	if id == "" { // not sent through natsgate: take it from the subject
 		if parts := strings.Split(req.Subject(), "."); len(parts) == 3 {
