@@ -230,6 +230,42 @@ func BenchmarkHandler(b *testing.B) {
 	}
 }
 
+// BenchmarkHandlerParallel is BenchmarkHandler with 16 requests in flight
+// per GOMAXPROCS, enough to keep every CPU busy, so that ns/op is what a
+// request costs the whole process (gateway, nats-server and worker) in CPU
+// rather than one round trip's wake-ups: the figure to compare the request
+// path's CPU by.
+func BenchmarkHandlerParallel(b *testing.B) {
+	ns := natstest.RunServer(b)
+	worker := natstest.Connect(b, ns)
+	sub, err := worker.QueueSubscribe("users.*.get", "workers", func(m *nats.Msg) {
+		_ = m.RespondMsg(benchReply())
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := worker.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	s := benchServer(b, natstest.Connect(b, ns))
+	handler := s.Handler()
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		req := benchRequest(b)
+		w := &discardWriter{h: http.Header{}}
+		for pb.Next() {
+			w.reset()
+			handler.ServeHTTP(w, req)
+			if w.status != http.StatusOK {
+				b.Errorf("status %d", w.status)
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkAccessLogLine is the access log's cost per request: encoding
 // one line and handing it to the writer, which writes it in a batch off
 // the request's path (to io.Discard here, as the sink is the deployment's).
