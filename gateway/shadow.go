@@ -112,7 +112,7 @@ func (h *routeHandler) serveShadow(w *statusWriter, r *http.Request, ex *exchang
 		r.Body = teeBody{Reader: io.TeeReader(r.Body, reqBody), Closer: r.Body}
 	}
 	w.capture = &capture{limit: compareLimit}
-	names, values, perr := pathParams(r, h.rt.Params)
+	names, values, perr := pathParams(r, h.rt.Params, nil)
 	hdr := requestHeader(h.rt, r, ex.reqID, names, values)
 	hdr[HeaderShadow] = []string{"true"}
 	method, path := r.Method, r.URL.EscapedPath()
