@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/natsgate/natsgate/internal/natstest"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // hostileHeaders are client headers that must never reach NATS: the
@@ -429,6 +431,83 @@ func TestCanonicalNameAgreesWithNetHTTP(t *testing.T) {
 		got, ok := canonicalName(name)
 		if ok != wantOK || ok && got != want {
 			t.Errorf("canonicalName(%q) = %q, %v; want %q, %v", name, got, ok, want, wantOK)
+		}
+	}
+}
+
+// A shadow copy carries the headers a request route would send for the
+// same request, and Http-Shadow: true; it is built after the client is
+// answered, in a reused map, so copies and requests of another route
+// alternate here and each message is checked against its own request.
+func TestShadowCopyHeadersOnTheWire(t *testing.T) {
+	ns := natstest.RunServer(t)
+	legacy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "same")
+	}))
+	t.Cleanup(legacy.Close)
+	gw := startGateway(t, ns, `
+upstreams:
+  legacy: {url: "`+legacy.URL+`", timeout: 2s}
+routes:
+  - name: shadow-user
+    method: GET
+    path: /users/{id}
+    forward_headers: [X-Tenant]
+    nats: {subject: "users.{id}.get", timeout: 5s}
+    upstream: legacy
+    cutover: shadow
+  - name: ping
+    method: GET
+    path: /ping
+    nats: {subject: ping, timeout: 5s}
+`)
+	worker := natstest.Connect(t, ns)
+	got := make(chan *nats.Msg, 1)
+	answer := func(m *nats.Msg) *nats.Msg {
+		got <- m
+		return &nats.Msg{Data: []byte("same"), Header: nats.Header{"Content-Type": {"text/plain"}}}
+	}
+	respond(t, worker, "users.*.get", answer)
+	respond(t, worker, "ping", answer)
+	next := func(i int) *nats.Msg {
+		t.Helper()
+		select {
+		case m := <-got:
+			return m
+		case <-time.After(5 * time.Second):
+			t.Fatalf("request %d: no message reached the worker", i)
+			return nil
+		}
+	}
+	match := gw.metrics.ShadowComparisons.WithLabelValues("shadow-user", "match")
+	for i := range 20 {
+		id := fmt.Sprintf("rid-%d", i)
+		if i%2 == 0 {
+			resp, body := do(t, "GET", fmt.Sprintf("%s/users/%d?page=%d", gw.URL, i, i), nil, http.Header{
+				"X-Tenant": {"acme"}, "Accept": {"text/plain"}, "X-Request-Id": {id},
+			})
+			if resp.StatusCode != 200 || body != "same" || resp.Header.Get(HeaderBackend) != "legacy" {
+				t.Fatalf("request %d: %d %s %q", i, resp.StatusCode, resp.Header.Get(HeaderBackend), body)
+			}
+			want := map[string]string{"Http-Method": "GET", "Http-Path": fmt.Sprintf("/users/%d", i), "Http-Query": fmt.Sprintf("page=%d", i),
+				"Http-Route": "shadow-user", "Http-Param-id": fmt.Sprint(i), "X-Tenant": "acme", "Accept": "text/plain",
+				"X-Request-Id": id, "Http-Shadow": "true"}
+			if d := headerDiff(next(i).Header, want); d != "" {
+				t.Errorf("copy %d, NATS header:\n%s", i, d)
+			}
+			// The copy is compared, and its map free again, before the
+			// next request takes one.
+			natstest.Eventually(t, 5*time.Second, "the copy's outcome", func() bool { return testutil.ToFloat64(match) == float64(i/2+1) })
+			continue
+		}
+		resp, body := do(t, "GET", gw.URL+"/ping", nil, http.Header{"X-Request-Id": {id}, "Accept-Encoding": {"identity"}})
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		}
+		want := map[string]string{"Http-Method": "GET", "Http-Path": "/ping", "Http-Route": "ping", "X-Request-Id": id}
+		if d := headerDiff(next(i).Header, want); d != "" {
+			t.Errorf("request %d, NATS header:\n%s", i, d)
 		}
 	}
 }

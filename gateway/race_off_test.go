@@ -2,6 +2,5 @@
 
 package gateway
 
-// raceAllocs is what the race detector adds to an allocation count: none
-// without it (see race_on_test.go).
-const raceAllocs = 0
+// raceEnabled: the race detector is off (see race_on_test.go).
+const raceEnabled = false
