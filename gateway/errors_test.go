@@ -236,6 +236,12 @@ func TestMapReply(t *testing.T) {
 		},
 		{"header names are canonicalized", natsMsg("", "x-lower", "1"), 200, "", http.Header{"X-Lower": {"1"}}, -1},
 		{"headers named by Connection are hop-by-hop", natsMsg("", "Connection", "X-Hop, close", "X-Hop", "1", "X-Keep", "2"), 200, "", http.Header{"X-Keep": {"2"}}, -1},
+		{
+			"headers named by Connection are hop-by-hop in any spelling",
+			natsMsg("", "connection", "x-hop", "CONNECTION", "X-Other", "X-HOP", "1", "x-hop", "2", "x-other", "3", "x-keep", "4"),
+			200, "", http.Header{"X-Keep": {"4"}}, -1,
+		},
+		{"a Server-Timing named by Connection is not the worker's", natsMsg("", "Connection", "server-timing", "Server-Timing", "worker;dur=5"), 200, "", nil, -1},
 		{"invalid header names are dropped", natsMsg("", "nats-x y", "1", "X\x00", "1", "Bad:Name", "1", "X-Ok", "1"), 200, "", http.Header{"X-Ok": {"1"}}, -1},
 		{"worker time", natsMsg("", "Server-Timing", "worker;dur=12.5"), 200, "", nil, 12500 * time.Microsecond},
 		{"worker time among others", natsMsg("", "Server-Timing", "db;dur=3, worker;desc=\"w\";dur=7"), 200, "", nil, 7 * time.Millisecond},

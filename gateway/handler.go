@@ -36,6 +36,18 @@ type exchange struct {
 	// hv backs the single-valued response headers natsgate sets (request
 	// id, Content-Length, Server-Timing), so they cost no slice each.
 	hv [3]string
+	// out is the NATS message of a request route, built in place.
+	out outbound
+}
+
+// served is what a route's handler keeps for one request, in one
+// allocation: the request's record and the writer that watches its
+// answer. Both outlive the handler's frame (the access log, the legacy
+// proxy and a shadow copy hold them), so each would otherwise be an
+// allocation of its own.
+type served struct {
+	ex exchange
+	sw statusWriter
 }
 
 // routeHandler serves one compiled route.
@@ -52,7 +64,8 @@ type routeHandler struct {
 }
 
 func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ex := exchange{start: time.Now(), reqID: requestID(r), traceID: traceID(r), nats: -1, worker: -1, upstream: -1}
+	st := &served{ex: exchange{start: time.Now(), reqID: requestID(r), traceID: traceID(r), nats: -1, worker: -1, upstream: -1}}
+	ex, sw := &st.ex, &st.sw
 	ex.hv[0] = ex.reqID
 	w.Header()[HeaderRequestID] = ex.hv[0:1:1]
 	h.m.Inflight.Inc()
@@ -60,12 +73,12 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// Server.Handler set the write deadline as the request came in; it is
 	// moved only once a good part of it has gone.
-	sw := statusWriter{ResponseWriter: w, writeTimeout: h.writeTimeout, deadline: ex.start.Add(h.writeTimeout)}
-	err := h.serve(&sw, r, &ex)
+	*sw = statusWriter{ResponseWriter: w, writeTimeout: h.writeTimeout, deadline: ex.start.Add(h.writeTimeout)}
+	err := h.serve(sw, r, ex)
 	if err != nil {
 		ex.err = err
 		if !sw.wrote {
-			setServerTiming(sw.Header(), &ex)
+			setServerTiming(sw.Header(), ex)
 			// Say which side failed, as a success says which answered.
 			switch ex.backend {
 			case metrics.BackendNATS:
@@ -73,14 +86,14 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			case metrics.BackendLegacy:
 				sw.Header()[HeaderBackend] = backendLegacy
 			}
-			writeProblem(&sw, r, classify(err), h.rt.Name, ex.reqID)
+			writeProblem(sw, r, classify(err), h.rt.Name, ex.reqID)
 		}
 	}
 	ex.status, ex.bytes = sw.status, sw.bytes
 	if ex.backend == "" {
 		ex.backend = metrics.BackendNone
 	}
-	h.gw.finish(h.rt, h.m, r, &ex)
+	h.gw.finish(h.rt, h.m, r, ex)
 	releaseBody(ex.body)
 	if ex.aborted {
 		// Recorded; now let net/http cut the connection, so the client
@@ -132,11 +145,15 @@ func (h *routeHandler) replayBody(r *http.Request, ex *exchange) {
 // percent-encoded; otherwise they are already decoded and must not be
 // decoded twice. Values may not hold white space, control or format
 // characters, nor invalid UTF-8 (routes.CheckParamValue): they travel in
-// NATS headers.
-func pathParams(r *http.Request, names []string) ([]string, []string, error) {
+// NATS headers. The values are put in room, when it is large enough.
+func pathParams(r *http.Request, names []string, room []string) ([]string, []string, error) {
 	rctx := chi.RouteContext(r.Context())
 	escaped := r.URL.RawPath != ""
-	values := make([]string, len(names))
+	values := room[:0:len(room)]
+	if len(names) > len(room) {
+		values = make([]string, 0, len(names))
+	}
+	values = values[:len(names)]
 	for i, name := range names {
 		v := rctx.URLParam(name)
 		if escaped {

@@ -103,7 +103,7 @@ func (n *natsSide) send(w *statusWriter, r *http.Request, ex *exchange) error {
 	var names, values []string
 	if len(rt.Params) > 0 {
 		var err error
-		names, values, err = pathParams(r, rt.Params)
+		names, values, err = pathParams(r, rt.Params, ex.out.params[:])
 		if err != nil {
 			return err
 		}
@@ -135,7 +135,18 @@ func (n *natsSide) send(w *statusWriter, r *http.Request, ex *exchange) error {
 	if int64(len(body)) > nc.MaxPayload() {
 		return fmt.Errorf("%w: %d bytes is over the NATS server's max_payload", ErrBodyTooLarge, len(body))
 	}
-	msg := &nats.Msg{Subject: subject, Data: body, Header: requestHeader(rt, r, ex.reqID, names, values)}
+	// The message and its header's values live in the exchange; the
+	// header map is pooled, and free again once the publish returned.
+	hdr := natsHeaders.Get().(nats.Header)
+	ex.out.msg.Header = hdr
+	defer ex.out.releaseHeader()
+	one := ex.out.values[:]
+	if need := 5 + len(names); need > len(one) {
+		one = make([]string, need)
+	}
+	fillRequestHeader(hdr, one, rt, r, ex.reqID, names, values)
+	msg := &ex.out.msg
+	*msg = nats.Msg{Subject: subject, Data: body, Header: hdr}
 
 	p, err := n.breaker.Load().allow()
 	if err != nil {

@@ -48,16 +48,20 @@ func natsHeaderName(canonical string) string {
 	return canonical
 }
 
-// requestHeader builds the NATS header of a request. Only the protocol's own
-// headers and the route's allowlist are copied, so a client can never set
-// an Http-* header or a Nats-* control header by sending it. names and
-// values are the path parameters (already checked by the subject render).
-//
-// It is on every request's path, so it allocates little: the map is sized
-// to what it will hold (a map of at most 8 entries costs two allocations,
-// a larger one four), the single values share one backing array, and the
-// parameters' header names are made once per name.
+// requestHeader builds the NATS header of a request in a map of its own,
+// for a message that outlives the request (a shadow copy). The request
+// route's own message is built with fillRequestHeader into a pooled map
+// (see natsSide.send).
 func requestHeader(rt *routes.Route, r *http.Request, reqID string, names, values []string) nats.Header {
+	h := make(nats.Header, requestHeaderCount(rt, r, names))
+	fillRequestHeader(h, make([]string, 5+len(names)), rt, r, reqID, names, values)
+	return h
+}
+
+// requestHeaderCount is how many names fillRequestHeader will set, so
+// that a new map can be sized to hold them (a map of at most 8 entries
+// costs two allocations, a larger one four).
+func requestHeaderCount(rt *routes.Route, r *http.Request, names []string) int {
 	size := 4 + len(names)
 	if r.URL.RawQuery != "" {
 		size++
@@ -72,8 +76,17 @@ func requestHeader(rt *routes.Route, r *http.Request, reqID string, names, value
 			size++
 		}
 	}
-	h := make(nats.Header, size)
-	one := make([]string, 5+len(names))
+	return size
+}
+
+// fillRequestHeader sets the NATS header of a request in h, which must be
+// empty. Only the protocol's own headers and the route's allowlist are
+// copied, so a client can never set an Http-* header or a Nats-* control
+// header by sending it. names and values are the path parameters (already
+// checked by the subject render). one backs the single values natsgate
+// sets itself, one slice for all of them: it must hold 5+len(names)
+// strings.
+func fillRequestHeader(h nats.Header, one []string, rt *routes.Route, r *http.Request, reqID string, names, values []string) {
 	set := func(i int, k, v string) {
 		one[i] = v
 		h[k] = one[i : i+1 : i+1]
@@ -105,7 +118,39 @@ func requestHeader(rt *routes.Route, r *http.Request, reqID string, names, value
 			h[name] = v
 		}
 	}
-	return h
+}
+
+// natsHeaders are the header maps of request routes' messages, reused:
+// nats.go serialises a message's header while PublishMsg runs and keeps
+// no reference to the map, so once the publish has returned the map is
+// free again. A map keeps the room it grew to, so a route's message costs
+// no allocation for its header once the pool holds a map for it.
+var natsHeaders = sync.Pool{New: func() any { return make(nats.Header, 8) }}
+
+// releaseHeader empties h and returns it to natsHeaders.
+func releaseHeader(h nats.Header) {
+	clear(h)
+	natsHeaders.Put(h)
+}
+
+// outbound is room, inside a request's exchange, for the NATS message a
+// route sends: the message itself, its path parameters' values and the
+// single values of the headers natsgate sets (five of its own and one a
+// parameter), so that none of them is an allocation of its own. A route
+// with more parameters than fit allocates for them.
+type outbound struct {
+	msg    nats.Msg
+	params [4]string
+	values [5 + 4]string
+}
+
+// releaseHeader gives the message's header map back to natsHeaders, once
+// the message is sent.
+func (o *outbound) releaseHeader() {
+	if o.msg.Header != nil {
+		releaseHeader(o.msg.Header)
+		o.msg.Header = nil
+	}
 }
 
 // paramHeaders caches "Http-Param-<name>" by parameter name. Names come
@@ -184,16 +229,25 @@ func mapReply(msg *nats.Msg) reply {
 	// The reply is ours alone, so its header map becomes the response
 	// headers in place, without a copy: what must not pass is deleted
 	// while ranging, and names not in canonical form are moved to it after
-	// the loop, in a fixed order (see mergeSpellings).
-	connection := connectionTokens(msg.Header)
+	// the loop, in a fixed order (see mergeSpellings). The map is ranged
+	// once: names a Connection header lists, rare in a reply, are taken
+	// out in a second pass only when there is one.
+	var connection map[string]bool
 	var spellings []string
 	for k, v := range msg.Header {
-		canon := http.CanonicalHeaderKey(k)
+		canon, ok := canonicalName(k)
 		switch {
-		// CanonicalHeaderKey leaves a name with a bad character as it is
-		// ("nats-x y"): such a name is dropped, so the prefix checks below
-		// always see the canonical form.
-		case !validHeaderName(canon), hopByHop[canon], connection[canon],
+		// A name with a byte HTTP does not allow in one ("nats-x y") is
+		// dropped, so the prefix checks below always see the canonical
+		// form.
+		case !ok:
+			delete(msg.Header, k)
+			continue
+		case canon == "Connection":
+			connection = connectionTokens(connection, v)
+			delete(msg.Header, k)
+			continue
+		case hopByHop[canon],
 			strings.HasPrefix(canon, "Http-"), strings.HasPrefix(canon, "Nats-"),
 			canon == HeaderRequestID, canon == HeaderBackend: // the gateway's own
 			delete(msg.Header, k)
@@ -213,6 +267,9 @@ func mapReply(msg *nats.Msg) reply {
 		if canon != k {
 			spellings = append(spellings, k)
 		}
+	}
+	if connection != nil {
+		spellings = dropConnectionListed(msg.Header, connection, spellings, &rep)
 	}
 	if spellings != nil {
 		mergeSpellings(msg.Header, spellings)
@@ -295,27 +352,50 @@ func answerHeader(h http.Header, hasBody bool) http.Header {
 	return h
 }
 
-// connectionTokens are the header names a Connection header lists: they
-// describe the worker's hop only (RFC 9110, 7.6.1).
-func connectionTokens(h nats.Header) map[string]bool {
-	var out map[string]bool
-	for k, vs := range h {
-		if http.CanonicalHeaderKey(k) != "Connection" {
-			continue
-		}
-		for _, v := range vs {
-			for tok := range strings.SplitSeq(v, ",") {
-				if tok = strings.TrimSpace(tok); tok != "" {
-					if out == nil {
-						out = map[string]bool{}
-					}
-					out[http.CanonicalHeaderKey(tok)] = true
+// connectionTokens adds the header names a Connection header's values
+// list to names (nil: none yet): they describe the worker's hop only (RFC
+// 9110, 7.6.1).
+func connectionTokens(names map[string]bool, values []string) map[string]bool {
+	for _, v := range values {
+		for tok := range strings.SplitSeq(v, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" {
+				if names == nil {
+					names = map[string]bool{}
 				}
+				names[http.CanonicalHeaderKey(tok)] = true
 			}
 		}
 	}
-	return out
+	return names
 }
+
+// dropConnectionListed deletes from h the names a Connection header
+// listed, in any spelling, and returns spellings without them. A listed
+// Server-Timing is the worker's hop's, so it tells nothing of the worker's
+// time either.
+func dropConnectionListed(h nats.Header, listed map[string]bool, spellings []string, rep *reply) []string {
+	if listed[HeaderServerTiming] {
+		rep.workerTime = -1
+	}
+	for k := range h {
+		if listed[http.CanonicalHeaderKey(k)] {
+			delete(h, k)
+		}
+	}
+	return slices.DeleteFunc(spellings, func(k string) bool {
+		_, kept := h[k]
+		return !kept
+	})
+}
+
+// tokenByte marks the bytes an HTTP field name (an RFC 9110 token) may
+// hold: visible ASCII but the delimiters.
+var tokenByte = func() (t [256]bool) {
+	for c := '!'; c <= '~'; c++ {
+		t[c] = !strings.ContainsRune(`"(),/:;<=>?@[\]{}`, c)
+	}
+	return t
+}()
 
 // validHeaderName reports whether s is an HTTP field name (an RFC 9110
 // token).
@@ -324,11 +404,35 @@ func validHeaderName(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+		if !tokenByte[s[i]] {
 			return false
 		}
 	}
 	return true
+}
+
+// canonicalName is http.CanonicalHeaderKey(s) for a valid field name, and
+// ok false for an invalid one, in one pass over a name already in
+// canonical form, which is how workers mostly send them ("Content-Type").
+func canonicalName(s string) (canon string, ok bool) {
+	if s == "" {
+		return "", false
+	}
+	upper, canonical := true, true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !tokenByte[c] {
+			return "", false
+		}
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			canonical = false
+		}
+		upper = c == '-'
+	}
+	if canonical {
+		return s, true
+	}
+	return http.CanonicalHeaderKey(s), true
 }
 
 // workerDuration finds "worker;dur=<ms>" in Server-Timing values, or -1.

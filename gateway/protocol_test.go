@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/natsgate/natsgate/internal/natstest"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // hostileHeaders are client headers that must never reach NATS: the
@@ -318,6 +320,194 @@ routes:
 		resp, body := do(t, "PUT", gw.URL+"/echo", r, nil)
 		if resp.StatusCode != 200 || body != string(payload) {
 			t.Errorf("%s: %d, %d bytes back of %d", name, resp.StatusCode, len(body), len(payload))
+		}
+	}
+}
+
+// Request routes build their messages' headers in reused maps: a header one
+// request set (a forwarded header, a query, a parameter, the Nats-Msg-Id
+// of an Idempotency-Key) must never reach the next message, whichever
+// route sends it. Requests to three routes alternate, and each message is
+// checked against exactly the headers of its own request.
+func TestReusedHeadersCarryNothingOver(t *testing.T) {
+	ns := natstest.RunServer(t)
+	gw := startGateway(t, ns, `
+nats:
+  streams:
+    - name: ORDERS
+      subjects: [orders.>]
+routes:
+  - name: get-user
+    method: GET
+    path: /users/{id}
+    forward_headers: [X-Tenant]
+    nats: {subject: "users.{id}.get", timeout: 5s}
+  - name: ping
+    method: GET
+    path: /ping
+    nats: {subject: ping, timeout: 5s}
+  - name: create-order
+    method: POST
+    path: /orders
+    nats: {subject: orders.created, pattern: jetstream}
+`)
+	worker := natstest.Connect(t, ns)
+	got := make(chan *nats.Msg, 1)
+	answer := func(m *nats.Msg) *nats.Msg {
+		got <- m
+		return &nats.Msg{Data: []byte("ok")}
+	}
+	respond(t, worker, "users.*.get", answer)
+	respond(t, worker, "ping", answer)
+	js, err := jetstream.New(worker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	seq := uint64(0)
+	for i := range 20 {
+		id := fmt.Sprintf("rid-%d", i)
+		switch i % 3 {
+		case 0:
+			resp, body := do(t, "GET", fmt.Sprintf("%s/users/%d?page=%d", gw.URL, i, i), nil, http.Header{
+				"X-Tenant": {"acme"}, "Accept": {"text/plain"}, "X-Request-Id": {id},
+			})
+			if resp.StatusCode != 200 {
+				t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+			}
+			want := map[string]string{"Http-Method": "GET", "Http-Path": fmt.Sprintf("/users/%d", i), "Http-Query": fmt.Sprintf("page=%d", i),
+				"Http-Route": "get-user", "Http-Param-id": fmt.Sprint(i), "X-Tenant": "acme", "Accept": "text/plain", "X-Request-Id": id}
+			if d := headerDiff((<-got).Header, want); d != "" {
+				t.Errorf("request %d, NATS header:\n%s", i, d)
+			}
+		case 1:
+			resp, body := do(t, "GET", gw.URL+"/ping", nil, http.Header{"X-Tenant": {"not forwarded here"}, "X-Request-Id": {id}, "Accept-Encoding": {"identity"}})
+			if resp.StatusCode != 200 {
+				t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+			}
+			want := map[string]string{"Http-Method": "GET", "Http-Path": "/ping", "Http-Route": "ping", "X-Request-Id": id}
+			if d := headerDiff((<-got).Header, want); d != "" {
+				t.Errorf("request %d, NATS header:\n%s", i, d)
+			}
+		case 2:
+			resp, body := do(t, "POST", gw.URL+"/orders", strings.NewReader(id), http.Header{
+				"Idempotency-Key": {"key-" + id}, "X-Request-Id": {id}, "Content-Type": {"text/plain"},
+			})
+			if resp.StatusCode != 202 || !strings.Contains(body, `"duplicate":false`) {
+				t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+			}
+			seq++
+			stream, err := js.Stream(ctx, "ORDERS")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sm, err := stream.GetMsg(ctx, seq)
+			if err != nil {
+				t.Fatalf("stored message %d: %v", seq, err)
+			}
+			want := map[string]string{"Http-Method": "POST", "Http-Path": "/orders", "Http-Route": "create-order",
+				"X-Request-Id": id, "Content-Type": "text/plain", "Nats-Msg-Id": "key-" + id}
+			if d := headerDiff(sm.Header, want); d != "" {
+				t.Errorf("request %d, stored header:\n%s", i, d)
+			}
+		}
+	}
+}
+
+// canonicalName, mapReply's one pass over a reply header's name, gives
+// what net/http's CanonicalHeaderKey and the token check give together,
+// for names in canonical form, in other spellings and with every byte.
+func TestCanonicalNameAgreesWithNetHTTP(t *testing.T) {
+	names := []string{"", "Content-Type", "content-type", "CONTENT-TYPE", "x-a-b", "X-A-B", "-x", "x-", "--",
+		"X_Custom", "x_custom", "X1-2b", "Www-Authenticate", "www-authenticate", "nats-x y", "Bad:Name", "é-x", "Set-cookie", "a"}
+	for c := 0; c < 256; c++ {
+		names = append(names, string(rune(c))[:1], "X-"+string([]byte{byte(c)}), string([]byte{byte(c)})+"-y")
+	}
+	for _, name := range names {
+		want := http.CanonicalHeaderKey(name)
+		wantOK := validHeaderName(want)
+		got, ok := canonicalName(name)
+		if ok != wantOK || ok && got != want {
+			t.Errorf("canonicalName(%q) = %q, %v; want %q, %v", name, got, ok, want, wantOK)
+		}
+	}
+}
+
+// A shadow copy carries the headers a request route would send for the
+// same request, and Http-Shadow: true; it is built after the client is
+// answered, in a reused map, so copies and requests of another route
+// alternate here and each message is checked against its own request.
+func TestShadowCopyHeadersOnTheWire(t *testing.T) {
+	ns := natstest.RunServer(t)
+	legacy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "same")
+	}))
+	t.Cleanup(legacy.Close)
+	gw := startGateway(t, ns, `
+upstreams:
+  legacy: {url: "`+legacy.URL+`", timeout: 2s}
+routes:
+  - name: shadow-user
+    method: GET
+    path: /users/{id}
+    forward_headers: [X-Tenant]
+    nats: {subject: "users.{id}.get", timeout: 5s}
+    upstream: legacy
+    cutover: shadow
+  - name: ping
+    method: GET
+    path: /ping
+    nats: {subject: ping, timeout: 5s}
+`)
+	worker := natstest.Connect(t, ns)
+	got := make(chan *nats.Msg, 1)
+	answer := func(m *nats.Msg) *nats.Msg {
+		got <- m
+		return &nats.Msg{Data: []byte("same"), Header: nats.Header{"Content-Type": {"text/plain"}}}
+	}
+	respond(t, worker, "users.*.get", answer)
+	respond(t, worker, "ping", answer)
+	next := func(i int) *nats.Msg {
+		t.Helper()
+		select {
+		case m := <-got:
+			return m
+		case <-time.After(5 * time.Second):
+			t.Fatalf("request %d: no message reached the worker", i)
+			return nil
+		}
+	}
+	match := gw.metrics.ShadowComparisons.WithLabelValues("shadow-user", "match")
+	for i := range 20 {
+		id := fmt.Sprintf("rid-%d", i)
+		if i%2 == 0 {
+			resp, body := do(t, "GET", fmt.Sprintf("%s/users/%d?page=%d", gw.URL, i, i), nil, http.Header{
+				"X-Tenant": {"acme"}, "Accept": {"text/plain"}, "X-Request-Id": {id},
+			})
+			if resp.StatusCode != 200 || body != "same" || resp.Header.Get(HeaderBackend) != "legacy" {
+				t.Fatalf("request %d: %d %s %q", i, resp.StatusCode, resp.Header.Get(HeaderBackend), body)
+			}
+			want := map[string]string{"Http-Method": "GET", "Http-Path": fmt.Sprintf("/users/%d", i), "Http-Query": fmt.Sprintf("page=%d", i),
+				"Http-Route": "shadow-user", "Http-Param-id": fmt.Sprint(i), "X-Tenant": "acme", "Accept": "text/plain",
+				"X-Request-Id": id, "Http-Shadow": "true"}
+			if d := headerDiff(next(i).Header, want); d != "" {
+				t.Errorf("copy %d, NATS header:\n%s", i, d)
+			}
+			// The copy is compared, and its map free again, before the
+			// next request takes one.
+			natstest.Eventually(t, 5*time.Second, "the copy's outcome", func() bool { return testutil.ToFloat64(match) == float64(i/2+1) })
+			continue
+		}
+		resp, body := do(t, "GET", gw.URL+"/ping", nil, http.Header{"X-Request-Id": {id}, "Accept-Encoding": {"identity"}})
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		}
+		want := map[string]string{"Http-Method": "GET", "Http-Path": "/ping", "Http-Route": "ping", "X-Request-Id": id}
+		if d := headerDiff(next(i).Header, want); d != "" {
+			t.Errorf("request %d, NATS header:\n%s", i, d)
 		}
 	}
 }

@@ -105,23 +105,22 @@ func (h *routeHandler) serveShadow(w *statusWriter, r *http.Request, ex *exchang
 	if !h.shadowable(r) {
 		return h.legacy.serve(w, r, ex)
 	}
-	// What the copy needs is taken now, while the request is ours.
+	// The request's body and the answer's are kept as they pass, for the
+	// copy and the comparison; the answer's in the copy's pooled job.
+	c := shadowJobs.Get().(*shadowJob)
+	c.answer.limit = compareLimit
 	var reqBody *capture
 	if r.Body != nil && r.Body != http.NoBody {
 		reqBody = &capture{limit: int(h.rt.MaxBody)}
 		r.Body = teeBody{Reader: io.TeeReader(r.Body, reqBody), Closer: r.Body}
 	}
-	w.capture = &capture{limit: compareLimit}
-	names, values, perr := pathParams(r, h.rt.Params)
-	hdr := requestHeader(h.rt, r, ex.reqID, names, values)
-	hdr[HeaderShadow] = []string{"true"}
-	method, path := r.Method, r.URL.EscapedPath()
-
-	if err := h.legacy.serve(w, r, ex); err != nil {
+	w.capture = &c.answer
+	err := h.legacy.serve(w, r, ex)
+	w.capture = nil // nothing written from here on is the legacy answer's
+	if err != nil {
+		c.release()
 		return err // no legacy answer: nothing to compare against
 	}
-	legacy := Answer{Status: w.status, Truncated: w.capture.truncated}
-	legacyBody := w.capture.buf.Bytes()
 	// The client's answer leaves now, before the copy starts: it would
 	// otherwise wait in the connection's buffer for the handler to return,
 	// behind the copy's work on the same CPUs.
@@ -131,55 +130,121 @@ func (h *routeHandler) serveShadow(w *statusWriter, r *http.Request, ex *exchang
 	select {
 	case gw.shadowSem <- struct{}{}:
 	default:
+		c.release()
 		gw.shadowResult(h.rt.Name, metrics.ShadowDropped)
 		return nil
 	}
 	ex.shadowed = true
-	go func() {
-		defer func() { <-gw.shadowSem }()
-		rec := Mismatch{At: time.Now().UTC(), RequestID: ex.reqID, Method: method, Path: path}
-		var body []byte
-		if reqBody != nil {
-			if reqBody.truncated {
-				gw.shadowResult(h.rt.Name, metrics.ShadowError)
-				return
-			}
-			body = reqBody.buf.Bytes()
+	// Only now, with the client answered, is the copy made, from the
+	// request that is still the handler's (the proxy sent a clone of it):
+	// its parameters and headers cost the client's answer nothing.
+	c.h, c.reqID, c.method, c.path, c.reqBody = h, ex.reqID, r.Method, r.URL.EscapedPath(), reqBody
+	c.legacy = Answer{Status: w.status, Truncated: c.answer.truncated}
+	c.names, c.values, c.perr = pathParams(r, h.rt.Params, c.out.params[:])
+	if c.perr == nil {
+		c.out.msg.Header = natsHeaders.Get().(nats.Header)
+		one := c.out.values[:]
+		if need := 5 + len(c.names); need > len(one) {
+			one = make([]string, need)
 		}
-		if perr != nil {
-			gw.shadowResult(h.rt.Name, metrics.ShadowError)
-			return
-		}
-		nats, err := h.shadowCopy(names, values, hdr, body)
-		if err != nil {
-			rec.Reason = "the NATS copy failed: " + err.Error()
-			rec.Legacy = truncate(legacy, legacyBody)
-			gw.shadowResult(h.rt.Name, metrics.ShadowError)
-			gw.mismatches.add(h.rt.Name, rec)
-			return
-		}
-		if legacy.Truncated {
-			gw.shadowResult(h.rt.Name, metrics.ShadowError)
-			return
-		}
-		reason := compareAnswers(legacy.Status, legacyBody, nats.status, nats.body, h.rt.ShadowIgnore)
-		if reason == "" {
-			gw.shadowResult(h.rt.Name, metrics.ShadowMatch)
-			return
-		}
-		rec.Reason = reason
-		rec.Legacy = truncate(legacy, legacyBody)
-		rec.NATS = truncate(Answer{Status: nats.status}, nats.body)
-		gw.mismatches.add(h.rt.Name, rec)
-		gw.shadowResult(h.rt.Name, metrics.ShadowMismatch)
-	}()
+		fillRequestHeader(c.out.msg.Header, one, h.rt, r, ex.reqID, c.names, c.values)
+		c.out.msg.Header[HeaderShadow] = shadowTrue
+	}
+	go c.run()
 	return nil
+}
+
+// shadowTrue is the Http-Shadow value of every copy, shared.
+var shadowTrue = []string{"true"}
+
+// shadowJob is one shadow copy, made on the request's goroutine once the
+// client is answered and run on its own: what the copy sends and what its
+// answer is compared against. Jobs are pooled, the legacy answer's buffer
+// with them, so that a copy costs the client's path no allocation of its
+// own (see shadowJobs).
+type shadowJob struct {
+	h       *routeHandler
+	reqID   string
+	method  string
+	path    string
+	reqBody *capture // nil without a body
+	answer  capture  // the legacy answer's body, as it was written
+	legacy  Answer
+	names   []string
+	values  []string
+	perr    error // the path parameters' error, if any
+	out     outbound
+}
+
+// shadowJobs are the shadow copies' jobs, reused. A job is the copy's
+// alone from the handler's go statement to the end of its run; nothing
+// keeps a reference into it after (a mismatch record copies the bodies).
+// A job whose answer buffer grew past bodyPoolKeep is left to the
+// garbage collector.
+var shadowJobs = sync.Pool{New: func() any { return new(shadowJob) }}
+
+// release empties the job and returns it to shadowJobs.
+func (c *shadowJob) release() {
+	c.out.releaseHeader()
+	if c.answer.buf.Cap() > bodyPoolKeep {
+		return
+	}
+	buf := c.answer.buf
+	buf.Reset()
+	*c = shadowJob{answer: capture{buf: buf}}
+	shadowJobs.Put(c)
+}
+
+// run sends the copy, compares its answer with the legacy one and counts
+// the outcome, giving the shadow slot back at the end.
+func (c *shadowJob) run() {
+	h := c.h
+	gw := h.gw
+	defer func() { <-gw.shadowSem }()
+	defer c.release()
+	var body []byte
+	if c.reqBody != nil {
+		if c.reqBody.truncated {
+			gw.shadowResult(h.rt.Name, metrics.ShadowError)
+			return
+		}
+		body = c.reqBody.buf.Bytes()
+	}
+	if c.perr != nil {
+		gw.shadowResult(h.rt.Name, metrics.ShadowError)
+		return
+	}
+	nats, err := h.shadowCopy(c, body)
+	if err != nil {
+		rec := c.record("the NATS copy failed: " + err.Error())
+		gw.shadowResult(h.rt.Name, metrics.ShadowError)
+		gw.mismatches.add(h.rt.Name, rec)
+		return
+	}
+	if c.legacy.Truncated {
+		gw.shadowResult(h.rt.Name, metrics.ShadowError)
+		return
+	}
+	reason := compareAnswers(c.legacy.Status, c.answer.buf.Bytes(), nats.status, nats.body, h.rt.ShadowIgnore)
+	if reason == "" {
+		gw.shadowResult(h.rt.Name, metrics.ShadowMatch)
+		return
+	}
+	rec := c.record(reason)
+	rec.NATS = truncate(Answer{Status: nats.status}, nats.body)
+	gw.mismatches.add(h.rt.Name, rec)
+	gw.shadowResult(h.rt.Name, metrics.ShadowMismatch)
+}
+
+// record is the mismatch record of the copy, with the legacy answer.
+func (c *shadowJob) record(reason string) Mismatch {
+	return Mismatch{At: time.Now().UTC(), RequestID: c.reqID, Method: c.method, Path: c.path, Reason: reason, Legacy: truncate(c.legacy, c.answer.buf.Bytes())}
 }
 
 // shadowCopy sends the copy and maps its reply like any other. The worker
 // sees Http-Shadow: true, so it can skip side effects.
-func (h *routeHandler) shadowCopy(names, values []string, hdr nats.Header, body []byte) (reply, error) {
-	subject, err := h.rt.Subject.Render(names, values, h.rt.MaxSubject)
+func (h *routeHandler) shadowCopy(c *shadowJob, body []byte) (reply, error) {
+	subject, err := h.rt.Subject.Render(c.names, c.values, h.rt.MaxSubject)
 	if err != nil {
 		return reply{}, err
 	}
@@ -188,10 +253,13 @@ func (h *routeHandler) shadowCopy(names, values []string, hdr nats.Header, body 
 	if !conn.nc.IsConnected() || epoch.Err() != nil {
 		return reply{}, ErrDisconnected
 	}
+	msg := &c.out.msg
+	msg.Subject, msg.Data = subject, body
 	t0 := time.Now()
 	// The copy is the gateway's own: no client waits on it or can end it.
-	resp, err := conn.replies.request(&nats.Msg{Subject: subject, Header: hdr, Data: body}, nil, h.rt.Timeout)
+	resp, err := conn.replies.request(msg, nil, h.rt.Timeout)
 	hop := time.Since(t0)
+	c.out.releaseHeader() // sent: the map is free again
 	h.m.NATS.Observe(hop.Seconds())
 	if err != nil {
 		return reply{}, err
