@@ -809,3 +809,20 @@ routes:
 		t.Errorf("insecure_skip_verify was not logged as a warning:\n%s", logBuf.String())
 	}
 }
+
+// TestTLSExpiryMetricOnMetrics: /metrics carries the expiry of each TLS
+// listener's certificate, labelled by listener, as the alert rule reads it
+// (the demo has no TLS, so the rules check in cmd/natsgate relies on this).
+func TestTLSExpiryMetricOnMetrics(t *testing.T) {
+	gw := startTLSGateway(t, "http:\n  tls: {cert_file: $CERT, key_file: $KEY}\nadmin:\n  tls: {cert_file: $CERT, key_file: $KEY}\nroutes:"+tlsRoute)
+	_, body, err := get(t, tlsClient(gw.ca.pool, false), "GET", gw.AdminHTTPS+"/metrics", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []string{"http", "admin"} {
+		want := fmt.Sprintf(`natsgate_tls_certificate_expiry_seconds{listener=%q} %s`, l, strconv.FormatFloat(float64(gw.served.notAfter.Unix()), 'g', -1, 64))
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
