@@ -13,13 +13,22 @@ import (
 )
 
 // LoadConfig reads and compiles a configuration file, resolving ${VAR}
-// from the environment. Errors name file, line, route and field.
+// from the environment, and reads the files its tls sections name (an
+// unreadable file, or a key that does not match its certificate, is a
+// config error). Errors name file, line, route and field.
 func LoadConfig(path string) (*routes.Table, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	return routes.Load(path, data, os.LookupEnv)
+	t, err := routes.Load(path, data, os.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	if err := routes.JoinProblems(checkTLSFiles(t)...); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // NewLogger builds the logger the log section asks for. format, when not
@@ -41,9 +50,13 @@ func NewLogger(cfg routes.LogConfig, w io.Writer, format string) *slog.Logger {
 // seen by WatchFile), one reload at a time. A file that
 // does not load leaves the old routes serving; the error is logged with
 // file and line and counted in natsgate_config_reloads_total.
+//
+// It reads the listeners' certificates again first, whatever the file
+// holds: a SIGHUP is also how an operator says "the certificates changed".
 func (s *Server) ReloadFile(path string) bool {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	s.ReloadCertificates()
 	t, err := LoadConfig(path)
 	if err == nil {
 		err = s.Reload(t)

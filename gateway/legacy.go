@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -52,9 +53,10 @@ func (u *upstream) stateChanged(st gobreaker.State) {
 	}
 }
 
-func newTransport() *http.Transport {
+func newTransport(tlsConfig *tls.Config) *http.Transport {
 	return &http.Transport{
-		Proxy:                 nil, // an upstream is reached directly, whatever the environment says
+		TLSClientConfig:       tlsConfig, // nil: the system's roots
+		Proxy:                 nil,       // an upstream is reached directly, whatever the environment says
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,

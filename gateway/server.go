@@ -94,9 +94,14 @@ type Server struct {
 
 	public, admin     *http.Server
 	publicLn, adminLn net.Listener
-	fatal             chan error
-	fatalOnce         sync.Once
-	wg                sync.WaitGroup
+	// certs are the listeners' certificates, re-read when their files
+	// change (every certCheckEvery) and on SIGHUP.
+	certs          []*certificate
+	certCheckEvery time.Duration
+	stopCertWatch  context.CancelFunc
+	fatal          chan error
+	fatalOnce      sync.Once
+	wg             sync.WaitGroup
 }
 
 // compiled is a route table made ready to serve.
@@ -125,6 +130,8 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		upstreams:   map[string]*upstream{},
 		stats:       newStats(nil),
 		history:     newHistory(nil),
+
+		certCheckEvery: certCheckInterval,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -298,7 +305,10 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 			}, gauge.Set)
 		}
 		if rt.Upstream != nil {
-			up := s.upstream(rt.Upstream)
+			up, err := s.upstream(rt.Upstream)
+			if err != nil {
+				return nil, err
+			}
 			h.legacy = newLegacySide(up, rt, h.m, t.TrustedProxies, time.Duration(s.cfg.HTTP.IdleTimeout), s.log)
 			gauges[up] = append(gauges[up], s.metrics.BreakerState.WithLabelValues(rt.Name, rt.Upstream.Name))
 		}
@@ -329,17 +339,21 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 
 // upstream returns the shared transport and breaker of an upstream,
 // reusing those of an unchanged upstream across reloads.
-func (s *Server) upstream(cfg *routes.Upstream) *upstream {
+func (s *Server) upstream(cfg *routes.Upstream) (*upstream, error) {
 	s.upstreamMu.Lock()
 	defer s.upstreamMu.Unlock()
 	if up := s.upstreams[cfg.Name]; up != nil && up.cfg.URL.String() == cfg.URL.String() &&
-		up.cfg.Timeout == cfg.Timeout && up.cfg.Breaker == cfg.Breaker {
-		return up
+		up.cfg.Timeout == cfg.Timeout && up.cfg.Breaker == cfg.Breaker && reflect.DeepEqual(up.cfg.TLS, cfg.TLS) {
+		return up, nil
 	}
-	up := &upstream{cfg: cfg, transport: newTransport()}
+	tc, err := upstreamTLS(cfg, s.log)
+	if err != nil {
+		return nil, err
+	}
+	up := &upstream{cfg: cfg, transport: newTransport(tc)}
 	up.breaker = newBreaker("upstream/"+cfg.Name, "upstream "+cfg.Name, cfg.Breaker, s.log, up.stateChanged)
 	s.upstreams[cfg.Name] = up
-	return up
+	return up, nil
 }
 
 // Reload swaps in a new route table. Requests in flight finish on the table
@@ -531,10 +545,33 @@ func (s *Server) Start() error {
 		MaxHeaderBytes:    int(s.cfg.HTTP.MaxHeaderBytes),
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	adminHandler := s.AdminHandler()
+	adminTLS := listenerTLSOf(s.cfg, "admin")
+	if adminTLS != nil && adminTLS.clientAuth == routes.ClientAuthMutations {
+		adminHandler = s.requireClientCertForChanges(adminHandler)
+	}
 	s.admin = &http.Server{
-		Handler:           s.AdminHandler(),
+		Handler:           adminHandler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	err = s.prepareTLS(s.public, listenerTLSOf(s.cfg, "http"), s.cfg.HTTP.H2C, time.Duration(s.cfg.HTTP.WriteTimeout))
+	if err == nil {
+		err = s.prepareTLS(s.admin, adminTLS, false, 0)
+	}
+	if err != nil {
+		s.publicLn.Close()
+		s.adminLn.Close()
+		return err
+	}
+	if len(s.certs) > 0 {
+		var wctx context.Context
+		wctx, s.stopCertWatch = context.WithCancel(context.Background())
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.watchCertificates(wctx, s.certCheckEvery)
+		}()
 	}
 	for _, l := range []struct {
 		srv *http.Server
@@ -543,7 +580,13 @@ func (s *Server) Start() error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serve := l.srv.Serve
+			if l.srv.TLSConfig != nil {
+				// ServeTLS adds the ALPN protocols l.srv.Protocols allows;
+				// the certificate comes from TLSConfig.GetCertificate.
+				serve = func(ln net.Listener) error { return l.srv.ServeTLS(ln, "", "") }
+			}
+			if err := serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				s.fail(fmt.Errorf("listener %s: %w", l.ln.Addr(), err))
 			}
 		}()
@@ -555,7 +598,8 @@ func (s *Server) Start() error {
 	s.startLeader()
 	s.startRollouts()
 	s.startDiscovery()
-	s.log.Info("natsgate serving", "http", s.publicLn.Addr().String(), "admin", s.adminLn.Addr().String(), "routes", len(s.Table().Routes))
+	s.log.Info("natsgate serving", "http", s.publicLn.Addr().String(), "admin", s.adminLn.Addr().String(), "routes", len(s.Table().Routes),
+		"http_tls", s.cfg.HTTP.TLS != nil, "admin_tls", s.cfg.Admin.TLS != nil, "h2c", s.cfg.HTTP.H2C)
 	return nil
 }
 
@@ -613,6 +657,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if err := s.admin.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if s.stopCertWatch != nil {
+		s.stopCertWatch()
 	}
 	s.wg.Wait()
 	return errors.Join(errs...)

@@ -73,6 +73,11 @@ type Metrics struct {
 	RolloutStep       *prometheus.GaugeVec   // route: the rollout's step, 1-based; 0 when none runs
 	RolloutDecisions  *prometheus.CounterVec // route, decision
 	RouteResponders   *prometheus.GaugeVec   // route: micro service instances discovery found serving it
+	// TLSCertificateExpiry is the NotAfter of the certificate a listener
+	// serves, as a Unix time in seconds (like probe_ssl_earliest_cert_expiry),
+	// so an alert reads "natsgate_tls_certificate_expiry_seconds - time()".
+	// Only listeners with tls have a series.
+	TLSCertificateExpiry *prometheus.GaugeVec // listener: http, admin
 }
 
 func histogram(name, help string, labels ...string) *prometheus.HistogramVec {
@@ -161,10 +166,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "natsgate_route_responders",
 			Help: "NATS micro service instances whose endpoint subject covers the route's, at discovery's last look. Plain subscribers are not seen; absent until a look completes.",
 		}, []string{"route"}),
+		TLSCertificateExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "natsgate_tls_certificate_expiry_seconds",
+			Help: "When the certificate a listener serves expires (its NotAfter), as a Unix time in seconds; updated when the certificate is re-read.",
+		}, []string{"listener"}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.NATSDuration, m.WorkerDuration,
 		m.UpstreamDuration, m.ShadowComparisons, m.BreakerState, m.NATSErrors, m.UpstreamErrors,
 		m.Inflight, m.NATSConnected, m.CutoverStage, m.ConfigReloads, m.Rejected, m.LogDropped, m.FleetReplicas, m.FleetLeader,
-		m.RolloutStep, m.RolloutDecisions, m.RouteResponders)
+		m.RolloutStep, m.RolloutDecisions, m.RouteResponders, m.TLSCertificateExpiry)
 	return m
 }

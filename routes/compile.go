@@ -170,6 +170,8 @@ type Upstream struct {
 	URL     *url.URL
 	Timeout time.Duration
 	Breaker Breaker
+	// TLS is the client side of an https upstream; nil: the defaults.
+	TLS *UpstreamTLSConfig
 }
 
 // Breaker is a circuit breaker's settings: it opens when at least
@@ -216,6 +218,32 @@ func Load(file string, data []byte, lookupEnv func(string) (string, bool)) (*Tab
 		return nil, joinSorted(append(flatten(err), flatten(cerr)...))
 	}
 	return t, nil
+}
+
+// Problem is a problem with a field of the table's file found after
+// Compile, by a check that needs I/O (gateway.LoadConfig reads the TLS
+// files): it names the file, the field's line and the route as every other
+// problem does. path is the field's dotted path, as in "http.tls.cert_file"
+// or "routes[2].upstream".
+func (t *Table) Problem(path, format string, args ...any) *FieldError {
+	src := t.Config.src
+	if src == nil {
+		src = &source{file: t.File, positions: map[string]position{}}
+	}
+	return src.fieldError(&t.Config, path, 0, fmt.Sprintf(format, clipArgs(args)...))
+}
+
+// JoinProblems joins problems into one report as Load does: in file order,
+// the first MaxProblems listed and the rest counted.
+func JoinProblems(errs ...error) error {
+	var all []error
+	for _, err := range errs {
+		all = append(all, flatten(err)...)
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	return joinSorted(all)
 }
 
 type compiler struct {
@@ -290,6 +318,22 @@ func (c *compiler) compile() *Table {
 	}
 	if cfg.HTTP.MaxInflight < 0 {
 		c.fail("http.max_inflight", "must not be negative")
+	}
+	if l := cfg.HTTP.TLS; l != nil {
+		c.listenerTLS("http.tls", l.CertFile, l.KeyFile, l.MinVersion)
+		if cfg.HTTP.H2C {
+			c.fail("http.h2c", "is cleartext HTTP/2, for a listener without tls; with http.tls, HTTP/2 is negotiated by ALPN")
+		}
+	}
+	if a := cfg.Admin.TLS; a != nil {
+		c.listenerTLS("admin.tls", a.CertFile, a.KeyFile, a.MinVersion)
+		switch {
+		case a.ClientCAFile == "" && a.ClientAuth != "":
+			c.fail("admin.tls.client_auth", "needs admin.tls.client_ca_file, the authorities client certificates are checked against")
+		case a.ClientCAFile == "":
+		case a.ClientAuth != ClientAuthRequire && a.ClientAuth != ClientAuthMutations:
+			c.fail("admin.tls.client_auth", "unknown value %q (use require or mutations)", a.ClientAuth)
+		}
 	}
 	for _, tok := range strings.Split(cfg.Fleet.SubjectPrefix, ".") {
 		if err := CheckToken(tok); err != nil {
@@ -407,6 +451,21 @@ func (c *compiler) fillDefaults(cfg *Config) {
 	setDefault(&cfg.Defaults.MaxBody, ByteSize(DefaultMaxBody))
 	setDefault(&cfg.Defaults.MaxSubject, ByteSize(DefaultMaxSubject))
 	setDefault(&cfg.Defaults.ShadowMaxInflight, 100)
+	// The tls sections are copied before their defaults are filled, so the
+	// parsed Config is left as the file wrote it.
+	if cfg.HTTP.TLS != nil {
+		l := *cfg.HTTP.TLS
+		setDefault(&l.MinVersion, TLS12)
+		cfg.HTTP.TLS = &l
+	}
+	if cfg.Admin.TLS != nil {
+		a := *cfg.Admin.TLS
+		setDefault(&a.MinVersion, TLS12)
+		if a.ClientCAFile != "" {
+			setDefault(&a.ClientAuth, ClientAuthRequire)
+		}
+		cfg.Admin.TLS = &a
+	}
 }
 
 // flatten undoes errors.Join, so two reports merge into one sorted list.
@@ -440,6 +499,36 @@ func setDefault[T comparable](v *T, def T) {
 	}
 }
 
+// The admin listener's client certificate modes (admin.tls.client_auth).
+const (
+	// ClientAuthRequire refuses a connection without a certificate from
+	// admin.tls.client_ca_file at the handshake.
+	ClientAuthRequire = "require"
+	// ClientAuthMutations checks a certificate when one is shown and lets
+	// only requests over a verified one change anything.
+	ClientAuthMutations = "mutations"
+)
+
+// TLS versions a listener may take as its oldest (tls.min_version).
+const (
+	TLS12 = "1.2"
+	TLS13 = "1.3"
+)
+
+// listenerTLS checks a listener's tls section as far as it can without
+// reading the files (gateway.LoadConfig reads them).
+func (c *compiler) listenerTLS(path, certFile, keyFile, minVersion string) {
+	if certFile == "" {
+		c.fail(path+".cert_file", "is required: the PEM certificate (a chain may follow the leaf)")
+	}
+	if keyFile == "" {
+		c.fail(path+".key_file", "is required: the PEM private key of the certificate")
+	}
+	if minVersion != TLS12 && minVersion != TLS13 {
+		c.fail(path+".min_version", "%q is not a TLS version natsgate serves (use 1.2 or 1.3)", minVersion)
+	}
+}
+
 func (c *compiler) checkListen(path, addr string) {
 	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
 		c.fail(path, "%q is not a host:port address", addr)
@@ -460,6 +549,16 @@ func (c *compiler) upstream(name string, u UpstreamConfig) *Upstream {
 	up := &Upstream{Name: name, URL: pu, Timeout: time.Duration(u.Timeout), Breaker: c.breaker(p+".breaker", u.Breaker)}
 	if up.Timeout == 0 {
 		up.Timeout = DefaultTimeout
+	}
+	if u.TLS != nil {
+		tc := *u.TLS
+		up.TLS = &tc
+		if pu.Scheme != "https" {
+			c.fail(p+".tls", "is for an https upstream; the url is %q", u.URL)
+		}
+		if (tc.CertFile == "") != (tc.KeyFile == "") {
+			c.fail(p+".tls", "cert_file and key_file go together")
+		}
 	}
 	return up
 }

@@ -144,6 +144,45 @@ type HTTPConfig struct {
 	// TrustedProxies lists CIDRs whose X-Forwarded-For is kept and extended;
 	// from any other peer it is replaced. Default: none.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// TLS serves HTTPS (HTTP/2 and HTTP/1.1, by ALPN) instead of plain
+	// HTTP. Default: none, plain HTTP/1.1.
+	TLS *ListenerTLSConfig `yaml:"tls"`
+	// H2C serves cleartext HTTP/2 (prior knowledge) beside HTTP/1.1, for a
+	// listener behind a load balancer that terminates TLS. Not with tls.
+	// Default false.
+	H2C bool `yaml:"h2c"`
+}
+
+// ListenerTLSConfig is the certificate a listener serves. Both files are
+// read again when they change, and on SIGHUP, without a restart.
+type ListenerTLSConfig struct {
+	// CertFile is the PEM certificate, the leaf first; a chain may follow.
+	// Required.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the PEM private key of the leaf. Required.
+	KeyFile string `yaml:"key_file"`
+	// MinVersion is the oldest TLS version accepted: "1.2" or "1.3".
+	// Default "1.2".
+	MinVersion string `yaml:"min_version"`
+}
+
+// AdminTLSConfig is the admin listener's TLS: a certificate, and
+// optionally client certificates (mTLS) for everything or for changes.
+type AdminTLSConfig struct {
+	// CertFile, KeyFile and MinVersion are as in ListenerTLSConfig.
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	MinVersion string `yaml:"min_version"`
+	// ClientCAFile is a PEM file of the authorities whose client
+	// certificates the admin listener accepts. Default: none, no client
+	// certificates asked for.
+	ClientCAFile string `yaml:"client_ca_file"`
+	// ClientAuth is what needs a client certificate: "require" (every
+	// connection; a client without one is refused at the handshake) or
+	// "mutations" (anyone may read; PUT, POST, DELETE and PATCH need a
+	// verified certificate, else 403). Only with client_ca_file.
+	// Default "require".
+	ClientAuth string `yaml:"client_auth"`
 }
 
 // AdminConfig is the operator's listener.
@@ -153,6 +192,9 @@ type AdminConfig struct {
 	// Token enables admin mutations for callers that send
 	// "Authorization: Bearer <token>". Without it the admin API is read-only.
 	Token string `yaml:"token"`
+	// TLS serves the admin listener over HTTPS (HTTP/2 and HTTP/1.1),
+	// with client certificates when it names a client CA. Default: none.
+	TLS *AdminTLSConfig `yaml:"tls"`
 }
 
 // FleetConfig is how natsgate replicas on one NATS system see each other.
@@ -233,6 +275,26 @@ type UpstreamConfig struct {
 	// Breaker for the upstream: transport failures and timeouts only.
 	// Default: 20 requests, 50% failing over 10s, open for 5s.
 	Breaker *BreakerConfig `yaml:"breaker"`
+	// TLS is how natsgate checks an https upstream and what it shows it.
+	// Default: the system's roots, no client certificate.
+	TLS *UpstreamTLSConfig `yaml:"tls"`
+}
+
+// UpstreamTLSConfig is the TLS client side of an https upstream.
+type UpstreamTLSConfig struct {
+	// CAFile is a PEM file of the authorities to trust instead of the
+	// system's. Default: the system's roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a PEM client certificate and its key, for
+	// an upstream that asks for one. Both or neither. Default: none.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name the upstream's certificate must carry (and
+	// the SNI sent). Default: the URL's host.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify accepts any certificate the upstream shows. It is
+	// logged as a warning at start. Default false.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 }
 
 // RouteConfig is one route: a method and a path, answered over NATS, by an

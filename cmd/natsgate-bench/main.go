@@ -33,7 +33,7 @@ func main() {
 	var conc string
 	flag.StringVar(&opts.OutDir, "out", "bench-out", "output folder: results.md, results.json, plot.svg, profiles")
 	flag.StringVar(&conc, "c", "1,16,64,256", "concurrency levels, comma separated")
-	flag.StringVar(&opts.Scenarios, "scenarios", "ABCDGEF", "scenarios to run: A direct, B reverse proxy, C minimal bridge, D natsgate request as shipped, G the same with the access log off, E natsgate legacy, F natsgate shadow")
+	flag.StringVar(&opts.Scenarios, "scenarios", "ABCDGEFHI", "scenarios to run: A direct, B reverse proxy, C minimal bridge, D natsgate request as shipped, G the same with the access log off, E natsgate legacy, F natsgate shadow, H G over HTTPS with HTTP/1.1, I G over HTTPS with h2")
 	flag.DurationVar(&opts.Duration, "duration", 1500*time.Millisecond, "measured time per cell and round")
 	flag.DurationVar(&opts.Warmup, "warmup", 300*time.Millisecond, "warm-up before each cell")
 	flag.IntVar(&opts.Rounds, "rounds", 4, "rounds of the whole matrix, scenarios interleaved; req/s is the median of a cell's rounds, latencies are over all of them")

@@ -82,7 +82,7 @@ func (o *Options) fill() {
 		o.Concurrency = []int{1, 16, 64, 256}
 	}
 	if o.Scenarios == "" {
-		o.Scenarios = "ABCDGEF"
+		o.Scenarios = "ABCDGEFHI"
 	}
 	o.Scenarios = strings.ToUpper(o.Scenarios)
 	if o.Duration <= 0 {
@@ -120,14 +120,17 @@ func (o *Options) fill() {
 
 // Scenario is one thing measured.
 type Scenario struct {
-	Key  string // A to G
+	Key  string // A to I
 	Name string
 	url  func(*rig) string
 	// legacy scenarios must be answered by the legacy service.
 	legacy bool
+	// clients, when set, are the scenario's own (HTTPS ones); nil: the
+	// shared plain-HTTP clients.
+	clients func(*rig) loadgen.Clients
 }
 
-// Scenarios are the seven measured, in the order of the table.
+// Scenarios are the nine measured, in the order of the table.
 var Scenarios = []Scenario{
 	{Key: "A", Name: "direct HTTP to legacy", url: func(r *rig) string { return r.legacy.url + "/users/7" }},
 	{Key: "B", Name: "httputil.ReverseProxy", url: func(r *rig) string { return r.proxy.url + "/users/7" }},
@@ -136,6 +139,20 @@ var Scenarios = []Scenario{
 	{Key: "G", Name: "natsgate request route, access log off", url: func(r *rig) string { return r.quietURL + "/users/7" }},
 	{Key: "E", Name: "natsgate legacy route", legacy: true, url: func(r *rig) string { return r.gwURL + "/legacy/users/7" }},
 	{Key: "F", Name: "natsgate shadow route", legacy: true, url: func(r *rig) string { return r.gwURL + "/shadow/users/7" }},
+	// H and I: G's request route over HTTPS (http.tls), so that the cost
+	// of TLS, and of h2 beside HTTP/1.1, is a row of its own.
+	{Key: "H", Name: "natsgate request route, HTTPS HTTP/1.1, log off", url: func(r *rig) string { return r.tls.url + "/users/7" },
+		clients: func(r *rig) loadgen.Clients { return r.tls.h1 }},
+	{Key: "I", Name: "natsgate request route, HTTPS h2, log off", url: func(r *rig) string { return r.tls.url + "/users/7" },
+		clients: func(r *rig) loadgen.Clients { return r.tls.h2 }},
+}
+
+// clientsFor returns the clients scenario sc is measured with.
+func clientsFor(sc Scenario, r *rig, shared loadgen.Clients) loadgen.Clients {
+	if sc.clients != nil {
+		return sc.clients(r)
+	}
+	return shared
 }
 
 // Cell is one scenario at one concurrency, all rounds merged.
@@ -216,7 +233,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if !strings.Contains(opts.Scenarios, sc.Key) {
 			continue
 		}
-		if err := probe(ctx, clients[0], sc.url(r), sc.legacy); err != nil {
+		if err := probe(ctx, clientsFor(sc, r, clients)[0], sc.url(r), sc.legacy); err != nil {
 			rep.Skipped[sc.Key] = err.Error()
 			fmt.Fprintf(opts.Progress, "%s %s: skipped: %v\n", sc.Key, sc.Name, err)
 			continue
@@ -234,7 +251,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 				if err := ctx.Err(); err != nil {
 					return nil, err
 				}
-				cell, err := measure(ctx, clients, sc.url(r), conc, opts)
+				cell, err := measure(ctx, clientsFor(sc, r, clients), sc.url(r), conc, opts)
 				if err != nil {
 					return nil, fmt.Errorf("%s at %d: %w", sc.Key, conc, err)
 				}
@@ -269,7 +286,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			if !strings.Contains(opts.ProfileScenarios, sc.Key) {
 				continue
 			}
-			files, n, err := profile(ctx, clients, sc, sc.url(r), opts)
+			files, n, err := profile(ctx, clientsFor(sc, r, clients), sc, sc.url(r), opts)
 			if err != nil {
 				return nil, fmt.Errorf("profiling %s: %w", sc.Key, err)
 			}

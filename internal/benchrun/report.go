@@ -202,7 +202,7 @@ func (rep *Report) summary() any {
 	return map[string]any{"started": rep.Started, "machine": rep.Machine, "cells": cells, "inbox": rep.Inbox, "memory": rep.Memory, "skipped": rep.Skipped, "profile_requests": rep.ProfileRequests}
 }
 
-var colors = map[string]string{"A": "#7f7f7f", "B": "#ff7f0e", "C": "#1f77b4", "D": "#2ca02c", "E": "#9467bd", "F": "#d62728"}
+var colors = map[string]string{"A": "#7f7f7f", "B": "#ff7f0e", "C": "#1f77b4", "D": "#2ca02c", "E": "#9467bd", "F": "#d62728", "H": "#8c564b", "I": "#e377c2"}
 
 // SVG draws throughput and p99 against concurrency, one line per scenario.
 func (rep *Report) SVG() string {

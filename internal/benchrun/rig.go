@@ -48,6 +48,8 @@ type rig struct {
 	accessFile *os.File
 
 	gwURL, quietURL string
+	// tls is the HTTPS natsgate of scenarios H and I.
+	tls *tlsSide
 }
 
 type httpServer struct {
@@ -165,6 +167,10 @@ func newRig(ctx context.Context, workers, maxConc int) (*rig, error) {
 		return nil, err
 	}
 	r.gwURL, r.quietURL = "http://"+r.gw.Addr(), "http://"+r.quiet.Addr()
+	if err = r.startTLS(ctx, maxConc); err != nil {
+		r.close()
+		return nil, fmt.Errorf("the HTTPS natsgate: %w", err)
+	}
 	return r, nil
 }
 
@@ -190,6 +196,7 @@ func startGateway(ctx context.Context, natsURL, legacyURL, name string, accessLo
 }
 
 func (r *rig) close() {
+	r.tls.close()
 	for _, gw := range []*gateway.Server{r.gw, r.quiet} {
 		if gw != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
