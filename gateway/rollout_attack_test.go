@@ -1,0 +1,106 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/natsgate/natsgate/internal/natstest"
+)
+
+// rolloutKV opens the rollout bucket as another NATS client would, to
+// write behind the gateway's back; GET rollout creates it first.
+func rolloutKV(t *testing.T, gw *testGateway) jetstream.KeyValue {
+	t.Helper()
+	if resp, body := do(t, "GET", gw.AdminURL+"/admin/routes/get/rollout", nil, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET rollout: %d %s", resp.StatusCode, body)
+	}
+	js, err := jetstream.New(natstest.Connect(t, gw.NS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(context.Background(), "natsgate_rollouts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// A record written behind the gateway's back with a step no plan has
+// (negative, or past the last) neither crashes the leader nor the admin
+// API: the leader keeps leading and answering, and the route's rollout
+// reads as something an operator can act on.
+func TestRolloutRecordWithStepOutOfRange(t *testing.T) {
+	for _, tc := range []struct {
+		name, state string
+		step        int
+		want        string // the state GET then reports
+	}{
+		{"negative running", RolloutRunning, -1, RolloutIdle},
+		{"negative paused", RolloutPaused, -3, RolloutIdle},
+		{"past the last running", RolloutRunning, 7, RolloutPaused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := natstest.RunServer(t)
+			up := jsonLegacy(t)
+			plan := `      steps: [{stage: canary, percent: 10, hold: 10m}, {stage: nats}]`
+			a := startGateway(t, ns, rolloutConfig("a", up.URL, plan))
+			waitLeader(t, 10*time.Second, []*testGateway{a})
+			kv := rolloutKV(t, a)
+			rt := a.table.Load().handlers["get"].rt
+			rec := fmt.Sprintf(`{"state":%q,"step":%d,"since":%q,"target":{"stage":"canary","percent":10},"applied":true,"plan":%q,"history":[]}`,
+				tc.state, tc.step, time.Now().UTC().Format(time.RFC3339Nano), planHash(rt.Rollout))
+			if _, err := kv.Put(context.Background(), "get", []byte(rec)); err != nil {
+				t.Fatal(err)
+			}
+			// The leader reads the record each second: a few rounds.
+			deadline := time.Now().Add(4 * time.Second)
+			for time.Now().Before(deadline) {
+				resp, err := http.Get(a.AdminURL + "/admin/routes/get/rollout")
+				if err != nil {
+					t.Fatalf("GET rollout after the record was written: %v", err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("GET rollout: %d", resp.StatusCode)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if !a.IsLeader() {
+				t.Fatalf("the replica no longer leads after reading the record")
+			}
+			waitFor(t, 5*time.Second, "the rollout to read "+tc.want, func() bool { return getRollout(t, a).State == tc.want })
+			if st := getRollout(t, a); st.Step < 0 || st.Step > st.Steps {
+				t.Errorf("GET rollout shows step %d of %d", st.Step, st.Steps)
+			}
+			for _, action := range []string{"resume", "abort", "start"} {
+				code, body := rolloutAction(t, a, action)
+				if code != 200 && code != 409 {
+					t.Errorf("%s: %d %s, want 200 or a 409 problem", action, code, body)
+				}
+				if code == 409 && !strings.Contains(body, "rollout") {
+					t.Errorf("%s: 409 %s, want a problem naming the rollout", action, body)
+				}
+			}
+			var st RolloutStatus
+			_ = json.Unmarshal([]byte(mustGet(t, a.AdminURL+"/admin/routes/get/rollout")), &st)
+			if st.State != RolloutRunning || st.Step != 1 {
+				t.Errorf("after resume/abort/start: %s at step %d, want running at 1", st.State, st.Step)
+			}
+		})
+	}
+}
+
+func mustGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, body := do(t, "GET", url, nil, nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, body)
+	}
+	return body
+}
