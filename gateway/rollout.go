@@ -272,9 +272,11 @@ func (r *rollouts) load(ctx context.Context, route string) (*rolloutRecord, uint
 		return nil, 0, fmt.Errorf("%w: %v", ErrRolloutStore, err)
 	}
 	var rec rolloutRecord
-	if err := json.Unmarshal(e.Value(), &rec); err != nil || !validRolloutState(rec.State) {
+	if err := json.Unmarshal(e.Value(), &rec); err != nil || !validRolloutState(rec.State) || rec.Step < 0 {
 		// A value no replica wrote: treated as idle, and overwritten by the
-		// next start.
+		// next start. A negative step would index the plan out of range
+		// and crash every replica that leads; a step past the last is a
+		// plan that changed, and pauses.
 		r.s.log.Warn("rollout: ignoring an unreadable record", "bucket", r.bucket, "key", route, "revision", e.Revision())
 		return &rolloutRecord{State: RolloutIdle}, e.Revision(), nil
 	}
