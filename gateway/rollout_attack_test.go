@@ -104,3 +104,59 @@ func mustGet(t *testing.T, url string) string {
 	}
 	return body
 }
+
+// A leader that read a record, then stalled (stopped, or slow past its
+// lead) while another replica moved the rollout on, writes no stage from
+// the record it read: the stage the newer record applied stays. Here the
+// stalled leader holds the record of the start, before its stage was
+// applied, and acts on it after the rollout was aborted.
+func TestRolloutStaleLeaderAppliesNoStage(t *testing.T) {
+	ns := natstest.RunServer(t)
+	up := jsonLegacy(t)
+	plan := `      steps: [{stage: canary, percent: 10, hold: 10m}, {stage: nats}]`
+	a := startGateway(t, ns, rolloutConfig("a", up.URL, plan))
+	waitLeader(t, 10*time.Second, []*testGateway{a})
+	kv := rolloutKV(t, a)
+	if code, body := rolloutAction(t, a, "start"); code != 200 {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	ctx := context.Background()
+	entries, err := kv.History(ctx, "get")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stale rolloutRecord
+	var staleRev uint64
+	for _, e := range entries {
+		var rec rolloutRecord
+		if json.Unmarshal(e.Value(), &rec) == nil && rec.State == RolloutRunning && !rec.Applied {
+			stale, staleRev = rec, e.Revision()
+			break
+		}
+	}
+	if staleRev == 0 {
+		t.Fatalf("no record of the start before its stage was applied among %d revisions", len(entries))
+	}
+	waitFor(t, 10*time.Second, "canary", func() bool { return string(stageOf(a, "get").Stage) == "canary" })
+	if code, body := rolloutAction(t, a, "abort"); code != 200 {
+		t.Fatalf("abort: %d %s", code, body)
+	}
+	rt := a.table.Load().handlers["get"].rt
+	waitFor(t, 10*time.Second, "the abort's legacy applied", func() bool {
+		rec, _, err := a.rollouts.load(ctx, "get")
+		return err == nil && rec.State == RolloutAborted && rec.Applied
+	})
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err = a.rollouts.act(actx, rt, &stale, staleRev)
+	if err == nil {
+		t.Errorf("acting on a record two revisions old succeeded")
+	}
+	cur, err := a.rollouts.currentStage(actx, rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.Stage != "legacy" {
+		t.Errorf("the cutover bucket holds %s after the stale round, want the abort's legacy", cur)
+	}
+}
