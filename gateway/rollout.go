@@ -402,12 +402,19 @@ func (r *rollouts) act(ctx context.Context, rt *routes.Route, rec *rolloutRecord
 	plan := rt.Rollout
 	now := time.Now().UTC()
 	if !rec.Applied && rec.State != RolloutIdle && rec.State != RolloutPaused {
+		// The record was read earlier, perhaps long ago by a leader that
+		// stalled meanwhile: confirm it is still the latest, by
+		// compare-and-set, before writing the stage it calls for, or a
+		// stale leader would put back a stage the rollout has left.
+		nrev, err := r.save(ctx, rt.Name, rec, rev)
+		if err != nil {
+			return err
+		}
 		if err := r.apply(ctx, rt, rec.Target); err != nil {
 			return err
 		}
 		rec.Applied = true
-		nrev, err := r.save(ctx, rt.Name, rec, rev)
-		if err != nil {
+		if nrev, err = r.save(ctx, rt.Name, rec, nrev); err != nil {
 			return err
 		}
 		rev = nrev
