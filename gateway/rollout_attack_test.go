@@ -160,3 +160,70 @@ func TestRolloutStaleLeaderAppliesNoStage(t *testing.T) {
 		t.Errorf("the cutover bucket holds %s after the stale round, want the abort's legacy", cur)
 	}
 }
+
+// Two replicas asked to start the same rollout at the same moment: one
+// wins, the other answers 409, and the history holds one start.
+func TestRolloutConcurrentStartsOneWins(t *testing.T) {
+	ns := natstest.RunServer(t)
+	up := jsonLegacy(t)
+	plan := `      steps: [{stage: canary, percent: 10, hold: 10m}, {stage: nats}]`
+	a := startGateway(t, ns, rolloutConfig("a", up.URL, plan))
+	b := startGateway(t, ns, rolloutConfig("b", up.URL, plan))
+	rolloutKV(t, a)
+	for round := range 5 {
+		codes := make(chan int, 4)
+		for _, gw := range []*testGateway{a, b, a, b} {
+			go func() {
+				code, _ := rolloutAction(t, gw, "start")
+				codes <- code
+			}()
+		}
+		var won, refused int
+		for range 4 {
+			switch <-codes {
+			case 200:
+				won++
+			case 409:
+				refused++
+			}
+		}
+		if won != 1 || refused != 3 {
+			t.Fatalf("round %d: %d starts won and %d refused, want 1 and 3", round, won, refused)
+		}
+		if code, body := rolloutAction(t, b, "abort"); code != 200 {
+			t.Fatalf("abort: %d %s", code, body)
+		}
+	}
+	st := getRollout(t, a)
+	var starts int
+	for _, d := range st.History {
+		if d.Decision == decisionStart {
+			starts++
+		}
+	}
+	if starts != 5 {
+		t.Errorf("history %q holds %d starts, want 5", decisions(st), starts)
+	}
+}
+
+// With NATS gone, GET and PUT rollout answer a problem naming the route
+// in bounded time, not a hang.
+func TestRolloutAdminWhileNATSIsDown(t *testing.T) {
+	ns := natstest.RunServer(t)
+	up := jsonLegacy(t)
+	a := startGateway(t, ns, rolloutConfig("a", up.URL, `      steps: [{stage: nats}]`))
+	rolloutKV(t, a)
+	ns.Shutdown()
+	for _, method := range []string{"GET", "PUT"} {
+		req, _ := http.NewRequest(method, a.AdminURL+"/admin/routes/get/rollout", strings.NewReader(`{"action":"start"}`))
+		req.Header.Set("Authorization", "Bearer "+rolloutToken)
+		start := time.Now()
+		resp, body := send(t, req)
+		if took := time.Since(start); took > 20*time.Second {
+			t.Errorf("%s rollout took %v with NATS down", method, took)
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Content-Type") != "application/problem+json" || !strings.Contains(body, `"get"`) {
+			t.Errorf("%s rollout with NATS down: %d %s %s, want a 503 problem naming get", method, resp.StatusCode, resp.Header.Get("Content-Type"), body)
+		}
+	}
+}
