@@ -472,8 +472,9 @@ func (f *fleet) receive(m *nats.Msg) {
 		p.routes[msg.Routes[i].Name] = &msg.Routes[i]
 	}
 	if msg.Slot != 0 {
-		f.s.history.add(id, msg.Slot, msg.Closed)
+		f.s.history.add(id, msg.Slot, servedOnly(f.s.table.Load(), msg.Closed))
 	}
+	msg.Closed = nil // counted; the peer is kept for its window alone
 	f.mu.Lock()
 	_, known := f.peers[id]
 	f.peers[id] = p
@@ -482,6 +483,19 @@ func (f *fleet) receive(m *nats.Msg) {
 	if !known { // at once, not at the next tick; a tick also counts the ones gone
 		f.s.metrics.FleetReplicas.Set(float64(1 + n))
 	}
+}
+
+// servedOnly keeps the routes c serves: the history charts and judges
+// only those, so a peer naming thousands of others (another config, or a
+// hostile client) costs it no memory.
+func servedOnly(c *compiled, rs []fleetRoute) []fleetRoute {
+	out := make([]fleetRoute, 0, min(len(rs), len(c.handlers)))
+	for _, fr := range rs {
+		if c.handlers[fr.Name] != nil {
+			out = append(out, fr)
+		}
+	}
+	return out
 }
 
 // live returns the other replicas heard within fleetStale, by id, forgets
@@ -664,10 +678,14 @@ func drift(reps []FleetReplica) []FleetDrift {
 			}
 		}
 	}
+	// A set, not a list searched for each name: replicas may name
+	// thousands of routes each.
+	seen := map[string]bool{}
 	var names []string
 	for _, r := range reps {
 		for name := range r.Stages {
-			if !slices.Contains(names, name) {
+			if !seen[name] {
+				seen[name] = true
 				names = append(names, name)
 			}
 		}

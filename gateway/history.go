@@ -122,6 +122,12 @@ func (h *history) add(replica string, e int64, rs []fleetRoute) {
 // how many of those slots the history holds.
 func (h *history) sum(route string, from, to int64) (w *routeWindow, slots int) {
 	w = &routeWindow{}
+	return w, h.sumInto(w, route, from, to)
+}
+
+// sumInto is sum into a window the caller provides (and has zeroed): a
+// window is ten KiB, and a chart reads ninety of them per route.
+func (h *history) sumInto(w *routeWindow, route string, from, to int64) (slots int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for e := max(from, to-int64(historySlots)+1); e <= to; e++ {
@@ -137,7 +143,7 @@ func (h *history) sum(route string, from, to int64) (w *routeWindow, slots int) 
 		hr.addTo(w)
 	}
 	w.secs = float64(slots) * statsSlot.Seconds()
-	return w, slots
+	return slots
 }
 
 func (hr *histRoute) addTo(w *routeWindow) {
@@ -222,8 +228,10 @@ func (h *history) route(name string, stage routes.Stage) RouteHistory {
 	last -= last % per // the last slot of the newest whole step settled
 	first := last - int64(historySlots) + 1
 	rh := RouteHistory{Name: name, Stage: stage, Points: []HistoryPoint{}, Events: []HistoryEvent{}}
+	w := &routeWindow{}
 	for e := first; e+per-1 <= last; e += per {
-		w, n := h.sum(name, e, e+per-1)
+		*w = routeWindow{}
+		n := h.sumInto(w, name, e, e+per-1)
 		p := HistoryPoint{T: slotStart(e).UnixMilli(), Backend: map[string]HistoryValues{}}
 		if n > 0 {
 			secs := float64(per) * statsSlot.Seconds()
@@ -262,10 +270,16 @@ func (h *history) forget(keep map[string]bool) {
 
 // History is the fleet's last fifteen minutes, route by route, in config
 // order.
-func (s *Server) History() HistorySnapshot {
+func (s *Server) History() HistorySnapshot { return s.historyOf("") }
+
+// historyOf is History for one route, or every route when only is "".
+func (s *Server) historyOf(only string) HistorySnapshot {
 	c := s.table.Load()
 	out := HistorySnapshot{StepSeconds: HistoryStep.Seconds(), Routes: make([]RouteHistory, 0, len(c.table.Routes))}
 	for _, rt := range c.table.Routes {
+		if only != "" && rt.Name != only {
+			continue
+		}
 		rh := s.history.route(rt.Name, routes.Stage(appliedStage(c, rt)))
 		if h := c.handlers[rt.Name]; h != nil && rh.Stage == routes.Canary {
 			if st := h.stage.Load(); st != nil {
@@ -283,14 +297,11 @@ func (s *Server) History() HistorySnapshot {
 }
 
 func (s *Server) getHistory(w http.ResponseWriter, r *http.Request) {
-	snap := s.History()
-	if name := r.URL.Query().Get("route"); name != "" {
-		if s.routeOr404(w, r, name) == nil {
-			return
-		}
-		snap.Routes = slices.DeleteFunc(snap.Routes, func(rh RouteHistory) bool { return rh.Name != name })
+	name := r.URL.Query().Get("route")
+	if name != "" && s.routeOr404(w, r, name) == nil {
+		return
 	}
-	writeJSON(w, http.StatusOK, snap)
+	writeJSON(w, http.StatusOK, s.historyOf(name))
 }
 
 // closedSlot is this replica's slot e as a fleet message carries it: the

@@ -272,9 +272,11 @@ func (r *rollouts) load(ctx context.Context, route string) (*rolloutRecord, uint
 		return nil, 0, fmt.Errorf("%w: %v", ErrRolloutStore, err)
 	}
 	var rec rolloutRecord
-	if err := json.Unmarshal(e.Value(), &rec); err != nil || !validRolloutState(rec.State) {
+	if err := json.Unmarshal(e.Value(), &rec); err != nil || !validRolloutState(rec.State) || rec.Step < 0 {
 		// A value no replica wrote: treated as idle, and overwritten by the
-		// next start.
+		// next start. A negative step would index the plan out of range
+		// and crash every replica that leads; a step past the last is a
+		// plan that changed, and pauses.
 		r.s.log.Warn("rollout: ignoring an unreadable record", "bucket", r.bucket, "key", route, "revision", e.Revision())
 		return &rolloutRecord{State: RolloutIdle}, e.Revision(), nil
 	}
@@ -400,12 +402,19 @@ func (r *rollouts) act(ctx context.Context, rt *routes.Route, rec *rolloutRecord
 	plan := rt.Rollout
 	now := time.Now().UTC()
 	if !rec.Applied && rec.State != RolloutIdle && rec.State != RolloutPaused {
+		// The record was read earlier, perhaps long ago by a leader that
+		// stalled meanwhile: confirm it is still the latest, by
+		// compare-and-set, before writing the stage it calls for, or a
+		// stale leader would put back a stage the rollout has left.
+		nrev, err := r.save(ctx, rt.Name, rec, rev)
+		if err != nil {
+			return err
+		}
 		if err := r.apply(ctx, rt, rec.Target); err != nil {
 			return err
 		}
 		rec.Applied = true
-		nrev, err := r.save(ctx, rt.Name, rec, rev)
-		if err != nil {
+		if nrev, err = r.save(ctx, rt.Name, rec, nrev); err != nil {
 			return err
 		}
 		rev = nrev
