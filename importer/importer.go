@@ -289,7 +289,9 @@ func skipComment(p *planned, dash string) string {
 // oneLine makes text fit on one comment line: white space and control
 // characters folded to single spaces, at most n bytes.
 func oneLine(s string, n int) string {
-	s = strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == 0x2028 || r == 0x2029 }), " ")
+	s = strings.Join(strings.FieldsFunc(s, func(r rune) bool {
+		return r <= ' ' || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == 0x2028 || r == 0x2029
+	}), " ")
 	if len(s) > n {
 		cut := n
 		for cut > 0 && s[cut]&0xC0 == 0x80 { // not inside a UTF-8 sequence
