@@ -162,10 +162,10 @@ func TestImportSkipsWhatNatsgateCannotRoute(t *testing.T) {
 		t.Errorf("routes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	reasons := map[string]string{
-		"TRACE /files/{path}":  "natsgate routes no TRACE",
-		"GET /files/{name}":    "same route as GET /files/{path}",
-		"GET /glob/*":          "literal *",
-		"GET /a/{id}/b/{id}":   "chi cannot route",
+		"TRACE /files/{path}": "natsgate routes no TRACE",
+		"GET /files/{name}":   "same route as GET /files/{path}",
+		"GET /glob/*":         "literal *",
+		"GET /a/{id}/b/{id}":  "chi cannot route",
 	}
 	if len(res.Skipped) != len(reasons) {
 		t.Errorf("skipped %v, want %d", res.Skipped, len(reasons))

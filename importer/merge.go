@@ -66,8 +66,8 @@ func Merge(existing []byte, existingFile string, spec []byte, specFile string, o
 	var ex []existingRoute
 	taken := map[string]bool{}
 	for _, item := range seq.Content {
-		if item.Kind != yaml.MappingNode || item.Style&yaml.FlowStyle != 0 {
-			return nil, fmt.Errorf("%s:%d: each route must be a block mapping", existingFile, item.Line)
+		if item.Kind != yaml.MappingNode {
+			return nil, fmt.Errorf("%s:%d: each route must be a mapping", existingFile, item.Line)
 		}
 		r := existingRoute{name: scalar(item, "name"), method: strings.ToUpper(scalar(item, "method")), path: scalar(item, "path"), upstream: scalar(item, "upstream")}
 		if r.method == "" {
