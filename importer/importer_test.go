@@ -219,3 +219,33 @@ func TestImportRejectsBadOptions(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDerive: for any path, operationId and method, whatever parsePath
+// accepts yields a route name natsgate accepts (or ""), a subject that
+// parses with only the path's parameters, and a chi pattern whose
+// parameters are the subject's.
+func FuzzDerive(f *testing.F) {
+	f.Add("/pets/{id}", "findPet", "GET")
+	f.Add("/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json", "", "POST")
+	f.Add("/a/{x.y}-{z}/b.c", "op id!", "DELETE")
+	f.Fuzz(func(t *testing.T, path, opID, method string) {
+		segs, err := parsePath(path)
+		if err != nil {
+			return
+		}
+		if name := routeNameFor(opID, method, segs); name != "" && !validName(name) {
+			t.Fatalf("name %q is not valid", name)
+		}
+		subj := subjectFor("api", segs, "get")
+		s, err := routes.ParseSubject(subj)
+		if err != nil {
+			t.Fatalf("subject %q from %q: %v", subj, path, err)
+		}
+		pattern := chiPattern("", segs)
+		for _, p := range s.Params() {
+			if !strings.Contains(pattern, "{"+p+"}") {
+				t.Fatalf("subject %q uses {%s}, pattern %q lacks it", subj, p, pattern)
+			}
+		}
+	})
+}
