@@ -6,6 +6,7 @@
 //	natsgate routes   --config FILE   print the route table
 //	natsgate demo                     embedded NATS, sample workers, gateway
 //	natsgate rollout ACTION ROUTE     show or move a route's rollout plan
+//	natsgate import openapi SPEC      a config to start a migration from
 package main
 
 import (
@@ -33,6 +34,7 @@ Usage:
   natsgate routes   --config FILE
   natsgate demo     [--traffic]
   natsgate rollout  status|start|pause|resume|abort ROUTE [--admin URL] [--token T] [--config FILE] [--json]
+  natsgate import   openapi SPEC [--upstream NAME=URL] [--subject-prefix PREFIX] [-o FILE] [--merge EXISTING]
 
 Run 'natsgate COMMAND -h' for a command's flags.
 `
@@ -49,6 +51,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cmd, args := args[0], args[1:]
 	if cmd == "rollout" { // flags may follow its action and route
 		return rolloutCmd(args, stdout, stderr)
+	}
+	if cmd == "import" {
+		return importCmd(args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("natsgate "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
