@@ -13,13 +13,16 @@ import (
 )
 
 // LoadConfig reads and compiles a configuration file, resolving ${VAR}
-// from the environment. Errors name file, line, route and field.
+// from the environment. The NATS section is completed from outside the
+// file: the natscli context it names (nats.context, else $NATS_CONTEXT),
+// then $NATS_URL when it has no url (see routes.NATSConfig). Errors name
+// file, line, route and field.
 func LoadConfig(path string) (*routes.Table, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	return routes.Load(path, data, os.LookupEnv)
+	return routes.LoadEnv(path, data, routes.Env{Lookup: os.LookupEnv, ReadContext: contextReader(os.LookupEnv)})
 }
 
 // NewLogger builds the logger the log section asks for. format, when not
