@@ -22,6 +22,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// TestMain keeps the package's tests to the NATS servers they start:
+// LoadConfig (and so ReloadFile) reads NATS_URL and NATS_CONTEXT, which a
+// developer's shell may hold.
+func TestMain(m *testing.M) {
+	for _, v := range []string{"NATS_URL", "NATS_CONTEXT"} {
+		_ = os.Unsetenv(v)
+	}
+	os.Exit(m.Run())
+}
+
 // connConfig is a gateway config with the test's loopback listeners and
 // one request route on "conn.echo", whose nats section is natsYAML (lines
 // indented under "nats:").
