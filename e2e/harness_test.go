@@ -27,6 +27,11 @@ var bin struct {
 }
 
 func TestMain(m *testing.M) {
+	// natsgate reads these when a config leaves the NATS system unnamed;
+	// the suite's processes must reach only the servers it starts.
+	for _, v := range []string{"NATS_URL", "NATS_CONTEXT"} {
+		_ = os.Unsetenv(v)
+	}
 	dir, err := os.MkdirTemp("", "natsgate-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

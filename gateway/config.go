@@ -15,13 +15,16 @@ import (
 // LoadConfig reads and compiles a configuration file, resolving ${VAR}
 // from the environment, and reads the files its tls sections name (an
 // unreadable file, or a key that does not match its certificate, is a
-// config error). Errors name file, line, route and field.
+// config error). The NATS section is completed from outside the file: the
+// natscli context it names (nats.context, else $NATS_CONTEXT), then
+// $NATS_URL when it has no url (see routes.NATSConfig). Errors name file,
+// line, route and field.
 func LoadConfig(path string) (*routes.Table, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	t, err := routes.Load(path, data, os.LookupEnv)
+	t, err := routes.LoadEnv(path, data, routes.Env{Lookup: os.LookupEnv, ReadContext: contextReader(os.LookupEnv)})
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -76,6 +77,36 @@ func (es *EmbeddedServer) Shutdown() {
 	}
 }
 
+// contextReader reads natscli contexts where natscli keeps them:
+// $XDG_CONFIG_HOME/nats/context/NAME.json, or under $HOME/.config when
+// XDG_CONFIG_HOME is unset. lookupEnv reads the environment.
+func contextReader(lookupEnv func(string) (string, bool)) func(name string) (string, []byte, error) {
+	return func(name string) (string, []byte, error) {
+		root, _ := lookupEnv("XDG_CONFIG_HOME")
+		if root == "" {
+			home, _ := lookupEnv("HOME")
+			if home == "" {
+				return "", nil, errors.New("neither XDG_CONFIG_HOME nor HOME is set, so natscli's context directory is unknown")
+			}
+			root = filepath.Join(home, ".config")
+		}
+		file := filepath.Join(root, "nats", "context", name+".json")
+		data, err := os.ReadFile(file)
+		return file, data, err
+	}
+}
+
+// urlFrom says where the connection's URL came from, for the log.
+func urlFrom(cfg routes.NATSConfig, embedded *EmbeddedServer) string {
+	switch {
+	case embedded != nil:
+		return "embedded"
+	case cfg.URLFrom != "":
+		return cfg.URLFrom
+	}
+	return "config"
+}
+
 // connHooks are called on connection events.
 type connHooks struct {
 	disconnected func(error)
@@ -125,6 +156,11 @@ func connect(cfg routes.NATSConfig, embedded *EmbeddedServer, hooks connHooks) (
 			return nil, fmt.Errorf("nats.creds_file: %w", err)
 		}
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.InboxPrefix != "" {
+		// nc.NewInbox and nc.NewRespInbox follow it: the reply mux,
+		// JetStream and discovery all take their inboxes from them.
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
 	if cfg.TLS.CA != "" {
 		opts = append(opts, nats.RootCAs(cfg.TLS.CA))

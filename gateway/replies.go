@@ -11,7 +11,8 @@ import (
 )
 
 // replyMux receives the reply to every request natsgate sends, on one
-// wildcard subscription of the connection (_INBOX.<id>.*), and hands each
+// wildcard subscription of the connection (_INBOX.<id>.*, or under
+// nats.inbox_prefix in place of _INBOX), and hands each
 // to the request waiting for it, as nats.go's own request mux does. It
 // exists to wait differently: a request waits in one select on its reply,
 // its client leaving and its timeout, with a pooled timer and channel,
@@ -21,7 +22,7 @@ import (
 // abandon ends every wait at once.
 type replyMux struct {
 	nc     *nats.Conn
-	prefix string // the inbox subject up to the token: "_INBOX.<nuid>."
+	prefix string // the inbox subject up to the token: "<inbox prefix>.<nuid>."
 	sub    *nats.Subscription
 	next   atomic.Uint64
 

@@ -245,6 +245,7 @@ func (s *Server) dial() error {
 		return err
 	}
 	s.conn = &natsConn{nc: nc}
+	s.log.Info("NATS connected", "url", nc.ConnectedUrlRedacted(), "from", urlFrom(s.cfg.NATS, s.embedded))
 	return nil
 }
 

@@ -273,6 +273,11 @@ func (c *compiler) compile() *Table {
 			}
 		}
 	}
+	if p := cfg.NATS.InboxPrefix; p != "" {
+		if err := checkInboxPrefix(p); err != nil {
+			c.fail("nats.inbox_prefix", "%v", err)
+		}
+	}
 	if cfg.NATS.MaxReconnects != nil && *cfg.NATS.MaxReconnects < -1 {
 		c.fail("nats.max_reconnects", "must be -1 (forever) or more, not %d", *cfg.NATS.MaxReconnects)
 	}

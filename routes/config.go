@@ -48,9 +48,30 @@ type Config struct {
 
 // NATSConfig says how natsgate reaches NATS.
 type NATSConfig struct {
-	// URL of the NATS servers, comma separated. Empty: start an embedded
-	// server (see Embedded).
+	// URL of the NATS servers: comma separated, or a YAML list (read as
+	// its items joined by commas). Empty: the context's URL (see Context),
+	// else $NATS_URL, else an embedded server is started (see Embedded).
 	URL string `yaml:"url"`
+	// URLFrom says where URL came from, for the log: "config", "context
+	// NAME", "NATS_URL", or "" for none (the embedded server). The loader
+	// sets it; it is not written in the file.
+	URLFrom string `yaml:"-"`
+	// Context names a natscli context (nats context save NAME), read from
+	// $XDG_CONFIG_HOME/nats/context/NAME.json, by default
+	// ~/.config/nats/context/NAME.json: its url, user and password,
+	// token, creds, nkey, TLS files (cert, key, ca) and inbox_prefix fill
+	// what this section leaves unset. Credentials count as a whole: if
+	// this section sets any of user, password, token, nkey_seed_file or
+	// creds_file, the context's credentials are not used; so are cert and
+	// key as a pair. Empty: $NATS_CONTEXT, if set; natscli's selected
+	// context (context.txt) is never used, so that what a server connects
+	// with does not change with "nats context select" in some shell.
+	Context string `yaml:"context"`
+	// InboxPrefix replaces "_INBOX" in the reply subjects natsgate
+	// subscribes to, for accounts whose permissions allow replies only
+	// under a prefix of their own: subject tokens, no wildcards. Default
+	// "_INBOX".
+	InboxPrefix string `yaml:"inbox_prefix"`
 	// Name is the connection name shown by the NATS server. Default "natsgate".
 	Name string `yaml:"name"`
 	// Embedded configures the in-process server used when URL is empty.

@@ -72,10 +72,20 @@ type source struct {
 
 // Parse reads a configuration file's bytes. file names it in errors.
 // lookupEnv resolves ${VAR} references (os.LookupEnv in production); an
-// unset variable is an error. Parse reports every problem it finds, each a
+// unset variable is an error. It also supplies NATS_URL, used when the
+// file has no nats.url, and NATS_CONTEXT; a natscli context can be read
+// only through LoadEnv, which is given a way to read one. Parse reports
+// every problem it finds, each a
 // *FieldError, joined; all wrap ErrInvalidConfig. Unless the YAML itself is
 // malformed, the config is returned even with an error, its bad fields zero.
 func Parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	return parse(file, data, Env{Lookup: lookupEnv})
+}
+
+// parse is Parse with everything outside the file it may read: the
+// environment, and natscli contexts (see resolveNATS).
+func parse(file string, data []byte, env Env) (*Config, error) {
+	lookupEnv := env.lookup
 	src := &source{file: file, positions: map[string]position{}}
 	cfg := &Config{}
 	var root yaml.Node
@@ -105,6 +115,7 @@ func Parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 		}
 	}
 	cfg.src = src
+	errs = append(errs, resolveNATS(cfg, env)...)
 	if len(errs) > 0 {
 		// The config is returned all the same, with the bad fields left
 		// zero, so that Load can go on to report Compile's problems too.
@@ -168,6 +179,10 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) {
 			}
 		}
 	case yaml.SequenceNode:
+		if commaLists[path] && t.Kind() == reflect.String {
+			w.joinList(n, path)
+			return
+		}
 		w.record(path, n)
 		if t.Kind() == reflect.Slice {
 			for i, item := range n.Content {
@@ -209,6 +224,33 @@ func (w walker) walkFields(n *yaml.Node, t reflect.Type, path string) {
 		}
 		w.walk(v, f, child)
 	}
+}
+
+// commaLists are the string fields that may be written as a YAML list
+// instead of a comma-separated string ("nats.url: [nats://a, nats://b]").
+var commaLists = map[string]bool{"nats.url": true}
+
+// joinList turns a list written for a comma-separated string field into
+// that string, in place, before the tree is decoded: each item is
+// expanded and recorded at its own line, so that a bad one is reported
+// there; an item that is not a single value is reported and left out.
+func (w walker) joinList(n *yaml.Node, path string) {
+	w.record(path, n)
+	items := make([]string, 0, len(n.Content))
+	for i, item := range n.Content {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		if item.Kind == yaml.AliasNode && item.Alias != nil {
+			item = item.Alias
+		}
+		if item.Kind != yaml.ScalarNode {
+			*w.errs = append(*w.errs, w.src.fieldError(nil, p, item.Line, "a list item here must be a single value"))
+			continue
+		}
+		w.expand(item, p)
+		w.record(p, item)
+		items = append(items, item.Value)
+	}
+	*n = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: strings.Join(items, ","), Line: n.Line, Column: n.Column}
 }
 
 func (w walker) record(path string, n *yaml.Node) {
