@@ -6,16 +6,27 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/natsgate/natsgate/internal/natstest"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestLegacyRefusesH2CUpgrade: a client's "Upgrade: h2c" is not passed to
@@ -82,4 +93,131 @@ routes:
 	if resp.StatusCode != 200 || string(body) != "plain /public" {
 		t.Errorf("got %d %q, want the route's plain answer 200 %q", resp.StatusCode, body, "plain /public")
 	}
+}
+
+// issueValid signs a server certificate for 127.0.0.1 valid from
+// notBefore to notAfter: one that has expired, or is not valid yet.
+func (ca *testCA) issueValid(t *testing.T, notBefore, notAfter time.Time) issued {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(testSerial.Add(1)),
+		Subject:      pkix.Name{CommonName: "natsgate"},
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return issued{certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPEM: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), serial: tmpl.SerialNumber, notAfter: notAfter}
+}
+
+// shownSerial is the serial of the certificate a new handshake is shown,
+// whether or not it verifies.
+func shownSerial(t *testing.T, addr string) *big.Int {
+	t.Helper()
+	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatalf("handshake with %s: %v", addr, err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber
+}
+
+// TestRotationToAnUnusablePairKeepsTheOldOne: files rotated to a pair
+// that would fail every client (expired, not valid yet, emptied, written
+// halfway) are logged and the old pair keeps serving, with the expiry
+// gauge still its; a pair swapped in by symlink, as a Kubernetes secret
+// volume does (..data), is taken.
+func TestRotationToAnUnusablePairKeepsTheOldOne(t *testing.T) {
+	gw := startTLSGateway(t, "http:\n  tls: {cert_file: $CERT, key_file: $KEY}\nroutes:"+tlsRoute)
+	gw.stopCertWatch() // only ReloadCertificates (SIGHUP) reads the files here
+	now := time.Now()
+	expired := gw.ca.issueValid(t, now.Add(-48*time.Hour), now.Add(-time.Hour))
+	early := gw.ca.issueValid(t, now.Add(time.Hour), now.Add(48*time.Hour))
+	half := gw.ca.issue(t, "natsgate", false, time.Hour)
+	expiry := func() float64 { return testutil.ToFloat64(gw.metrics.TLSCertificateExpiry.WithLabelValues("http")) }
+	for _, tc := range []struct {
+		name, inLog string
+		cert, key   []byte
+	}{
+		{"expired", "expired", expired.certPEM, expired.keyPEM},
+		{"not valid yet", "not valid before", early.certPEM, early.keyPEM},
+		{"emptied", "", nil, nil},
+		{"written halfway", "", half.certPEM[:len(half.certPEM)/2], half.keyPEM},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logged := len(gw.log.String())
+			writeFile(t, gw.certFile, tc.cert)
+			writeFile(t, gw.keyFile, tc.key)
+			gw.ReloadCertificates()
+			if got := shownSerial(t, gw.Addr()); got.Cmp(gw.served.serial) != 0 {
+				t.Errorf("serving serial %v after rotating to an unusable pair, want the old %v", got, gw.served.serial)
+			}
+			if got, want := expiry(), float64(gw.served.notAfter.Unix()); got != want {
+				t.Errorf("the expiry gauge is %v, want the served pair's %v", got, want)
+			}
+			msg := gw.log.String()[logged:]
+			if !strings.Contains(msg, "TLS certificate not reloaded; the old one keeps serving") || !strings.Contains(msg, tc.inLog) {
+				t.Errorf("the unusable pair was not logged with %q:\n%s", tc.inLog, msg)
+			}
+		})
+	}
+	t.Run("symlink swap", func(t *testing.T) {
+		// <dir>/..data -> ..v1 holds the pair; cert_file and key_file are
+		// links through ..data, and the swap renames a new link over it.
+		dir := t.TempDir()
+		next := gw.ca.issue(t, "natsgate", false, 2*time.Hour)
+		v1 := filepath.Join(dir, "..v1")
+		if err := os.Mkdir(v1, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		tlsFiles(t, v1, "server", next)
+		if err := os.Symlink("..v1", filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{gw.certFile, gw.keyFile} {
+			if err := os.Remove(f); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(filepath.Join(dir, "..data", filepath.Base(f)), f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		gw.ReloadCertificates()
+		if got := shownSerial(t, gw.Addr()); got.Cmp(next.serial) != 0 {
+			t.Fatalf("serving serial %v after the first link, want %v", got, next.serial)
+		}
+		after := gw.ca.issue(t, "natsgate", false, 3*time.Hour)
+		v2 := filepath.Join(dir, "..v2")
+		if err := os.Mkdir(v2, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		tlsFiles(t, v2, "server", after)
+		if err := os.Symlink("..v2", filepath.Join(dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+		gw.ReloadCertificates()
+		if got := shownSerial(t, gw.Addr()); got.Cmp(after.serial) != 0 {
+			t.Errorf("serving serial %v after the swap, want %v", got, after.serial)
+		}
+		if got, want := expiry(), float64(after.notAfter.Unix()); got != want {
+			t.Errorf("the expiry gauge is %v after the swap, want %v", got, want)
+		}
+	})
 }
