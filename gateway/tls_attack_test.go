@@ -175,6 +175,22 @@ func TestRotationToAnUnusablePairKeepsTheOldOne(t *testing.T) {
 			}
 		})
 	}
+	t.Run("not valid yet, then due", func(t *testing.T) {
+		// Issued a moment ahead of this host's clock: refused, then
+		// taken by a later reload once it is valid, without new files.
+		due := time.Now().Add(2 * time.Second)
+		soon := gw.ca.issueValid(t, due, time.Now().Add(time.Hour))
+		writeFile(t, gw.certFile, soon.certPEM)
+		writeFile(t, gw.keyFile, soon.keyPEM)
+		gw.ReloadCertificates()
+		if shownSerial(t, gw.Addr()).Cmp(soon.serial) == 0 && time.Now().Before(due) {
+			t.Fatalf("a pair not valid yet was served at once")
+		}
+		natstest.Eventually(t, 15*time.Second, "the pair to be taken once valid", func() bool {
+			gw.ReloadCertificates()
+			return shownSerial(t, gw.Addr()).Cmp(soon.serial) == 0
+		})
+	})
 	t.Run("symlink swap", func(t *testing.T) {
 		// <dir>/..data -> ..v1 holds the pair; cert_file and key_file are
 		// links through ..data, and the swap renames a new link over it.
