@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -236,4 +237,61 @@ func TestRotationToAnUnusablePairKeepsTheOldOne(t *testing.T) {
 			t.Errorf("the expiry gauge is %v after the swap, want %v", got, want)
 		}
 	})
+}
+
+// TestStalledHandshakesAreClosed: a client that opens a connection and
+// stops (before its ClientHello, halfway through it, or after the TLS
+// handshake without the HTTP/2 preface; on the h2c listener before its
+// preface) is closed within http.read_header_timeout, well short of any
+// idle limit, so that stalled connections cannot pile up.
+func TestStalledHandshakesAreClosed(t *testing.T) {
+	gw := startTLSGateway(t, "http:\n  read_header_timeout: 1s\n  idle_timeout: 60s\n  tls: {cert_file: $CERT, key_file: $KEY}\nroutes:"+tlsRoute)
+	ns := natstest.RunServer(t)
+	h2c := startGateway(t, ns, "http:\n  h2c: true\n  read_header_timeout: 1s\n  idle_timeout: 60s\nroutes:"+tlsRoute)
+	// The start of a ClientHello record: type 22, version, a length of 512
+	// bytes of which only these few arrive.
+	halfHello := []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03}
+	for _, tc := range []struct {
+		name string
+		addr string
+		open func(net.Conn) (net.Conn, error)
+	}{
+		{"no ClientHello", gw.Addr(), func(c net.Conn) (net.Conn, error) { return c, nil }},
+		{"half a ClientHello", gw.Addr(), func(c net.Conn) (net.Conn, error) { _, err := c.Write(halfHello); return c, err }},
+		{"h2 without a preface", gw.Addr(), func(c net.Conn) (net.Conn, error) {
+			tc := tls.Client(c, &tls.Config{RootCAs: gw.ca.pool, ServerName: "127.0.0.1", NextProtos: []string{"h2"}})
+			if err := tc.Handshake(); err != nil {
+				return nil, err
+			}
+			if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+				t.Fatalf("ALPN negotiated %q, want h2", p)
+			}
+			return tc, nil
+		}},
+		{"h2c half a preface", h2c.Addr(), func(c net.Conn) (net.Conn, error) { _, err := io.WriteString(c, "PRI * HTTP/2.0\r\n"); return c, err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, err := net.DialTimeout("tcp", tc.addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			start := time.Now()
+			c, err := tc.open(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = raw.SetReadDeadline(time.Now().Add(30 * time.Second))
+			_, err = io.Copy(io.Discard, c) // until the gateway closes it
+			held := time.Since(start)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("the gateway still held the stalled connection after %v", held)
+			}
+			if held > 15*time.Second {
+				t.Errorf("the stalled connection was held %v; read_header_timeout is 1s", held)
+			}
+			t.Logf("closed after %v", held.Round(10*time.Millisecond))
+		})
+	}
 }
