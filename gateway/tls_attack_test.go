@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/internal/natstest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -292,6 +293,247 @@ func TestStalledHandshakesAreClosed(t *testing.T) {
 				t.Errorf("the stalled connection was held %v; read_header_timeout is 1s", held)
 			}
 			t.Logf("closed after %v", held.Round(10*time.Millisecond))
+		})
+	}
+}
+
+// rawH2 is a bare HTTP/2 client over TLS, frame by frame, for what Go's
+// own client refuses to send: a receive window of 0, header lists past
+// the server's limit, headers HTTP/2 forbids. Header blocks are HPACK
+// literals without indexing or Huffman coding.
+type rawH2 struct {
+	t    *testing.T
+	conn *tls.Conn
+}
+
+// dialH2 opens a TLS connection negotiating h2, sends the preface and
+// SETTINGS with the given (id, value) pairs.
+func dialH2(t *testing.T, addr string, pool *x509.CertPool, settings ...uint32) *rawH2 {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("ALPN negotiated %q, want h2", p)
+	}
+	h := &rawH2{t: t, conn: c}
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	_, _ = io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	var p []byte
+	for i := 0; i+1 < len(settings); i += 2 {
+		p = append(p, byte(settings[i]>>8), byte(settings[i]))
+		p = append(p, byte(settings[i+1]>>24), byte(settings[i+1]>>16), byte(settings[i+1]>>8), byte(settings[i+1]))
+	}
+	h.frame(0x4, 0, 0, p)
+	return h
+}
+
+func (h *rawH2) frame(typ, flags byte, stream uint32, payload []byte) {
+	h.t.Helper()
+	n := len(payload)
+	hdr := []byte{byte(n >> 16), byte(n >> 8), byte(n), typ, flags, byte(stream >> 24), byte(stream >> 16), byte(stream >> 8), byte(stream)}
+	if _, err := h.conn.Write(append(hdr, payload...)); err != nil {
+		h.t.Fatalf("writing a frame: %v", err)
+	}
+}
+
+// hpackInt appends n with a prefix of bits bits under the first byte's
+// high bits first.
+func hpackInt(b []byte, first byte, bits uint, n int) []byte {
+	max := 1<<bits - 1
+	if n < max {
+		return append(b, first|byte(n))
+	}
+	b = append(b, first|byte(max))
+	for n -= max; n >= 128; n >>= 7 {
+		b = append(b, byte(n%128+128))
+	}
+	return append(b, byte(n))
+}
+
+// headers sends one HEADERS frame (END_HEADERS, and END_STREAM when end)
+// on stream holding fields as name, value pairs in order.
+func (h *rawH2) headers(stream uint32, end bool, fields ...string) {
+	h.t.Helper()
+	var block []byte
+	for i := 0; i+1 < len(fields); i += 2 {
+		block = append(block, 0)
+		block = hpackInt(block, 0, 7, len(fields[i]))
+		block = append(block, fields[i]...)
+		block = hpackInt(block, 0, 7, len(fields[i+1]))
+		block = append(block, fields[i+1]...)
+	}
+	flags := byte(0x4)
+	if end {
+		flags |= 0x1
+	}
+	h.frame(0x1, flags, stream, block)
+}
+
+// h2Frame is a frame the server sent.
+type h2Frame struct {
+	typ, flags byte
+	stream     uint32
+	payload    []byte
+}
+
+// next reads the server's next frame, acknowledging its SETTINGS and
+// answering PING as a live client does; it returns an error once the
+// connection ends or the deadline passes.
+func (h *rawH2) next() (h2Frame, error) {
+	for {
+		var hdr [9]byte
+		if _, err := io.ReadFull(h.conn, hdr[:]); err != nil {
+			return h2Frame{}, err
+		}
+		f := h2Frame{typ: hdr[3], flags: hdr[4], stream: uint32(hdr[5]&0x7f)<<24 | uint32(hdr[6])<<16 | uint32(hdr[7])<<8 | uint32(hdr[8])}
+		f.payload = make([]byte, int(hdr[0])<<16|int(hdr[1])<<8|int(hdr[2]))
+		if _, err := io.ReadFull(h.conn, f.payload); err != nil {
+			return h2Frame{}, err
+		}
+		switch {
+		case f.typ == 0x4 && f.flags&0x1 == 0:
+			h.frame(0x4, 0x1, 0, nil)
+			continue
+		case f.typ == 0x6 && f.flags&0x1 == 0:
+			h.frame(0x6, 0x1, 0, f.payload)
+			continue
+		}
+		return f, nil
+	}
+}
+
+// status decodes the :status of a HEADERS frame from Go's server, which
+// sends it from HPACK's static table (indexes 8 to 14) or as a literal
+// with the indexed name :status (index 8).
+func (f h2Frame) status() int {
+	p := f.payload
+	if f.flags&0x8 != 0 { // PADDED
+		p = p[1:]
+	}
+	if f.flags&0x20 != 0 { // PRIORITY
+		p = p[5:]
+	}
+	if len(p) == 0 {
+		return 0
+	}
+	if p[0]&0x80 != 0 {
+		if s, ok := map[byte]int{8: 200, 9: 204, 10: 206, 11: 304, 12: 400, 13: 404, 14: 500}[p[0]&0x7f]; ok {
+			return s
+		}
+		return 0
+	}
+	// A literal with an indexed name: 4 (without indexing, 0000xxxx), 6
+	// (incremental, 01xxxxxx) or 4 (never indexed, 0001xxxx) prefix bits.
+	var name byte
+	var rest []byte
+	switch {
+	case p[0]&0xc0 == 0x40:
+		name, rest = p[0]&0x3f, p[1:]
+	default:
+		name, rest = p[0]&0x0f, p[1:]
+	}
+	if name != 8 || len(rest) < 4 || rest[0]&0x80 != 0 || rest[0] != 3 {
+		return 0 // Huffman-coded or not :status
+	}
+	n := 0
+	for _, c := range rest[1:4] {
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// TestH2RequestsRefusedBeforeTheRoute: over HTTP/2, a header list past
+// http.max_header_bytes (sent plainly, or as an HPACK bomb that repeats
+// one indexed entry), and headers HTTP/2 forbids (Connection, Upgrade,
+// TE other than trailers, Keep-Alive) or a :path that is not a path,
+// never reach the worker: the stream is refused or answered 4xx.
+func TestH2RequestsRefusedBeforeTheRoute(t *testing.T) {
+	gw := startTLSGateway(t, "http:\n  max_header_bytes: 4KiB\n  tls: {cert_file: $CERT, key_file: $KEY}\nroutes:"+tlsRoute)
+	var reached atomic.Int64
+	respond(t, natstest.Connect(t, gw.NS), "users.*.get", func(m *nats.Msg) *nats.Msg {
+		reached.Add(1)
+		return &nats.Msg{Data: []byte("hello")}
+	})
+	base := func(path string) []string {
+		return []string{":method", "GET", ":scheme", "https", ":authority", gw.Addr(), ":path", path}
+	}
+	// The bomb: one 3,000-byte entry put in the dynamic table, then named
+	// 400 times by its index (62) in one byte each: 1.2 MB decoded.
+	bomb := []byte{0x40}
+	bomb = hpackInt(bomb, 0, 7, len("x-bomb"))
+	bomb = append(bomb, "x-bomb"...)
+	bomb = hpackInt(bomb, 0, 7, 3000)
+	bomb = append(bomb, strings.Repeat("b", 3000)...)
+	for range 400 {
+		bomb = append(bomb, 0x80|62)
+	}
+	for _, tc := range []struct {
+		name   string
+		fields []string
+		raw    []byte // a header block appended after fields
+	}{
+		{"control: served", base("/users/1"), nil},
+		{"header list past max_header_bytes", append(base("/users/1"), "x-big", strings.Repeat("a", 10000)), nil},
+		{"HPACK bomb", base("/users/1"), bomb},
+		{"connection", append(base("/users/1"), "connection", "keep-alive"), nil},
+		{"upgrade", append(base("/users/1"), "upgrade", "h2c"), nil},
+		{"keep-alive", append(base("/users/1"), "keep-alive", "timeout=5"), nil},
+		{"te gzip", append(base("/users/1"), "te", "gzip"), nil},
+		{":path without a slash", base("users/1"), nil},
+		{":path empty", base(""), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := reached.Load()
+			h := dialH2(t, gw.Addr(), gw.ca.pool)
+			var block []byte
+			for i := 0; i+1 < len(tc.fields); i += 2 {
+				block = append(block, 0)
+				block = hpackInt(block, 0, 7, len(tc.fields[i]))
+				block = append(block, tc.fields[i]...)
+				block = hpackInt(block, 0, 7, len(tc.fields[i+1]))
+				block = append(block, tc.fields[i+1]...)
+			}
+			h.frame(0x1, 0x5, 1, append(block, tc.raw...))
+			status, refused := 0, ""
+			for status == 0 && refused == "" {
+				f, err := h.next()
+				if err != nil {
+					refused = "connection closed: " + err.Error()
+					break
+				}
+				switch {
+				case f.typ == 0x1 && f.stream == 1:
+					status = f.status()
+					if status == 0 {
+						// A head this test cannot decode: a Huffman-coded
+						// status, which Go's server sends only for codes
+						// outside HPACK's static table (its 2xx answers
+						// here are 200); the worker count decides.
+						status = -1
+					}
+				case f.typ == 0x3 && f.stream == 1:
+					refused = "RST_STREAM"
+				case f.typ == 0x7:
+					refused = "GOAWAY"
+				}
+			}
+			control := strings.HasPrefix(tc.name, "control")
+			if control {
+				if status != 200 {
+					t.Fatalf("a plain request got status %d (%s), want 200", status, refused)
+				}
+				return
+			}
+			if status >= 200 && status < 300 {
+				t.Errorf("served with %d", status)
+			}
+			if n := reached.Load() - before; n != 0 {
+				t.Errorf("the worker was reached %d times", n)
+			}
+			t.Logf("status %d %s", status, refused)
 		})
 	}
 }
