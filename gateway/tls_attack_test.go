@@ -537,3 +537,59 @@ func TestH2RequestsRefusedBeforeTheRoute(t *testing.T) {
 		})
 	}
 }
+
+// TestH2ClientThatNeverReadsIsCut: an HTTP/2 client that opens no flow
+// control window (SETTINGS_INITIAL_WINDOW_SIZE 0) while a legacy answer
+// streams takes no byte of it; http.write_timeout ends the stream, so the
+// gateway's handler and the upstream request are freed rather than held
+// as long as the client keeps the connection.
+func TestH2ClientThatNeverReadsIsCut(t *testing.T) {
+	var upstreamDone atomic.Int64 // unix nanos when the upstream's request ended
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() { upstreamDone.Store(time.Now().UnixNano()) }()
+		chunk := []byte(strings.Repeat("x", 8<<10))
+		for end := time.Now().Add(30 * time.Second); time.Now().Before(end); {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}))
+	t.Cleanup(up.Close)
+	gw := startTLSGateway(t, `
+http:
+  write_timeout: 1s
+  idle_timeout: 60s
+  tls: {cert_file: $CERT, key_file: $KEY}
+upstreams:
+  legacy: {url: `+up.URL+`, timeout: 60s}
+routes:
+  - {name: stream, method: GET, path: /stream, upstream: legacy}
+`)
+	h := dialH2(t, gw.Addr(), gw.ca.pool, 0x4, 0) // SETTINGS_INITIAL_WINDOW_SIZE = 0
+	start := time.Now()
+	h.headers(1, true, ":method", "GET", ":scheme", "https", ":authority", gw.Addr(), ":path", "/stream")
+	ended := ""
+	for ended == "" {
+		f, err := h.next()
+		switch {
+		case err != nil:
+			ended = "connection closed"
+		case f.typ == 0x0 && f.stream == 1 && len(f.payload) > 0:
+			t.Fatalf("DATA sent into a window of 0")
+		case f.typ == 0x3 && f.stream == 1:
+			ended = "RST_STREAM"
+		case f.typ == 0x7:
+			ended = "GOAWAY"
+		}
+	}
+	natstest.Eventually(t, 15*time.Second, "the upstream request to end", func() bool { return upstreamDone.Load() != 0 })
+	natstest.Eventually(t, 15*time.Second, "the gateway's handler to finish", func() bool { return gw.inflight.Load() == 0 })
+	t.Logf("stream ended by %s after %v; the upstream request after %v", ended, time.Since(start).Round(10*time.Millisecond),
+		time.Unix(0, upstreamDone.Load()).Sub(start).Round(10*time.Millisecond))
+}
