@@ -593,3 +593,67 @@ routes:
 	t.Logf("stream ended by %s after %v; the upstream request after %v", ended, time.Since(start).Round(10*time.Millisecond),
 		time.Unix(0, upstreamDone.Load()).Sub(start).Round(10*time.Millisecond))
 }
+
+// TestAdminMutualTLSTricks: with client_auth require, a certificate from
+// client_ca_file that has expired, or that is for servers only
+// (ExtKeyUsage serverAuth), is refused at the handshake. With mutations,
+// no way of dressing a change as a read moves a route without the
+// certificate: a method override header, a lower-case method, HEAD and
+// OPTIONS with bodies, a PUT over HTTP/2.
+func TestAdminMutualTLSTricks(t *testing.T) {
+	legacy := startLegacy(t)
+	clients := newTestCA(t, "clients CA")
+	start := func(t *testing.T, mode string) *tlsGateway {
+		t.Helper()
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, "clients.pem"), clients.pem)
+		return startTLSGateway(t, adminTLSConfig(legacy.URL, filepath.Join(dir, "clients.pem"), mode))
+	}
+	t.Run("require", func(t *testing.T) {
+		gw := start(t, "require")
+		expired := clients.issue(t, "ops", true, -time.Minute).tlsCert(t)
+		serverOnly := clients.issue(t, "ops", false, time.Hour).tlsCert(t)
+		good := clients.issue(t, "ops", true, time.Hour).tlsCert(t)
+		for name, cert := range map[string]tls.Certificate{"expired": expired, "server only": serverOnly} {
+			if resp, _, err := get(t, tlsClient(gw.ca.pool, true, cert), "GET", gw.AdminHTTPS+"/healthz", nil, nil); err == nil {
+				t.Errorf("a client certificate %s was served: %d", name, resp.StatusCode)
+			}
+		}
+		if resp, _, err := get(t, tlsClient(gw.ca.pool, true, good), "GET", gw.AdminHTTPS+"/healthz", nil, nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("control, a good client certificate: %v %v", resp, err)
+		}
+	})
+	t.Run("mutations", func(t *testing.T) {
+		gw := start(t, "mutations")
+		auth := http.Header{"Authorization": {"Bearer secret"}}
+		body := `{"cutover":"nats"}`
+		for _, tc := range []struct {
+			name, method string
+			header       http.Header
+			h2           bool
+		}{
+			{"GET with X-HTTP-Method-Override", "GET", http.Header{"X-Http-Method-Override": {"PUT"}, "X-Method-Override": {"PUT"}}, false},
+			{"POST with X-HTTP-Method-Override", "POST", http.Header{"X-Http-Method-Override": {"PUT"}}, false},
+			{"lower-case put", "put", nil, false},
+			{"HEAD with a body", "HEAD", nil, false},
+			{"OPTIONS with a body", "OPTIONS", nil, false},
+			{"PUT over HTTP/2", "PUT", nil, true},
+			{"PUT over HTTP/1.1", "PUT", nil, false},
+		} {
+			h := http.Header{HeaderRequestID: {"trick"}}
+			for k, v := range auth {
+				h[k] = v
+			}
+			for k, v := range tc.header {
+				h[k] = v
+			}
+			resp, got, err := get(t, tlsClient(gw.ca.pool, tc.h2), tc.method, gw.AdminHTTPS+"/admin/routes/get-user/cutover", strings.NewReader(body), h)
+			if err == nil && resp.StatusCode < 300 {
+				t.Errorf("%s without a certificate: %d %s", tc.name, resp.StatusCode, got)
+			}
+			if stage := stageOf(gw.testGateway, "get-user").Stage; stage != "legacy" {
+				t.Fatalf("%s without a certificate moved the route to %s", tc.name, stage)
+			}
+		}
+	})
+}
