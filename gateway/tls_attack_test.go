@@ -14,6 +14,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -656,4 +657,90 @@ func TestAdminMutualTLSTricks(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestHostileHTTPSUpstreams: an https upstream that speaks plain HTTP,
+// offers only TLS 1.0, presents an expired certificate, or accepts the
+// connection and never answers the ClientHello gets the client a problem
+// (502 or 504) naming the route and the request id, promptly: never a
+// hang, never a 200.
+func TestHostileHTTPSUpstreams(t *testing.T) {
+	ca := newTestCA(t, "upstream CA")
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	writeFile(t, caFile, ca.pem)
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "served") })
+	plain := httptest.NewServer(ok)
+	t.Cleanup(plain.Close)
+	startTLS := func(cfg *tls.Config) *httptest.Server {
+		s := httptest.NewUnstartedServer(ok)
+		s.TLS = cfg
+		s.StartTLS()
+		t.Cleanup(s.Close)
+		return s
+	}
+	tls10 := startTLS(&tls.Config{Certificates: []tls.Certificate{ca.issue(t, "up", false, time.Hour).tlsCert(t)}, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS10})
+	expired := startTLS(&tls.Config{Certificates: []tls.Certificate{ca.issue(t, "up", false, -time.Minute).tlsCert(t)}})
+	good := startTLS(&tls.Config{Certificates: []tls.Certificate{ca.issue(t, "up", false, time.Hour).tlsCert(t)}})
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	go func() {
+		var held []net.Conn // accepted and never answered, until the test ends
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for range 50 {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	https := func(u string) string { return strings.Replace(u, "http://", "https://", 1) }
+	ns := natstest.RunServer(t)
+	gw := startGateway(t, ns, fmt.Sprintf(`
+upstreams:
+  plain: {url: %[1]s, timeout: 20s, tls: {ca_file: %[5]s}}
+  tls10: {url: %[2]s, timeout: 20s, tls: {ca_file: %[5]s}}
+  expired: {url: %[3]s, timeout: 20s, tls: {ca_file: %[5]s}}
+  silent: {url: https://%[4]s, timeout: 20s, tls: {ca_file: %[5]s}}
+  good: {url: %[6]s, timeout: 20s, tls: {ca_file: %[5]s}}
+routes:
+  - {name: plain, method: GET, path: /plain, upstream: plain}
+  - {name: tls10, method: GET, path: /tls10, upstream: tls10}
+  - {name: expired, method: GET, path: /expired, upstream: expired}
+  - {name: silent, method: GET, path: /silent, upstream: silent}
+  - {name: good, method: GET, path: /good, upstream: good}
+`, https(plain.URL), tls10.URL, expired.URL, silent.Addr(), caFile, good.URL))
+	for _, name := range []string{"good", "plain", "tls10", "expired", "silent"} {
+		t.Run(name, func(t *testing.T) {
+			start := time.Now()
+			resp, body := do(t, "GET", gw.URL+"/"+name, nil, http.Header{HeaderRequestID: {"up-" + name}})
+			took := time.Since(start)
+			if name == "good" {
+				if resp.StatusCode != 200 || body != "served" {
+					t.Fatalf("control: %d %s", resp.StatusCode, body)
+				}
+				return
+			}
+			if resp.StatusCode != 502 && resp.StatusCode != 504 {
+				t.Errorf("got %d %s, want 502 or 504", resp.StatusCode, body)
+			}
+			if !strings.Contains(body, `"route":"`+name+`"`) || !strings.Contains(body, `"request_id":"up-`+name+`"`) {
+				t.Errorf("the problem %s does not name the route and the request id", body)
+			}
+			// The upstream timeout is 20s; a TLS failure is known far sooner
+			// (the handshake timeout is 5s).
+			if took > 15*time.Second {
+				t.Errorf("answered after %v", took)
+			}
+			t.Logf("%d after %v: %s", resp.StatusCode, took.Round(time.Millisecond), body)
+		})
+	}
 }
