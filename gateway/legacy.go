@@ -203,6 +203,7 @@ func (l *legacySide) serve(w *statusWriter, r *http.Request, ex *exchange) (err 
 		r.Body = &clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, l.maxBody), call: call}
 	}
 	w.Header()[HeaderBackend] = backendLegacy
+	dropH2CUpgrade(r.Header)
 	// The upstream's timeout covers the whole exchange, body included. A
 	// request to upgrade the connection is the exception: its timeout
 	// covers getting the 101, and the upgraded connection then has the
@@ -252,6 +253,20 @@ func (l *legacySide) serve(w *statusWriter, r *http.Request, ex *exchange) (err 
 		return w.proxyErr
 	}
 	return nil
+}
+
+// dropH2CUpgrade removes a client's request to switch to cleartext
+// HTTP/2 (Upgrade: h2c, RFC 7540 §3.2), so that the request goes to the
+// upstream as plain HTTP/1.1. An upstream that honoured it would speak
+// HTTP/2 on the spliced connection, and the client could then send it
+// requests for any path and method, past the route that grants one
+// (h2c smuggling). Other upgrades (WebSocket) are the route's to pass.
+func dropH2CUpgrade(h http.Header) {
+	if !hasToken(h["Upgrade"], "h2c") {
+		return
+	}
+	delete(h, "Upgrade")
+	delete(h, "Http2-Settings")
 }
 
 // hasToken reports whether a comma-separated header holds token, in any

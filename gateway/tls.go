@@ -167,6 +167,7 @@ type certificate struct {
 	mu                sync.Mutex // one reload at a time
 	lastCert, lastKey []byte     // the bytes cur was read from
 	badCert, badKey   []byte     // the last pair that failed, logged once
+	badUntil          time.Time  // when a bad pair that was not valid yet is tried again
 }
 
 func newCertificate(l listenerTLS, log *slog.Logger, expiry prometheus.Gauge) (*certificate, error) {
@@ -182,7 +183,7 @@ func newCertificate(l listenerTLS, log *slog.Logger, expiry prometheus.Gauge) (*
 func (c *certificate) use(cert *tls.Certificate, certPEM, keyPEM []byte) {
 	c.cur.Store(cert)
 	c.lastCert, c.lastKey = certPEM, keyPEM
-	c.badCert, c.badKey = nil, nil
+	c.badCert, c.badKey, c.badUntil = nil, nil, time.Time{}
 	c.expiry.Set(float64(cert.Leaf.NotAfter.Unix()))
 }
 
@@ -199,12 +200,18 @@ func (c *certificate) reload() bool {
 	if err1 == nil && err2 == nil && bytes.Equal(certPEM, c.lastCert) && bytes.Equal(keyPEM, c.lastKey) {
 		return false
 	}
-	if err1 == nil && err2 == nil && bytes.Equal(certPEM, c.badCert) && bytes.Equal(keyPEM, c.badKey) {
+	if err1 == nil && err2 == nil && bytes.Equal(certPEM, c.badCert) && bytes.Equal(keyPEM, c.badKey) &&
+		(c.badUntil.IsZero() || time.Now().Before(c.badUntil)) {
 		return false // already logged
 	}
 	cert, certPEM, keyPEM, err := loadPair(c.certFile, c.keyFile)
+	var until time.Time
+	if err == nil {
+		until, err = inValidity(cert.Leaf, c.certFile, time.Now())
+	}
 	if err != nil {
 		c.badCert, c.badKey, _ = readBoth(c.certFile, c.keyFile)
+		c.badUntil = until
 		c.log.Error("TLS certificate not reloaded; the old one keeps serving", "listener", c.listener,
 			"cert_file", c.certFile, "key_file", c.keyFile, "error", err)
 		return false
@@ -213,6 +220,20 @@ func (c *certificate) reload() bool {
 	c.log.Info("TLS certificate reloaded", "listener", c.listener, "cert_file", c.certFile,
 		"serial", cert.Leaf.SerialNumber.String(), "not_after", cert.Leaf.NotAfter)
 	return true
+}
+
+// inValidity refuses a rotated certificate that no client would accept
+// now: one that has expired, or one not valid yet (the old pair serves on;
+// the returned time is when the latter is tried again, so a certificate
+// issued a moment ahead of this host's clock is taken once it is due).
+func inValidity(leaf *x509.Certificate, file string, now time.Time) (time.Time, error) {
+	switch {
+	case now.After(leaf.NotAfter):
+		return time.Time{}, fmt.Errorf("the certificate in %s expired at %s", file, leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(leaf.NotBefore):
+		return leaf.NotBefore, fmt.Errorf("the certificate in %s is not valid before %s", file, leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return time.Time{}, nil
 }
 
 func readBoth(a, b string) ([]byte, []byte, error) {
