@@ -84,6 +84,10 @@ type legacySide struct {
 	// listener's http.idle_timeout, since the upstream timeout is for
 	// one answer, not for a session.
 	idle time.Duration
+	// log takes the cause of a failed exchange, which the client is not
+	// shown: it names the upstream's address, and over TLS its
+	// certificate.
+	log *slog.Logger
 }
 
 // legacyCall is one request's trip through the legacy side: what the
@@ -112,7 +116,7 @@ type legacyCall struct {
 // itself. httputil's own log lines go to log, as JSON like the rest.
 func newLegacySide(up *upstream, rt *routes.Route, m *metrics.Route, trusted []*net.IPNet, idle time.Duration, log *slog.Logger) *legacySide {
 	target := up.cfg.URL
-	l := &legacySide{up: up, m: m, maxBody: rt.MaxBody, idle: idle}
+	l := &legacySide{up: up, m: m, maxBody: rt.MaxBody, idle: idle, log: log.With("route", rt.Name, "upstream", up.cfg.Name)}
 	l.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -397,7 +401,8 @@ func (t *proxyTransport) failure(req *http.Request, call *legacyCall, err error)
 		return wrapf(ErrUpstreamTimeout, "upstream %s did not answer within %v", up.Name, up.Timeout)
 	}
 	t.l.m.UpstreamError(metrics.UpstreamFailed)
-	return wrapf(ErrUpstream, "upstream %s: %v", up.Name, err)
+	t.l.log.Warn("upstream exchange failed", "request_id", requestID(req), "error", err)
+	return wrapf(ErrUpstream, "upstream %s could not be reached, or failed on the wire", up.Name)
 }
 
 // clientBody is the client's request body on its way to the upstream. It

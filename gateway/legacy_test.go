@@ -487,3 +487,47 @@ routes:
 		t.Fatalf("natsgate_breaker_state for the upstream = %v, want 0 (closed)", got)
 	}
 }
+
+// A failed upstream exchange tells the client which upstream failed, in
+// natsgate's words: never the transport's error, which names the
+// upstream's address and, over TLS, its certificate. The log has the cause.
+func TestLegacyFailureHidesTheTransportsError(t *testing.T) {
+	ns := natstest.RunServer(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now: connection refused
+	var logs strings.Builder
+	var mu sync.Mutex
+	gw := startGatewayLogging(t, ns, `
+upstreams:
+  old: {url: "http://`+addr+`"}
+routes:
+  - name: get
+    method: GET
+    path: /get
+    upstream: old
+`, writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}))
+	resp, body := do(t, "GET", gw.URL+"/get", nil, nil)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("GET /get: %d %s, want 502", resp.StatusCode, body)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	if strings.Contains(body, port) || strings.Contains(body, "refused") || strings.Contains(body, "dial") {
+		t.Errorf("the problem body leaks the transport's error: %s", body)
+	}
+	if !strings.Contains(body, "upstream old") {
+		t.Errorf("the problem body does not name the upstream: %s", body)
+	}
+	waitFor(t, 5*time.Second, "the cause in the log", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(logs.String(), "refused")
+	})
+}
