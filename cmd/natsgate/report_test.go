@@ -107,7 +107,6 @@ func TestReportFormats(t *testing.T) {
 	if !strings.HasPrefix(md, "**"+strings.ReplaceAll(rep.Summary.Text, "_", `\_`)+"**\n") {
 		t.Errorf("markdown: starts %q, want the summary in bold", strings.SplitN(md, "\n", 2)[0])
 	}
-	t.Logf("text:\n%s\nmarkdown:\n%s", text, md)
 	var table []string
 	for _, l := range strings.Split(md, "\n") {
 		if strings.HasPrefix(l, "|") {
