@@ -146,8 +146,10 @@ func (s *Server) Report(ctx context.Context) Report {
 	var natsReq, answered, match, compared uint64
 	sctx, cancel := context.WithTimeout(ctx, reportStoreWait)
 	defer cancel()
+	w := &routeWindow{} // one window, ten KiB, reused route after route
 	for _, rt := range c.table.Routes {
-		w, slots := s.history.sum(rt.Name, from, to)
+		*w = routeWindow{}
+		slots := s.history.sumInto(w, rt.Name, from, to)
 		out.WindowSeconds = max(out.WindowSeconds, float64(slots)*statsSlot.Seconds())
 		rr := s.routeReport(sctx, c, rt, w)
 		switch rr.Stage {
