@@ -42,6 +42,7 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.Get("/admin/discovered", s.listDiscovered)
 	mux.Get("/admin/fleet", s.getFleet)
 	mux.Get("/admin/history", s.getHistory)
+	mux.Get("/admin/report", s.getReport)
 	mux.Get("/admin/routes/{name}/mismatches", s.listMismatches)
 	mux.Put("/admin/routes/{name}/cutover", s.requireToken(s.putCutover))
 	mux.Delete("/admin/routes/{name}/cutover", s.requireToken(s.deleteCutover))

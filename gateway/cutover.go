@@ -392,6 +392,7 @@ func (s *Server) setOverride(route string, o *Override) {
 	if h := s.table.Load().handlers[route]; h != nil {
 		old := h.stage.Load()
 		h.applyStage(s, o)
+		s.countStages()
 		now := h.stage.Load()
 		if old == nil || old.stage != now.stage || old.percent != now.percent || (old.override == nil) != (now.override == nil) {
 			s.log.Info("cutover applied", "route", route, "old_stage", old.stage, "old_percent", old.percent,

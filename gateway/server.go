@@ -86,6 +86,7 @@ type Server struct {
 	mismatches   mismatches
 	reloadMu     sync.Mutex // one reload at a time, from SIGHUP or --watch
 	upstreamMu   sync.Mutex
+	stageCountMu sync.Mutex           // one natsgate_routes count at a time (countStages)
 	upstreams    map[string]*upstream // kept across reloads, so connections and breakers are too
 
 	inflight    atomic.Int64
@@ -181,6 +182,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.table.Store(c)
+	s.countStages()
 	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	s.openCutovers(octx)
 	cancel()
@@ -371,6 +373,7 @@ func (s *Server) Reload(t *routes.Table) error {
 		s.log.Warn("config reload: listener, NATS, log or fleet settings changed; they take effect at the next restart", "file", t.File)
 	}
 	s.table.Store(c)
+	s.countStages()
 	s.metrics.ConfigReloads.WithLabelValues("ok").Inc()
 	s.log.Info("config reloaded", "file", t.File, "routes", len(t.Routes))
 	return nil

@@ -78,6 +78,7 @@ type Metrics struct {
 	// so an alert reads "natsgate_tls_certificate_expiry_seconds - time()".
 	// Only listeners with tls have a series.
 	TLSCertificateExpiry *prometheus.GaugeVec // listener: http, admin
+	Routes               *prometheus.GaugeVec // stage: served routes at each cutover stage
 }
 
 func histogram(name, help string, labels ...string) *prometheus.HistogramVec {
@@ -170,10 +171,15 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "natsgate_tls_certificate_expiry_seconds",
 			Help: "When the certificate a listener serves expires (its NotAfter), as a Unix time in seconds; updated when the certificate is re-read.",
 		}, []string{"listener"}),
+		Routes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "natsgate_routes",
+			Help: "Routes this replica serves at each cutover stage (legacy, shadow, canary, nats), run-time overrides included: a migration's progress at a glance.",
+		}, []string{"stage"}),
 	}
+	m.SetRoutes(nil)
 	reg.MustRegister(m.Requests, m.RequestDuration, m.NATSDuration, m.WorkerDuration,
 		m.UpstreamDuration, m.ShadowComparisons, m.BreakerState, m.NATSErrors, m.UpstreamErrors,
 		m.Inflight, m.NATSConnected, m.CutoverStage, m.ConfigReloads, m.Rejected, m.LogDropped, m.FleetReplicas, m.FleetLeader,
-		m.RolloutStep, m.RolloutDecisions, m.RouteResponders, m.TLSCertificateExpiry)
+		m.RolloutStep, m.RolloutDecisions, m.RouteResponders, m.TLSCertificateExpiry, m.Routes)
 	return m
 }

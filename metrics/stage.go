@@ -14,3 +14,12 @@ func (m *Metrics) SetStage(route, stage string) {
 		m.CutoverStage.WithLabelValues(route, s).Set(v)
 	}
 }
+
+// SetRoutes sets natsgate_routes to the number of served routes at each
+// stage; every stage is exported, 0 when no route is at it, so a sum or a
+// ratio over stages never misses a series.
+func (m *Metrics) SetRoutes(byStage map[string]int) {
+	for _, s := range stages {
+		m.Routes.WithLabelValues(s).Set(float64(byStage[s]))
+	}
+}

@@ -171,6 +171,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	if strings.Contains(dom, "Cannot read the gateway") {
 		t.Errorf("the page reports an error reading the gateway")
 	}
+	// The header's summary line, from /admin/report: get-profile is in
+	// canary, the five routes without an upstream on NATS.
+	summary := regexp.MustCompile(`<p id="summary"[^>]*>5 of 7 routes on NATS, [0-9.]+ % of traffic; 0 in shadow(, [0-9.]+ % matching)?; [0-9]+ without responders</p>`)
+	if !summary.MatchString(dom) {
+		m := regexp.MustCompile(`<p id="summary"[^>]*>[^<]*</p>`).FindString(dom)
+		t.Errorf("summary line %q, want the report's: 5 of 7 routes on NATS, its share of traffic, 0 in shadow, …", m)
+	}
 
 	shot := filepath.Join(t.TempDir(), "dashboard.png")
 	chromium(t, bin, d.admin+"/", "--screenshot="+shot)

@@ -7,6 +7,7 @@
 //	natsgate demo                     embedded NATS, sample workers, gateway
 //	natsgate rollout ACTION ROUTE     show or move a route's rollout plan
 //	natsgate import openapi SPEC      a config to start a migration from
+//	natsgate report                   where the migration stands, route by route
 package main
 
 import (
@@ -35,6 +36,7 @@ Usage:
   natsgate demo     [--traffic]
   natsgate rollout  status|start|pause|resume|abort ROUTE [--admin URL] [--token T] [--config FILE] [--json]
   natsgate import   openapi SPEC [--upstream NAME=URL] [--subject-prefix PREFIX] [-o FILE] [--merge EXISTING]
+  natsgate report   [--admin URL | --config FILE] [--format text|markdown|json]
 
 Run 'natsgate COMMAND -h' for a command's flags.
 `
@@ -54,6 +56,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if cmd == "import" {
 		return importCmd(args, stdout, stderr)
+	}
+	if cmd == "report" { // its own flags, and its own usage
+		return reportCmd(args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("natsgate "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -7,16 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/natsgate/natsgate/gateway"
-	"github.com/natsgate/natsgate/routes"
 )
 
 const rolloutUsage = `Usage:
@@ -32,10 +28,6 @@ step, gates and last decisions. start, pause, resume and abort move it.
   --config FILE  read the admin address and token from a natsgate config
   --json         print the admin API's JSON as received
 `
-
-// rolloutTimeout bounds one exchange with the admin API, so a gateway
-// that accepts and never answers cannot hang the command.
-const rolloutTimeout = 15 * time.Second
 
 // rolloutHistoryShown is how many of the last decisions status prints.
 const rolloutHistoryShown = 5
@@ -71,15 +63,6 @@ type rolloutEvent struct {
 	Decision string `json:"decision"`
 	Reason   string `json:"reason"`
 	By       string `json:"by"`
-}
-
-// adminProblem is the part of an RFC 9457 problem body the command prints.
-type adminProblem struct {
-	Title     string `json:"title"`
-	Status    int    `json:"status"`
-	Detail    string `json:"detail"`
-	Route     string `json:"route"`
-	RequestID string `json:"request_id"`
 }
 
 var rolloutActions = []string{"status", "start", "pause", "resume", "abort"}
@@ -125,28 +108,12 @@ func rolloutCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	base, tok := "http://"+loopbackFor(routes.DefaultAdminListen), os.Getenv(gateway.TokenEnv)
-	if *config != "" {
-		t, err := gateway.LoadConfig(*config)
-		if err != nil {
-			printConfigError(stderr, err)
-			return 1
-		}
-		base = "http://" + loopbackFor(t.Config.Admin.Listen)
-		if t.Config.Admin.Token != "" {
-			tok = t.Config.Admin.Token
-		}
+	base, tok, err := adminTarget(*config, *admin, *token)
+	if err != nil {
+		printConfigError(stderr, err)
+		return 1
 	}
-	if *admin != "" {
-		base = *admin
-		if !strings.Contains(base, "://") {
-			base = "http://" + base
-		}
-	}
-	if *token != "" {
-		tok = *token
-	}
-	endpoint := strings.TrimRight(base, "/") + "/admin/routes/" + url.PathEscape(route) + "/rollout"
+	endpoint := base + "/admin/routes/" + url.PathEscape(route) + "/rollout"
 
 	st, raw, err := rolloutCall(endpoint, action, tok)
 	if err != nil {
@@ -165,25 +132,6 @@ func rolloutCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, rolloutLine(st))
 	}
 	return 0
-}
-
-// loopbackFor turns a listen address into one a client on the same host
-// dials: ":9090", "0.0.0.0:9090" and "[::]:9090" listen everywhere,
-// loopback included.
-func loopbackFor(listen string) string {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return listen
-	}
-	switch ip := net.ParseIP(host); {
-	case host == "":
-		host = "127.0.0.1"
-	case ip != nil && ip.IsUnspecified() && ip.To4() != nil:
-		host = "127.0.0.1"
-	case ip != nil && ip.IsUnspecified():
-		host = "::1"
-	}
-	return net.JoinHostPort(host, port)
 }
 
 // rolloutCall asks the admin API: GET for status, PUT {"action": ...} for
@@ -209,42 +157,15 @@ func rolloutCall(endpoint, action, token string) (*rolloutStatus, []byte, error)
 	if err != nil {
 		return nil, nil, fmt.Errorf("bad admin URL %q: %v", endpoint, err)
 	}
-	req.Header.Set("Accept", "application/json, application/problem+json")
-	client := &http.Client{Timeout: rolloutTimeout}
-	resp, err := client.Do(req)
+	raw, err := adminDo(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot reach the admin API at %s: %v", endpoint, unwrapURLError(err))
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return nil, nil, fmt.Errorf("reading the answer from %s: %v", endpoint, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var p adminProblem
-		if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") && json.Unmarshal(raw, &p) == nil && p.Title != "" {
-			if p.Detail == "" {
-				p.Detail = fmt.Sprintf("status %d", resp.StatusCode)
-			}
-			return nil, nil, fmt.Errorf("%s: %s", p.Title, p.Detail)
-		}
-		return nil, nil, fmt.Errorf("%s: %s answered %q", http.StatusText(resp.StatusCode), endpoint, clipText(string(raw), 200))
+		return nil, nil, err
 	}
 	var st rolloutStatus
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return nil, nil, fmt.Errorf("%s answered what is not a rollout status: %v", endpoint, err)
 	}
 	return &st, raw, nil
-}
-
-// unwrapURLError drops net/http's `Get "URL":` prefix: the message names
-// the URL once already.
-func unwrapURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }
 
 // rolloutActor names the person moving a rollout for the gateway's audit
@@ -347,12 +268,4 @@ func number(v *float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.4g", *v)
-}
-
-// clipText shortens a body quoted in an error.
-func clipText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

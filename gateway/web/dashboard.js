@@ -2,7 +2,8 @@
 // /admin/routes (stages and breakers) and /admin/fleet (the replicas and
 // their drift) every two seconds and fills one table row per route, and
 // /admin/history (the fleet's last 15 minutes) every ten seconds and draws
-// one SVG chart per route. Rows are built once and updated in place, so a
+// one SVG chart per route, and /admin/report every ten seconds for the
+// header's summary line. Rows are built once and updated in place, so a
 // stage control being edited keeps its value between refreshes.
 'use strict';
 
@@ -88,6 +89,7 @@
       if (row) row.dirty = false;
       refreshSoon();
       setTimeout(refreshHistory, 200); // the change's mark, without waiting ten seconds
+      setTimeout(refreshReport, 200); // and the summary line
     } catch (e) {
       setMsg(name + ': ' + e.message, false);
     }
@@ -548,6 +550,20 @@
     historyTimer = setTimeout(refreshHistory, HISTORY_MS);
   }
 
+  // The summary line: the report's own text, so that the dashboard and
+  // `natsgate report` say the same.
+  let reportTimer = null;
+  async function refreshReport() {
+    clearTimeout(reportTimer);
+    try {
+      const rep = await getJSON('/admin/report');
+      $('summary').textContent = rep.summary.text;
+    } catch (e) {
+      $('summary').textContent = ''; // an older gateway has no report
+    }
+    reportTimer = setTimeout(refreshReport, HISTORY_MS);
+  }
+
   let timer = null;
   function refreshSoon() {
     clearTimeout(timer);
@@ -582,5 +598,6 @@
     });
     refresh();
     refreshHistory();
+    refreshReport();
   });
 })();
