@@ -2,6 +2,7 @@ package importer
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -112,5 +113,28 @@ func TestMergeAddsRoutesWhereTheLoaderReadsThem(t *testing.T) {
 				t.Errorf("the loader does not read the added routes:\n%s", res.Config)
 			}
 		})
+	}
+}
+
+// A description past MaxSpecBytes is refused before it is parsed: the
+// reader takes about 140 bytes of memory per byte of a file of small
+// nodes (a 50 MB one held 6.6 GB), so size is the bound that holds.
+func TestImportRefusesHugeSpec(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("openapi: 3.0.3\ninfo: {title: t, version: '1'}\nx-blob: '")
+	b.WriteString(strings.Repeat("a", 32<<20))
+	b.WriteString("'\npaths:\n  /a:\n    get: {responses: {'200': {description: ok}}}\n")
+	huge := []byte(b.String())
+	_, err := Import(huge, "huge.yaml", Options{})
+	var se *SpecError
+	if !errors.As(err, &se) || !errors.Is(err, ErrUnreadableSpec) || se.File != "huge.yaml" || !strings.Contains(err.Error(), "MiB") {
+		t.Errorf("Import of a %d-byte description: %v, want a SpecError naming huge.yaml and the limit", len(huge), err)
+	}
+	existing, err := Import([]byte(attackSpec), "shop.yaml", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Merge(existing.Config, "natsgate.yaml", huge, "huge.yaml", Options{}); !errors.As(err, &se) || se.File != "huge.yaml" {
+		t.Errorf("Merge of a %d-byte description: %v, want a SpecError naming huge.yaml", len(huge), err)
 	}
 }
