@@ -122,7 +122,7 @@ func TestMergeAddsRoutesWhereTheLoaderReadsThem(t *testing.T) {
 func TestImportRefusesHugeSpec(t *testing.T) {
 	var b strings.Builder
 	b.WriteString("openapi: 3.0.3\ninfo: {title: t, version: '1'}\nx-blob: '")
-	b.WriteString(strings.Repeat("a", 32<<20))
+	b.WriteString(strings.Repeat("a", MaxSpecBytes))
 	b.WriteString("'\npaths:\n  /a:\n    get: {responses: {'200': {description: ok}}}\n")
 	huge := []byte(b.String())
 	_, err := Import(huge, "huge.yaml", Options{})
