@@ -417,6 +417,21 @@ func suggestRoute(service string, ep micro.EndpointInfo, name, method, path stri
 	}
 	s.NATS.Subject = strings.Join(toks, ".")
 	s.NATS.Pattern = string(routes.Request)
+	// The metadata is whatever the service wrote: check the entry as the
+	// config would, and say so when it would not pass.
+	entry := fmt.Appendf(nil, "routes:\n  - {name: %q, method: %q, path: %q, nats: {subject: %q, pattern: %s}}\n",
+		s.Name, s.Method, s.Path, s.NATS.Subject, s.NATS.Pattern)
+	if _, err := routes.Load("suggestion", entry, func(string) (string, bool) { return "", false }); err != nil {
+		why, _, _ := strings.Cut(err.Error(), "\n")
+		if _, after, ok := strings.Cut(why, ": "); ok { // not the scratch file's name and line
+			why = after
+		}
+		note := "this entry does not validate as written (" + why + "): fix it before use"
+		if s.Note != "" {
+			note = s.Note + "; " + note
+		}
+		s.Note = note
+	}
 	return s
 }
 
