@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -527,7 +528,7 @@ func CheckConnect(ctx context.Context, t *routes.Table) (*ConnectReport, error) 
 		return nil, err
 	}
 	if _, err := js.KeyValue(ctx, t.Config.NATS.CutoverBucket); err != nil {
-		rep.CutoverErr = err
+		rep.CutoverErr = jetStreamOff(err)
 	}
 	streams := map[string][]string{}
 	var names []string
@@ -536,7 +537,7 @@ func CheckConnect(ctx context.Context, t *routes.Table) (*ConnectReport, error) 
 		streams[si.Config.Name] = si.Config.Subjects
 		names = append(names, si.Config.Name)
 	}
-	rep.StreamsErr = lister.Err()
+	rep.StreamsErr = jetStreamOff(lister.Err())
 	slices.Sort(names)
 	infos, err := fetchInfos(ctx, nc, discoveryWait, discoveryQuiet)
 	if err != nil {
@@ -572,4 +573,14 @@ func CheckConnect(ctx context.Context, t *routes.Table) (*ConnectReport, error) 
 		rep.Routes = append(rep.Routes, rc)
 	}
 	return rep, nil
+}
+
+// jetStreamOff names the cause NATS reports only as "no responders": no
+// JetStream on the server or the account answers its API, which would
+// otherwise read as a missing worker.
+func jetStreamOff(err error) error {
+	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		return fmt.Errorf("JetStream is not enabled on this server or account: %w", err)
+	}
+	return err
 }
