@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -417,6 +418,21 @@ func suggestRoute(service string, ep micro.EndpointInfo, name, method, path stri
 	}
 	s.NATS.Subject = strings.Join(toks, ".")
 	s.NATS.Pattern = string(routes.Request)
+	// The metadata is whatever the service wrote: check the entry as the
+	// config would, and say so when it would not pass.
+	entry := fmt.Appendf(nil, "routes:\n  - {name: %q, method: %q, path: %q, nats: {subject: %q, pattern: %s}}\n",
+		s.Name, s.Method, s.Path, s.NATS.Subject, s.NATS.Pattern)
+	if _, err := routes.Load("suggestion", entry, func(string) (string, bool) { return "", false }); err != nil {
+		why, _, _ := strings.Cut(err.Error(), "\n")
+		if _, after, ok := strings.Cut(why, ": "); ok { // not the scratch file's name and line
+			why = after
+		}
+		note := "this entry does not validate as written (" + why + "): fix it before use"
+		if s.Note != "" {
+			note = s.Note + "; " + note
+		}
+		s.Note = note
+	}
 	return s
 }
 
@@ -512,7 +528,7 @@ func CheckConnect(ctx context.Context, t *routes.Table) (*ConnectReport, error) 
 		return nil, err
 	}
 	if _, err := js.KeyValue(ctx, t.Config.NATS.CutoverBucket); err != nil {
-		rep.CutoverErr = err
+		rep.CutoverErr = jetStreamOff(err)
 	}
 	streams := map[string][]string{}
 	var names []string
@@ -521,7 +537,7 @@ func CheckConnect(ctx context.Context, t *routes.Table) (*ConnectReport, error) 
 		streams[si.Config.Name] = si.Config.Subjects
 		names = append(names, si.Config.Name)
 	}
-	rep.StreamsErr = lister.Err()
+	rep.StreamsErr = jetStreamOff(lister.Err())
 	slices.Sort(names)
 	infos, err := fetchInfos(ctx, nc, discoveryWait, discoveryQuiet)
 	if err != nil {
@@ -557,4 +573,14 @@ func CheckConnect(ctx context.Context, t *routes.Table) (*ConnectReport, error) 
 		rep.Routes = append(rep.Routes, rc)
 	}
 	return rep, nil
+}
+
+// jetStreamOff names the cause NATS reports only as "no responders": no
+// JetStream on the server or the account answers its API, which would
+// otherwise read as a missing worker.
+func jetStreamOff(err error) error {
+	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		return fmt.Errorf("JetStream is not enabled on this server or account: %w", err)
+	}
+	return err
 }

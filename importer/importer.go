@@ -266,7 +266,13 @@ func renderRoute(r Route, upstream, dash, key string) string {
 		head += ": " + s
 	}
 	fmt.Fprintf(&b, "%s# %s\n", dash, oneLine(head, 240))
-	fmt.Fprintf(&b, "%s- name: %s\n", dash, quote(r.Name))
+	// The first key stands where the others do: a file written
+	// "-   name:" has its keys further in than "- ".
+	lead := dash + "- "
+	if len(key) > len(lead) {
+		lead = dash + "-" + strings.Repeat(" ", len(key)-len(dash)-1)
+	}
+	fmt.Fprintf(&b, "%sname: %s\n", lead, quote(r.Name))
 	fmt.Fprintf(&b, "%smethod: %s\n", key, r.Method)
 	fmt.Fprintf(&b, "%spath: %s\n", key, quote(r.Path))
 	fmt.Fprintf(&b, "%snats:\n%s  subject: %s\n", key, key, quote(r.Subject))

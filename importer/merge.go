@@ -38,6 +38,13 @@ func Merge(existing []byte, existingFile string, spec []byte, specFile string, o
 	if err != nil {
 		return nil, err
 	}
+	// The loader's reading of each route (merge keys, ${VAR}s resolved)
+	// is what Merge compares with the description; the YAML nodes only
+	// say where each route stands in the text.
+	loaded, err := routes.Load(existingFile, existing, opts.LookupEnv)
+	if err != nil {
+		return nil, fmt.Errorf("the existing config does not validate: %w", err)
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(existing, &root); err != nil {
 		return nil, fmt.Errorf("%s: %v", existingFile, err)
@@ -63,6 +70,11 @@ func Merge(existing []byte, existingFile string, spec []byte, specFile string, o
 	if lines[len(lines)-1] == "" {
 		lines = lines[:len(lines)-1]
 	}
+	// Comments already in the file, whatever its line endings.
+	hasLine := map[string]bool{}
+	for _, l := range lines {
+		hasLine[strings.TrimSpace(l)] = true
+	}
 	var ex []existingRoute
 	taken := map[string]bool{}
 	for _, item := range seq.Content {
@@ -72,6 +84,13 @@ func Merge(existing []byte, existingFile string, spec []byte, specFile string, o
 		r := existingRoute{name: scalar(item, "name"), method: strings.ToUpper(scalar(item, "method")), path: scalar(item, "path"), upstream: scalar(item, "upstream")}
 		if r.method == "" {
 			r.method = "*"
+		}
+		if len(loaded.Routes) == len(seq.Content) { // the loader's routes are the list's, in order
+			lr := loaded.Routes[len(ex)]
+			r.name, r.method, r.path, r.upstream = lr.Name, lr.Method, lr.Path, ""
+			if lr.Upstream != nil {
+				r.upstream = lr.Upstream.Name
+			}
 		}
 		r.key = routeKey(r.method, r.path)
 		r.line = item.Line - 1
@@ -112,7 +131,7 @@ func Merge(existing []byte, existingFile string, spec []byte, specFile string, o
 		if p.skip != "" {
 			res.Skipped = append(res.Skipped, Skipped{p.op.method, p.op.path, p.skip})
 			c := skipComment(p, dash)
-			if !strings.Contains(string(existing), strings.TrimPrefix(c, "\n")) {
+			if !hasLine[strings.TrimSpace(c)] {
 				add.WriteString(c)
 			}
 			continue
@@ -160,9 +179,16 @@ func Merge(existing []byte, existingFile string, spec []byte, specFile string, o
 		for at > 0 && strings.TrimSpace(lines[at-1]) == "" {
 			at-- // and the blank lines before it: renderRoute starts with one
 		}
-	case nextKeyLine >= 0:
-		at = nextKeyLine
-		for at > 0 && strings.HasPrefix(strings.TrimSpace(lines[at-1]), "#") {
+	default:
+		// Before the next top-level key, or the end of the document
+		// ("..." or the next "---"): what follows is not the list.
+		for l := ex[len(ex)-1].line + 1; l < len(lines); l++ {
+			if l == nextKeyLine || docBoundary(lines[l]) {
+				at = l
+				break
+			}
+		}
+		for at > 0 && at < len(lines) && strings.HasPrefix(strings.TrimSpace(lines[at-1]), "#") {
 			at--
 		}
 	}
@@ -184,6 +210,13 @@ func Merge(existing []byte, existingFile string, spec []byte, specFile string, o
 		return nil, fmt.Errorf("the merged config does not validate: %w", err)
 	}
 	return res, nil
+}
+
+// docBoundary reports whether a line ends the YAML document: "..." or
+// the "---" that starts the next one.
+func docBoundary(line string) bool {
+	l := strings.TrimRight(line, " \t\r\n")
+	return l == "..." || l == "---" || strings.HasPrefix(l, "... ") || strings.HasPrefix(l, "--- ")
 }
 
 // scalar is a mapping's value for key, or "" if it has none.

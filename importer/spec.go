@@ -18,6 +18,12 @@ import (
 // cannot read, so callers can tell a bad spec from other failures.
 var ErrUnreadableSpec = errors.New("unreadable API description")
 
+// MaxSpecBytes bounds a description's size. The reader holds about 140
+// bytes of memory per byte of a file of small nodes, so a 50 MB file took
+// 6.6 GB and most of a minute; the largest public descriptions (GitHub's
+// REST API, about 11 MB) fit well under it.
+const MaxSpecBytes = 32 << 20
+
 // SpecError is a spec the importer cannot read: the file, the line when
 // the reader gives one, and what is wrong.
 type SpecError struct {
@@ -59,6 +65,9 @@ type specOp struct {
 // order of paths and of operations within a path. It reads no other file
 // and no URL: a $ref to one is an error.
 func readSpec(data []byte, file string) (*apiSpec, error) {
+	if len(data) > MaxSpecBytes {
+		return nil, &SpecError{File: file, Msg: fmt.Sprintf("%d bytes, more than the %d MiB the importer reads", len(data), MaxSpecBytes>>20)}
+	}
 	cfg := datamodel.NewDocumentConfiguration()
 	// The reader's own log would repeat on stderr what the error says.
 	cfg.Logger = slog.New(slog.DiscardHandler)
