@@ -1,11 +1,9 @@
 package wire_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -17,47 +15,18 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
-	"github.com/natsgate/natsgate/gateway"
+	"github.com/natsgate/natsgate/internal/gatewaytest"
 	"github.com/natsgate/natsgate/internal/natstest"
-	"github.com/natsgate/natsgate/routes"
 	"github.com/natsgate/natsgate/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// startGateway serves yamlText (its NATS URL and listeners set to the
-// test's) with the real gateway until the test ends, and returns its base
-// URL and metrics registry.
+// startGateway serves yamlText with the real gateway until the test
+// ends, and returns its base URL and metrics registry.
 func startGateway(t *testing.T, ns *server.Server, yamlText string) (string, *prometheus.Registry) {
 	t.Helper()
-	cfg, err := routes.Parse("test.yaml", []byte(yamlText), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	cfg.NATS.URL = ns.ClientURL()
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.Admin.Listen = "127.0.0.1:0"
-	off := false
-	cfg.Discovery.Enabled = &off // the tests' plain subscribers are not discoverable
-	table, err := routes.Compile(cfg)
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	reg := prometheus.NewRegistry()
-	gw, err := gateway.New(context.Background(), gateway.Options{
-		Table: table, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: reg, AccessLog: io.Discard,
-	})
-	if err != nil {
-		t.Fatalf("gateway: %v", err)
-	}
-	if err := gw.Start(); err != nil {
-		t.Fatalf("gateway start: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = gw.Shutdown(ctx)
-	})
-	return "http://" + gw.Addr(), reg
+	gw := gatewaytest.Start(t, ns, yamlText)
+	return gw.URL, gw.Registry
 }
 
 // get sends a GET and returns the response with its body read.
