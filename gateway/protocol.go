@@ -10,24 +10,29 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/routes"
+	"github.com/natsgate/natsgate/wire"
 )
 
-// Headers of the wire protocol between natsgate and its workers. See the
-// README's "Wire protocol" section; these names are part of the product.
+// Headers of the wire protocol between natsgate and its workers, the
+// names package wire defines for worker authors (its doc comment and the
+// README's "Wire protocol" section are the reference); these names are
+// part of the product. The others are natsgate's own: JetStream's
+// message id, the client's idempotency key, and the backend it tells
+// the client.
 const (
-	HeaderMethod         = "Http-Method"
-	HeaderPath           = "Http-Path"
-	HeaderQuery          = "Http-Query"
-	HeaderRoute          = "Http-Route"
-	HeaderParam          = "Http-Param-" // + the parameter's name as written in the path
-	HeaderStatus         = "Http-Status"
-	HeaderShadow         = "Http-Shadow"
-	HeaderRequestID      = "X-Request-Id"
-	HeaderServiceErr     = "Nats-Service-Error"
-	HeaderServiceErrCode = "Nats-Service-Error-Code"
+	HeaderMethod         = wire.HeaderMethod
+	HeaderPath           = wire.HeaderPath
+	HeaderQuery          = wire.HeaderQuery
+	HeaderRoute          = wire.HeaderRoute
+	HeaderParam          = wire.HeaderParamPrefix // + the parameter's name as written in the path
+	HeaderStatus         = wire.HeaderStatus
+	HeaderShadow         = wire.HeaderShadow
+	HeaderRequestID      = wire.HeaderRequestID
+	HeaderServiceErr     = wire.HeaderServiceError
+	HeaderServiceErrCode = wire.HeaderServiceErrorCode
+	HeaderServerTiming   = wire.HeaderServerTiming
 	HeaderMsgID          = "Nats-Msg-Id"
 	HeaderIdempotency    = "Idempotency-Key"
-	HeaderServerTiming   = "Server-Timing"
 	HeaderBackend        = "X-Natsgate-Backend"
 )
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/metrics"
+	"github.com/natsgate/natsgate/wire"
 )
 
 // compareLimit bounds how much of each answer a shadow comparison keeps.
@@ -155,7 +156,7 @@ func (h *routeHandler) serveShadow(w *statusWriter, r *http.Request, ex *exchang
 }
 
 // shadowTrue is the Http-Shadow value of every copy, shared.
-var shadowTrue = []string{"true"}
+var shadowTrue = []string{wire.ShadowValue}
 
 // shadowJob is one shadow copy, made on the request's goroutine once the
 // client is answered and run on its own: what the copy sends and what its

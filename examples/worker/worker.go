@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/natsgate/natsgate/wire"
 )
 
 // QueueGroup is the queue group every sample worker joins, so NATS spreads
@@ -123,7 +124,7 @@ func Start(nc *nats.Conn, opts Options) (micro.Service, error) {
 // 404 sent as a micro service error, which natsgate turns into a problem
 // body.
 func getUser(req micro.Request, instance string, start time.Time) {
-	id := req.Headers().Get("Http-Param-id")
+	id := wire.MicroRequest(req).Param("id")
 	if id == "" { // not sent through natsgate: take it from the subject
 		if parts := strings.Split(req.Subject(), "."); len(parts) == 3 {
 			id = parts[1]
@@ -135,8 +136,9 @@ func getUser(req micro.Request, instance string, start time.Time) {
 		return
 	}
 	body, _ := json.Marshal(User{ID: n, Name: "user-" + id, ServedBy: instance})
-	_ = req.Respond(body, micro.WithHeaders(micro.Headers{
-		"Content-Type":  {"application/json"},
-		"Server-Timing": {fmt.Sprintf("worker;dur=%.3f", float64(time.Since(start).Microseconds())/1000)},
-	}))
+	_ = wire.Respond(req, wire.Reply{
+		Header: nats.Header{"Content-Type": {"application/json"}},
+		Body:   body,
+		Start:  start, // the worker's time, in Server-Timing
+	})
 }
