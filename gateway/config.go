@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -81,11 +80,10 @@ func (s *Server) ReloadFile(path string) bool {
 // or rewriting it unchanged reloads nothing. Reloads go through ReloadFile:
 // a broken file is logged and counted, and the old routes keep serving.
 func (s *Server) WatchFile(ctx context.Context, path string, interval time.Duration) {
-	last, _ := os.ReadFile(path)
+	// The file is compared with the bytes the served table was loaded
+	// from, not with a copy read here: an edit made between the load and
+	// this call is a change too.
 	var lastStat os.FileInfo
-	if st, err := os.Stat(path); err == nil {
-		lastStat = st
-	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -100,10 +98,9 @@ func (s *Server) WatchFile(ctx context.Context, path string, interval time.Durat
 		}
 		lastStat = st
 		data, err := os.ReadFile(path)
-		if err != nil || bytes.Equal(data, last) {
+		if err != nil || routes.Digest(data) == s.Table().Digest {
 			continue
 		}
-		last = data
 		s.log.Info("config file changed; reloading", "file", path)
 		s.ReloadFile(path)
 	}

@@ -1,6 +1,8 @@
 package routes
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"math"
 	"net"
@@ -93,6 +95,16 @@ type Table struct {
 	Upstreams map[string]*Upstream
 	// TrustedProxies parsed from http.trusted_proxies.
 	TrustedProxies []*net.IPNet
+	// Digest identifies the bytes the table was loaded from (SHA-256, in
+	// hex; empty for a table compiled from a Config), so a file watcher can
+	// tell a change from the file it started with.
+	Digest string
+}
+
+// Digest is the digest Load gives a table of data.
+func Digest(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }
 
 // Route returns the route of that name, or nil.
@@ -217,6 +229,7 @@ func Load(file string, data []byte, lookupEnv func(string) (string, bool)) (*Tab
 	if err != nil || cerr != nil {
 		return nil, joinSorted(append(flatten(err), flatten(cerr)...))
 	}
+	t.Digest = Digest(data)
 	return t, nil
 }
 

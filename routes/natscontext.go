@@ -43,6 +43,7 @@ func LoadEnv(file string, data []byte, env Env) (*Table, error) {
 	if err != nil || cerr != nil {
 		return nil, joinSorted(append(flatten(err), flatten(cerr)...))
 	}
+	t.Digest = Digest(data)
 	return t, nil
 }
 
