@@ -18,7 +18,7 @@ type Route struct {
 	method   string // the route's method, or "*"
 	upstream string // the upstream's name, or ""
 	NATS     prometheus.Observer
-	Worker   prometheus.Observer
+	Worker   prometheus.Observer // nil for a route without the request pattern
 	Upstream prometheus.Observer // nil for a route without an upstream
 	Inflight prometheus.Gauge
 
@@ -48,23 +48,47 @@ type recorder struct {
 
 // Route returns the recorder of one route. pattern is its NATS pattern
 // ("" for none) and upstream its upstream's name ("" for none).
+//
+// Only the hops the route can make get a histogram: one created and never
+// observed exports zero buckets, which panels and rules read as a route
+// with no traffic. The worker's time comes from a reply, so only the
+// request pattern has it. Counters with known label values (the NATS error
+// kinds, the upstream error kinds, and the shadow results of a route that
+// can be shadowed: request pattern and an upstream) start at 0.
 func (m *Metrics) Route(name, method, pattern, upstream string) *Route {
 	r := &Route{
 		m:        m,
 		name:     name,
 		method:   method,
 		upstream: upstream,
-		Worker:   m.WorkerDuration.WithLabelValues(name),
 		Inflight: m.Inflight.WithLabelValues(name),
 	}
 	if pattern != "" {
 		r.NATS = m.NATSDuration.WithLabelValues(name, pattern)
+		for _, k := range natsErrorKinds {
+			m.NATSErrors.WithLabelValues(name, k)
+		}
+	}
+	if pattern == patternRequest {
+		r.Worker = m.WorkerDuration.WithLabelValues(name)
 	}
 	if upstream != "" {
 		r.Upstream = m.UpstreamDuration.WithLabelValues(name, upstream)
+		for _, k := range upstreamErrorKinds {
+			m.UpstreamErrors.WithLabelValues(name, upstream, k)
+		}
+	}
+	if pattern == patternRequest && upstream != "" {
+		for _, res := range shadowResults {
+			m.ShadowComparisons.WithLabelValues(name, res)
+		}
 	}
 	return r
 }
+
+// patternRequest is routes.Request, the one NATS pattern with a reply
+// (metrics does not import routes).
+const patternRequest = "request"
 
 // Name is the route's name.
 func (r *Route) Name() string { return r.name }
@@ -154,6 +178,8 @@ const (
 	UpstreamFailed  = "error"
 	UpstreamBodyCut = "body_cut"
 )
+
+var upstreamErrorKinds = []string{UpstreamTimeout, UpstreamFailed, UpstreamBodyCut}
 
 // UpstreamError counts a failure of the route's upstream by kind.
 func (r *Route) UpstreamError(kind string) {
