@@ -362,7 +362,7 @@ func (s *Server) upstream(cfg *routes.Upstream) (*upstream, error) {
 func (s *Server) Reload(t *routes.Table) error {
 	c, err := s.compile(t)
 	if err != nil {
-		s.metrics.ConfigReloads.WithLabelValues("error").Inc()
+		s.metrics.ConfigReloads.WithLabelValues(metrics.ReloadError).Inc()
 		return err
 	}
 	old := s.table.Load()
@@ -370,7 +370,17 @@ func (s *Server) Reload(t *routes.Table) error {
 		s.log.Warn("config reload: listener, NATS, log or fleet settings changed; they take effect at the next restart", "file", t.File)
 	}
 	s.table.Store(c)
-	s.metrics.ConfigReloads.WithLabelValues("ok").Inc()
+	// A removed route's series go, and so do those a changed route no
+	// longer has; requests still in flight on the old table may record
+	// once more into the children just deleted, which nothing exports.
+	for name, h := range old.handlers {
+		var next *metrics.Route
+		if nh := c.handlers[name]; nh != nil {
+			next = nh.m
+		}
+		s.metrics.Retire(h.m, next)
+	}
+	s.metrics.ConfigReloads.WithLabelValues(metrics.ReloadOK).Inc()
 	s.log.Info("config reloaded", "file", t.File, "routes", len(t.Routes))
 	return nil
 }
@@ -386,7 +396,7 @@ func restartNeeded(a, b routes.Config) bool {
 
 // ReloadFailed counts a reload that did not get as far as Reload (a file
 // that did not parse).
-func (s *Server) ReloadFailed() { s.metrics.ConfigReloads.WithLabelValues("error").Inc() }
+func (s *Server) ReloadFailed() { s.metrics.ConfigReloads.WithLabelValues(metrics.ReloadError).Inc() }
 
 // Table returns the route table being served.
 func (s *Server) Table() *routes.Table { return s.table.Load().table }
@@ -414,7 +424,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		if n := s.inflight.Add(1); s.maxInflight > 0 && n > s.maxInflight {
 			s.inflight.Add(-1)
-			s.metrics.Rejected.WithLabelValues("inflight_limit").Inc()
+			s.metrics.Rejected.WithLabelValues(metrics.RejectedInflightLimit).Inc()
 			reqID := requestID(r)
 			w.Header()[HeaderRequestID] = []string{reqID}
 			writeProblem(w, r, classify(fmt.Errorf("%w: the limit is %d", ErrOverloaded, s.maxInflight)), "", reqID)

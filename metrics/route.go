@@ -16,6 +16,7 @@ type Route struct {
 	m        *Metrics
 	name     string
 	method   string // the route's method, or "*"
+	pattern  string // the route's NATS pattern, or ""
 	upstream string // the upstream's name, or ""
 	NATS     prometheus.Observer
 	Worker   prometheus.Observer // nil for a route without the request pattern
@@ -60,6 +61,7 @@ func (m *Metrics) Route(name, method, pattern, upstream string) *Route {
 		m:        m,
 		name:     name,
 		method:   method,
+		pattern:  pattern,
 		upstream: upstream,
 		Inflight: m.Inflight.WithLabelValues(name),
 	}
@@ -78,7 +80,7 @@ func (m *Metrics) Route(name, method, pattern, upstream string) *Route {
 			m.UpstreamErrors.WithLabelValues(name, upstream, k)
 		}
 	}
-	if pattern == patternRequest && upstream != "" {
+	if r.shadowable() {
 		for _, res := range shadowResults {
 			m.ShadowComparisons.WithLabelValues(name, res)
 		}
@@ -185,3 +187,38 @@ var upstreamErrorKinds = []string{UpstreamTimeout, UpstreamFailed, UpstreamBodyC
 func (r *Route) UpstreamError(kind string) {
 	r.m.UpstreamErrors.WithLabelValues(r.name, r.upstream, kind).Inc()
 }
+
+// Retire removes, after a reload, the series a route had as old that it
+// does not have as next: every one of them when next is nil (the reload
+// removed the route), else those of a hop or a label value it lost (a NATS
+// pattern that changed, an upstream renamed or dropped, shadow no longer
+// possible). The series both share are kept, with their counts.
+func (m *Metrics) Retire(old, next *Route) {
+	if next == nil {
+		m.DeleteRoute(old.name)
+		return
+	}
+	name := old.name
+	if old.pattern != "" && old.pattern != next.pattern {
+		m.NATSDuration.DeleteLabelValues(name, old.pattern)
+	}
+	if old.pattern != "" && next.pattern == "" {
+		m.NATSErrors.DeletePartialMatch(prometheus.Labels{"route": name})
+		m.BreakerState.DeleteLabelValues(name, BackendNATS)
+	}
+	if old.Worker != nil && next.Worker == nil {
+		m.WorkerDuration.DeleteLabelValues(name)
+	}
+	if old.upstream != "" && old.upstream != next.upstream {
+		m.UpstreamDuration.DeleteLabelValues(name, old.upstream)
+		m.UpstreamErrors.DeletePartialMatch(prometheus.Labels{"route": name, "upstream": old.upstream})
+		m.BreakerState.DeleteLabelValues(name, old.upstream)
+	}
+	if old.shadowable() && !next.shadowable() {
+		m.ShadowComparisons.DeletePartialMatch(prometheus.Labels{"route": name})
+	}
+}
+
+// shadowable says whether the route can be in shadow: it needs the request
+// pattern and an upstream.
+func (r *Route) shadowable() bool { return r.pattern == patternRequest && r.upstream != "" }
