@@ -510,17 +510,68 @@ func validRequestID(id string) bool {
 	return true
 }
 
-// traceID is the trace id of a W3C traceparent header
-// ("00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>"), or "".
-func traceID(r *http.Request) string {
-	v := r.Header["Traceparent"]
-	if len(v) != 1 || len(v[0]) != 55 {
-		return ""
+// traceContext reads a request's W3C Trace Context headers (Trace Context
+// level 1, §3.2): traceparent is "version-traceid-parentid-flags" in
+// lowercase hex, the trace id and parent id not all zeros, version ff
+// invalid, a version 00 header exactly 55 characters, and a later
+// version's header at least as long with any further field after a dash.
+// It gives the trace id to attach to the latency histograms as an
+// exemplar: only that of a valid header with the sampled flag (flags & 1),
+// since an exemplar is meant to lead to a trace that was recorded. drop is
+// true when the headers are not to be passed on: a traceparent that is
+// invalid or repeated, or a tracestate without a valid traceparent to
+// belong to. Forwarded as it came, a malformed header would break every
+// tracer behind natsgate that reads it.
+func traceContext(h http.Header) (id string, drop bool) {
+	v := h["Traceparent"]
+	if len(v) == 0 {
+		return "", len(h["Tracestate"]) > 0
 	}
-	if t := v[0]; t[2] == '-' && t[35] == '-' && t[52] == '-' {
-		return t[3:35]
+	if len(v) != 1 {
+		return "", true
 	}
-	return ""
+	t := v[0]
+	if len(t) < 55 || t[2] != '-' || t[35] != '-' || t[52] != '-' ||
+		!lowerHex(t[0:2]) || t[0:2] == "ff" || !lowerHex(t[3:35]) || !lowerHex(t[36:52]) || !lowerHex(t[53:55]) ||
+		allZeros(t[3:35]) || allZeros(t[36:52]) {
+		return "", true
+	}
+	if (t[0:2] == "00" && len(t) != 55) || (len(t) > 55 && t[55] != '-') {
+		return "", true
+	}
+	if flags := t[54]; hexValue(flags)&1 == 0 {
+		return "", false // valid, not sampled: passed on, no exemplar
+	}
+	return t[3:35], false
+}
+
+// withoutTraceContext is r without its trace headers, on a copy: a handler
+// must not change the request it was given.
+func withoutTraceContext(r *http.Request) *http.Request {
+	r2 := r.WithContext(r.Context())
+	r2.Header = r.Header.Clone()
+	delete(r2.Header, "Traceparent")
+	delete(r2.Header, "Tracestate")
+	return r2
+}
+
+func lowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func allZeros(s string) bool { return strings.Trim(s, "0") == "" }
+
+// hexValue is the value of a lowercase hex digit.
+func hexValue(c byte) byte {
+	if c >= 'a' {
+		return c - 'a' + 10
+	}
+	return c - '0'
 }
 
 // Ready reports whether the gateway should receive traffic: connected to
