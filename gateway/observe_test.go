@@ -362,6 +362,7 @@ func TestTraceparentValidation(t *testing.T) {
 		{"bad flags", []string{"00-" + id + "-00f067aa0ba902b7-0z"}, false, false},
 		{"no dashes", []string{"00_" + id + "_00f067aa0ba902b7_01"}, false, false},
 		{"short", []string{"00-" + id + "-00f067aa-01"}, false, false},
+		{"only a tracestate", nil, false, false},
 		{"twice", []string{"00-" + id + "-00f067aa0ba902b7-01", "00-" + id + "-00f067aa0ba902b7-01"}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
