@@ -20,7 +20,7 @@ import (
 type exchange struct {
 	start    time.Time
 	reqID    string
-	traceID  string // of a W3C traceparent, for exemplars; "" without one
+	traceID  string // of a valid, sampled W3C traceparent, for exemplars; "" otherwise
 	backend  string
 	status   int
 	bytes    int64
@@ -64,7 +64,12 @@ type routeHandler struct {
 }
 
 func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	st := &served{ex: exchange{start: time.Now(), reqID: requestID(r), traceID: traceID(r), nats: -1, worker: -1, upstream: -1}}
+	start := time.Now()
+	trace, drop := traceContext(r.Header)
+	if drop {
+		r = withoutTraceContext(r) // not passed on to NATS nor the upstream
+	}
+	st := &served{ex: exchange{start: start, reqID: requestID(r), traceID: trace, nats: -1, worker: -1, upstream: -1}}
 	ex, sw := &st.ex, &st.sw
 	ex.hv[0] = ex.reqID
 	w.Header()[HeaderRequestID] = ex.hv[0:1:1]

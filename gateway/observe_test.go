@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/internal/natstest"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -51,6 +53,8 @@ type observed struct {
 	mu            sync.Mutex
 	workerTrace   []string // traceparent as the worker got it
 	upstreamTrace []string // traceparent as the legacy service got it
+	workerState   []string // tracestate as the worker got it
+	upstreamState []string // tracestate as the legacy service got it
 }
 
 const observedTrace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -60,7 +64,8 @@ func startObserved(t *testing.T) *observed {
 	o := &observed{log: &syncBuffer{}}
 	legacySrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o.mu.Lock()
-		o.upstreamTrace = append(o.upstreamTrace, r.Header.Get("Traceparent"))
+		o.upstreamTrace = append(o.upstreamTrace, strings.Join(r.Header.Values("Traceparent"), " | "))
+		o.upstreamState = append(o.upstreamState, r.Header.Get("Tracestate"))
 		o.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"version":"3.4.1"}`))
@@ -90,7 +95,8 @@ routes:
 	worker := natstest.Connect(t, ns)
 	respond(t, worker, "users.*.get", func(m *nats.Msg) *nats.Msg {
 		o.mu.Lock()
-		o.workerTrace = append(o.workerTrace, m.Header.Get("traceparent"))
+		o.workerTrace = append(o.workerTrace, strings.Join(m.Header.Values("traceparent"), " | "))
+		o.workerState = append(o.workerState, m.Header.Get("tracestate"))
 		o.mu.Unlock()
 		out := nats.NewMsg(m.Reply)
 		out.Header.Set("Server-Timing", "worker;dur=1.5")
@@ -309,6 +315,240 @@ func TestTraceContextAndExemplars(t *testing.T) {
 	for _, family := range []string{"natsgate_http_request_duration_seconds", "natsgate_nats_request_duration_seconds"} {
 		if got := exemplarTraces(t, o.gw.Registry, family, "nobody"); len(got) != 0 {
 			t.Errorf("%s for an untraced request has exemplars %v", family, got)
+		}
+	}
+}
+
+// openMetrics scrapes the admin listener's /metrics as Prometheus does
+// when it stores exemplars (OpenMetrics, the one format that carries them).
+func openMetrics(t *testing.T, adminURL string) string {
+	t.Helper()
+	req, err := http.NewRequest("GET", adminURL+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0")
+	resp, body := send(t, req)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/openmetrics-text") {
+		t.Fatalf("/metrics: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return body
+}
+
+// TestTraceparentValidation: only a valid traceparent (W3C Trace Context:
+// lowercase hex, trace id and parent id not all zeros, version not ff, a
+// version 00 header exactly 55 characters) is passed on to the worker and
+// the legacy service, with its tracestate; an invalid one is dropped with
+// its tracestate. Only a valid and sampled one becomes an exemplar.
+func TestTraceparentValidation(t *testing.T) {
+	const id = "4bf92f3577b34da6a3ce929d0e0e4736"
+	for _, tc := range []struct {
+		name      string
+		header    []string
+		forwarded bool
+		exemplar  bool
+	}{
+		{"sampled", []string{"00-" + id + "-00f067aa0ba902b7-01"}, true, true},
+		{"sampled with other flags", []string{"00-" + id + "-00f067aa0ba902b7-09"}, true, true},
+		{"not sampled", []string{"00-" + id + "-00f067aa0ba902b7-00"}, true, false},
+		{"a later version with more fields", []string{"01-" + id + "-00f067aa0ba902b7-01-what-comes-next"}, true, true},
+		{"upper case", []string{"00-" + strings.ToUpper(id) + "-00F067AA0BA902B7-01"}, false, false},
+		{"zero trace id", []string{"00-00000000000000000000000000000000-00f067aa0ba902b7-01"}, false, false},
+		{"zero parent id", []string{"00-" + id + "-0000000000000000-01"}, false, false},
+		{"version ff", []string{"ff-" + id + "-00f067aa0ba902b7-01"}, false, false},
+		{"version 00 too long", []string{"00-" + id + "-00f067aa0ba902b7-01-x"}, false, false},
+		{"later version run on", []string{"01-" + id + "-00f067aa0ba902b7-01x"}, false, false},
+		{"not hex", []string{"00-" + id[:31] + "g-00f067aa0ba902b7-01"}, false, false},
+		{"bad flags", []string{"00-" + id + "-00f067aa0ba902b7-0z"}, false, false},
+		{"no dashes", []string{"00_" + id + "_00f067aa0ba902b7_01"}, false, false},
+		{"short", []string{"00-" + id + "-00f067aa-01"}, false, false},
+		{"only a tracestate", nil, false, false},
+		{"twice", []string{"00-" + id + "-00f067aa0ba902b7-01", "00-" + id + "-00f067aa0ba902b7-01"}, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := startObserved(t)
+			h := http.Header{"Traceparent": tc.header, "Tracestate": {"vendor=1"}}
+			for _, path := range []string{"/users/7", "/version"} {
+				if resp, body := do(t, "GET", o.gw.URL+path, nil, h); resp.StatusCode != 200 {
+					t.Fatalf("GET %s: %d %s", path, resp.StatusCode, body)
+				}
+			}
+			wantTrace, wantState := "", ""
+			if tc.forwarded {
+				wantTrace, wantState = strings.Join(tc.header, " | "), "vendor=1"
+			}
+			o.mu.Lock()
+			for _, got := range []struct {
+				who          string
+				trace, state []string
+			}{{"worker", o.workerTrace, o.workerState}, {"legacy service", o.upstreamTrace, o.upstreamState}} {
+				if len(got.trace) != 1 || got.trace[0] != wantTrace || got.state[0] != wantState {
+					t.Errorf("the %s got traceparent %q tracestate %q, want %q and %q", got.who, got.trace, got.state, wantTrace, wantState)
+				}
+			}
+			o.mu.Unlock()
+
+			// Metrics are recorded after the answer: wait for both
+			// requests to be counted, then read the exemplars.
+			natstest.Eventually(t, 5*time.Second, "both requests counted", func() bool {
+				return testutil.ToFloat64(o.gw.metrics.Requests.WithLabelValues("get-user", "GET", "200", "nats")) == 1 &&
+					testutil.ToFloat64(o.gw.metrics.Requests.WithLabelValues("version", "GET", "200", "legacy")) == 1
+			})
+			body := strings.ToLower(openMetrics(t, o.gw.AdminURL))
+			var families []string
+			for _, line := range strings.Split(body, "\n") {
+				if strings.Contains(line, `trace_id="`+id+`"`) {
+					families = append(families, line[:strings.Index(line, "{")])
+				}
+			}
+			if tc.exemplar {
+				for _, f := range []string{"natsgate_http_request_duration_seconds_bucket", "natsgate_nats_request_duration_seconds_bucket",
+					"natsgate_worker_duration_seconds_bucket", "natsgate_upstream_request_duration_seconds_bucket"} {
+					if !slices.Contains(families, f) {
+						t.Errorf("no exemplar of the trace in %s; exemplars in %v", f, families)
+					}
+				}
+			} else if len(families) != 0 || strings.Contains(body, "trace_id=") {
+				t.Errorf("exemplars of a trace that is not to be recorded: %v", families)
+			}
+		})
+	}
+}
+
+// metricLines are the lines of a text scrape that start with one of the
+// prefixes.
+func metricLines(body string, prefixes ...string) []string {
+	var out []string
+	for _, line := range strings.Split(body, "\n") {
+		for _, p := range prefixes {
+			if strings.HasPrefix(line, p) {
+				out = append(out, line)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// TestRouteSeriesAtStartAndReload scrapes /metrics: each route has the
+// series of the sides it has, counters with known label values start at
+// 0, natsgate_build_info is there, and a reload removes the series of a
+// route it removed and those a changed route no longer has.
+func TestRouteSeriesAtStartAndReload(t *testing.T) {
+	legacy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) }))
+	t.Cleanup(legacy.Close)
+	ns := natstest.RunServer(t)
+	const routesText = `
+upstreams:
+  legacy: {url: %q}
+routes:
+  - name: both
+    method: GET
+    path: /both
+    upstream: legacy
+    nats: {subject: svc.both}
+  - name: only-legacy
+    method: GET
+    path: /legacy
+    upstream: legacy
+  - name: pub
+    method: POST
+    path: /pub
+    nats: {subject: svc.pub, pattern: publish}
+`
+	gw := startGateway(t, ns, fmt.Sprintf(routesText, legacy.URL))
+	scrape := func() string {
+		t.Helper()
+		resp, body := do(t, "GET", gw.AdminURL+"/metrics", nil, nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("/metrics: %d", resp.StatusCode)
+		}
+		return body
+	}
+	body := scrape()
+	for _, want := range []string{
+		`natsgate_config_reloads_total{result="ok"} 0`,
+		`natsgate_config_reloads_total{result="error"} 0`,
+		`natsgate_rejected_requests_total{reason="inflight_limit"} 0`,
+		`natsgate_shadow_comparisons_total{result="match",route="both"} 0`,
+		`natsgate_shadow_comparisons_total{result="dropped",route="both"} 0`,
+		`natsgate_nats_errors_total{kind="timeout",route="pub"} 0`,
+		`natsgate_nats_errors_total{kind="no_responders",route="both"} 0`,
+		`natsgate_upstream_errors_total{kind="timeout",route="only-legacy",upstream="legacy"} 0`,
+		`natsgate_worker_duration_seconds_count{route="both"} 0`,
+		`natsgate_nats_request_duration_seconds_count{pattern="publish",route="pub"} 0`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics has no %s", want)
+		}
+	}
+	if bi := metricLines(body, "natsgate_build_info{"); len(bi) != 1 || !strings.HasSuffix(bi[0], "} 1") || !strings.Contains(bi[0], `goversion="go`) {
+		t.Errorf("natsgate_build_info: %q, want one series at 1 with the Go version", bi)
+	}
+	for _, absent := range []string{
+		`natsgate_worker_duration_seconds_count{route="only-legacy"}`,
+		`natsgate_worker_duration_seconds_count{route="pub"}`,
+		`natsgate_nats_request_duration_seconds_count{pattern="request",route="only-legacy"}`,
+		`natsgate_shadow_comparisons_total{result="match",route="pub"}`,
+		`natsgate_shadow_comparisons_total{result="match",route="only-legacy"}`,
+		`natsgate_nats_errors_total{kind="timeout",route="only-legacy"}`,
+	} {
+		if strings.Contains(body, absent) {
+			t.Errorf("/metrics has %s, a series the route cannot have", absent)
+		}
+	}
+
+	// The reload drops pub and makes both a publish route without an
+	// upstream.
+	next, err := loadText(fmt.Sprintf(`
+upstreams:
+  legacy: {url: %q}
+routes:
+  - name: both
+    method: GET
+    path: /both
+    nats: {subject: svc.both, pattern: publish}
+  - name: only-legacy
+    method: GET
+    path: /legacy
+    upstream: legacy
+`, legacy.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	body = scrape()
+	if gone := metricLines(body, "natsgate_"); len(gone) == 0 {
+		t.Fatal("/metrics has no natsgate series after the reload")
+	}
+	for _, line := range metricLines(body, "natsgate_") {
+		if strings.Contains(line, `route="pub"`) {
+			t.Errorf("the removed route still has %s", line)
+		}
+	}
+	for _, absent := range []string{
+		`natsgate_worker_duration_seconds_count{route="both"}`,
+		`natsgate_nats_request_duration_seconds_count{pattern="request",route="both"}`,
+		`natsgate_shadow_comparisons_total{result="match",route="both"}`,
+		`natsgate_upstream_request_duration_seconds_count{route="both",upstream="legacy"}`,
+		`natsgate_upstream_errors_total{kind="timeout",route="both",upstream="legacy"}`,
+		`natsgate_breaker_state{route="both",target="legacy"}`,
+	} {
+		if strings.Contains(body, absent) {
+			t.Errorf("after the reload /metrics still has %s, a series the changed route no longer has", absent)
+		}
+	}
+	for _, want := range []string{
+		`natsgate_config_reloads_total{result="ok"} 1`,
+		`natsgate_nats_request_duration_seconds_count{pattern="publish",route="both"} 0`,
+		`natsgate_nats_errors_total{kind="timeout",route="both"} 0`,
+		`natsgate_upstream_errors_total{kind="timeout",route="only-legacy",upstream="legacy"} 0`,
+		`natsgate_breaker_state{route="only-legacy",target="legacy"} 0`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("after the reload /metrics has no %s", want)
 		}
 	}
 }

@@ -365,7 +365,7 @@ func (s *Server) upstream(cfg *routes.Upstream) (*upstream, error) {
 func (s *Server) Reload(t *routes.Table) error {
 	c, err := s.compile(t)
 	if err != nil {
-		s.metrics.ConfigReloads.WithLabelValues("error").Inc()
+		s.metrics.ConfigReloads.WithLabelValues(metrics.ReloadError).Inc()
 		return err
 	}
 	old := s.table.Load()
@@ -374,7 +374,17 @@ func (s *Server) Reload(t *routes.Table) error {
 	}
 	s.table.Store(c)
 	s.countStages()
-	s.metrics.ConfigReloads.WithLabelValues("ok").Inc()
+	// A removed route's series go, and so do those a changed route no
+	// longer has; requests still in flight on the old table may record
+	// once more into the children just deleted, which nothing exports.
+	for name, h := range old.handlers {
+		var next *metrics.Route
+		if nh := c.handlers[name]; nh != nil {
+			next = nh.m
+		}
+		s.metrics.Retire(h.m, next)
+	}
+	s.metrics.ConfigReloads.WithLabelValues(metrics.ReloadOK).Inc()
 	s.log.Info("config reloaded", "file", t.File, "routes", len(t.Routes))
 	return nil
 }
@@ -390,7 +400,7 @@ func restartNeeded(a, b routes.Config) bool {
 
 // ReloadFailed counts a reload that did not get as far as Reload (a file
 // that did not parse).
-func (s *Server) ReloadFailed() { s.metrics.ConfigReloads.WithLabelValues("error").Inc() }
+func (s *Server) ReloadFailed() { s.metrics.ConfigReloads.WithLabelValues(metrics.ReloadError).Inc() }
 
 // Table returns the route table being served.
 func (s *Server) Table() *routes.Table { return s.table.Load().table }
@@ -418,7 +428,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		if n := s.inflight.Add(1); s.maxInflight > 0 && n > s.maxInflight {
 			s.inflight.Add(-1)
-			s.metrics.Rejected.WithLabelValues("inflight_limit").Inc()
+			s.metrics.Rejected.WithLabelValues(metrics.RejectedInflightLimit).Inc()
 			reqID := requestID(r)
 			w.Header()[HeaderRequestID] = []string{reqID}
 			writeProblem(w, r, classify(fmt.Errorf("%w: the limit is %d", ErrOverloaded, s.maxInflight)), "", reqID)
@@ -504,17 +514,68 @@ func validRequestID(id string) bool {
 	return true
 }
 
-// traceID is the trace id of a W3C traceparent header
-// ("00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>"), or "".
-func traceID(r *http.Request) string {
-	v := r.Header["Traceparent"]
-	if len(v) != 1 || len(v[0]) != 55 {
-		return ""
+// traceContext reads a request's W3C Trace Context headers (Trace Context
+// level 1, §3.2): traceparent is "version-traceid-parentid-flags" in
+// lowercase hex, the trace id and parent id not all zeros, version ff
+// invalid, a version 00 header exactly 55 characters, and a later
+// version's header at least as long with any further field after a dash.
+// It gives the trace id to attach to the latency histograms as an
+// exemplar: only that of a valid header with the sampled flag (flags & 1),
+// since an exemplar is meant to lead to a trace that was recorded. drop is
+// true when the headers are not to be passed on: a traceparent that is
+// invalid or repeated, or a tracestate without a valid traceparent to
+// belong to. Forwarded as it came, a malformed header would break every
+// tracer behind natsgate that reads it.
+func traceContext(h http.Header) (id string, drop bool) {
+	v := h["Traceparent"]
+	if len(v) == 0 {
+		return "", len(h["Tracestate"]) > 0
 	}
-	if t := v[0]; t[2] == '-' && t[35] == '-' && t[52] == '-' {
-		return t[3:35]
+	if len(v) != 1 {
+		return "", true
 	}
-	return ""
+	t := v[0]
+	if len(t) < 55 || t[2] != '-' || t[35] != '-' || t[52] != '-' ||
+		!lowerHex(t[0:2]) || t[0:2] == "ff" || !lowerHex(t[3:35]) || !lowerHex(t[36:52]) || !lowerHex(t[53:55]) ||
+		allZeros(t[3:35]) || allZeros(t[36:52]) {
+		return "", true
+	}
+	if (t[0:2] == "00" && len(t) != 55) || (len(t) > 55 && t[55] != '-') {
+		return "", true
+	}
+	if flags := t[54]; hexValue(flags)&1 == 0 {
+		return "", false // valid, not sampled: passed on, no exemplar
+	}
+	return t[3:35], false
+}
+
+// withoutTraceContext is r without its trace headers, on a copy: a handler
+// must not change the request it was given.
+func withoutTraceContext(r *http.Request) *http.Request {
+	r2 := r.WithContext(r.Context())
+	r2.Header = r.Header.Clone()
+	delete(r2.Header, "Traceparent")
+	delete(r2.Header, "Tracestate")
+	return r2
+}
+
+func lowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func allZeros(s string) bool { return strings.Trim(s, "0") == "" }
+
+// hexValue is the value of a lowercase hex digit.
+func hexValue(c byte) byte {
+	if c >= 'a' {
+		return c - 'a' + 10
+	}
+	return c - '0'
 }
 
 // Ready reports whether the gateway should receive traffic: connected to

@@ -8,6 +8,9 @@
 package metrics
 
 import (
+	"runtime"
+	"runtime/debug"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -29,6 +32,9 @@ const (
 	KindOther        = "other"
 )
 
+// natsErrorKinds are every kind a NATS route's errors are counted by.
+var natsErrorKinds = []string{KindNoResponders, KindTimeout, KindDisconnected, KindPayload, KindRefused, KindOther}
+
 // Shadow comparison results, the result label of
 // natsgate_shadow_comparisons_total.
 const (
@@ -36,6 +42,20 @@ const (
 	ShadowMismatch = "mismatch"
 	ShadowError    = "error"
 	ShadowDropped  = "dropped"
+)
+
+// shadowResults are every result a shadow comparison has.
+var shadowResults = []string{ShadowMatch, ShadowMismatch, ShadowError, ShadowDropped}
+
+// Results of natsgate_config_reloads_total.
+const (
+	ReloadOK    = "ok"
+	ReloadError = "error"
+)
+
+// Reasons of natsgate_rejected_requests_total.
+const (
+	RejectedInflightLimit = "inflight_limit"
 )
 
 // Buckets are latency buckets for NATS speeds: 50µs to 10s, three a decade
@@ -79,6 +99,8 @@ type Metrics struct {
 	// Only listeners with tls have a series.
 	TLSCertificateExpiry *prometheus.GaugeVec // listener: http, admin
 	Routes               *prometheus.GaugeVec // stage: served routes at each cutover stage
+	// BuildInfo is 1, labelled with the build: version, revision, goversion.
+	BuildInfo *prometheus.GaugeVec
 }
 
 func histogram(name, help string, labels ...string) *prometheus.HistogramVec {
@@ -177,9 +199,62 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"stage"}),
 	}
 	m.SetRoutes(nil)
-	reg.MustRegister(m.Requests, m.RequestDuration, m.NATSDuration, m.WorkerDuration,
+	m.BuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "natsgate_build_info",
+		Help: "1, labelled with the build: the main module's version, the VCS revision it was built from and the Go version.",
+	}, []string{"version", "revision", "goversion"})
+	m.BuildInfo.WithLabelValues(buildLabels()).Set(1)
+	// Counters whose label values are known start at 0, so that a rate or a
+	// share over them reads 0 before the first event rather than no data.
+	for _, r := range []string{ReloadOK, ReloadError} {
+		m.ConfigReloads.WithLabelValues(r)
+	}
+	m.Rejected.WithLabelValues(RejectedInflightLimit)
+	reg.MustRegister(m.BuildInfo, m.Requests, m.RequestDuration, m.NATSDuration, m.WorkerDuration,
 		m.UpstreamDuration, m.ShadowComparisons, m.BreakerState, m.NATSErrors, m.UpstreamErrors,
 		m.Inflight, m.NATSConnected, m.CutoverStage, m.ConfigReloads, m.Rejected, m.LogDropped, m.FleetReplicas, m.FleetLeader,
 		m.RolloutStep, m.RolloutDecisions, m.RouteResponders, m.TLSCertificateExpiry, m.Routes)
 	return m
+}
+
+// buildLabels gives natsgate_build_info's labels from the binary's build
+// information: the main module's version ("(devel)" for a build from a
+// checkout), its vcs.revision ("unknown" when the build did not stamp one,
+// as go test and go run do not) and the Go version.
+func buildLabels() (version, revision, goversion string) {
+	version, revision = "(devel)", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, st := range bi.Settings {
+			if st.Key == "vcs.revision" && st.Value != "" {
+				revision = st.Value
+			}
+		}
+	}
+	return version, revision, runtime.Version()
+}
+
+// vec is what every *Vec of client_golang has: deleting children by labels.
+type vec interface {
+	DeletePartialMatch(labels prometheus.Labels) int
+}
+
+// routeVecs are the metrics labelled by route that DeleteRoute clears.
+func (m *Metrics) routeVecs() []vec {
+	return []vec{
+		m.Requests, m.RequestDuration, m.NATSDuration, m.WorkerDuration, m.UpstreamDuration,
+		m.ShadowComparisons, m.BreakerState, m.NATSErrors, m.UpstreamErrors, m.Inflight,
+		m.CutoverStage, m.RolloutStep, m.RolloutDecisions, m.RouteResponders,
+	}
+}
+
+// DeleteRoute removes every series of a route, for a reload that removed
+// it: left in place, its last values would be exported for as long as
+// the process runs, and a panel would show a route that no longer exists.
+func (m *Metrics) DeleteRoute(name string) {
+	for _, v := range m.routeVecs() {
+		v.DeletePartialMatch(prometheus.Labels{"route": name})
+	}
 }

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -215,5 +216,217 @@ func TestSetStage(t *testing.T) {
 		if got := testutil.ToFloat64(m.CutoverStage.WithLabelValues("get-profile", s)); got != want {
 			t.Errorf("stage %s = %g, want %g", s, got, want)
 		}
+	}
+}
+
+// series lists a family's series as "name=value,…" label strings (sorted
+// by name), with their value for a counter or gauge; only those with
+// every label of match.
+func series(t *testing.T, reg *prometheus.Registry, family string, match map[string]string) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != family {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels = append(labels, lp.GetName()+"="+lp.GetValue())
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range match {
+				if have[k] != v {
+					continue metric
+				}
+			}
+			out[strings.Join(labels, ",")] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return out
+}
+
+// TestBuildInfo: natsgate_build_info is 1, labelled with what the binary
+// was built from, so a dashboard can show which build each replica runs.
+func TestBuildInfo(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	New(reg)
+	got := series(t, reg, "natsgate_build_info", nil)
+	if len(got) != 1 {
+		t.Fatalf("natsgate_build_info series %v, want one", got)
+	}
+	for labels, v := range got {
+		if v != 1 {
+			t.Errorf("natsgate_build_info{%s} = %g, want 1", labels, v)
+		}
+		have := map[string]string{}
+		for _, kv := range strings.Split(labels, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			have[k] = v
+		}
+		if have["goversion"] != runtime.Version() {
+			t.Errorf("goversion %q, want %q", have["goversion"], runtime.Version())
+		}
+		// A test binary has no main module version nor VCS stamp: both
+		// still have a value, so the series keeps its three labels.
+		for _, l := range []string{"version", "revision"} {
+			if have[l] == "" {
+				t.Errorf("label %s is empty in %s", l, labels)
+			}
+		}
+	}
+}
+
+// TestCountersStartAtZero: counters whose label values are known before
+// anything happens export 0 from the start, so a rate or a share over them
+// is 0 rather than no data.
+func TestCountersStartAtZero(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	New(reg)
+	for _, tc := range []struct {
+		family string
+		want   []string
+	}{
+		{"natsgate_config_reloads_total", []string{"result=error", "result=ok"}},
+		{"natsgate_rejected_requests_total", []string{"reason=inflight_limit"}},
+	} {
+		got := series(t, reg, tc.family, nil)
+		for _, w := range tc.want {
+			if v, ok := got[w]; !ok || v != 0 {
+				t.Errorf("%s{%s}: %v (present %v), want 0 from the start", tc.family, w, v, ok)
+			}
+		}
+		if len(got) != len(tc.want) {
+			t.Errorf("%s has %v, want exactly %v", tc.family, got, tc.want)
+		}
+	}
+}
+
+// TestRouteSeriesByShape: a route exports the series of the sides it has,
+// each counter at 0 for every known label value, and no histogram for a
+// hop it cannot make (an empty histogram is a series of zero buckets that
+// panels and rules would read as a route with no traffic).
+func TestRouteSeriesByShape(t *testing.T) {
+	allKinds := []string{KindNoResponders, KindTimeout, KindDisconnected, KindPayload, KindRefused, KindOther}
+	shadow := []string{ShadowMatch, ShadowMismatch, ShadowError, ShadowDropped}
+	upKinds := []string{UpstreamTimeout, UpstreamFailed, UpstreamBodyCut}
+	for _, tc := range []struct {
+		name              string
+		pattern, upstream string
+		nats, worker      bool
+		upstreamHop       bool
+		natsErrors        []string
+		shadow            []string
+		upstreamErrors    []string
+	}{
+		{name: "legacy-only", upstream: "legacy", upstreamHop: true, upstreamErrors: upKinds},
+		{name: "publish", pattern: "publish", nats: true, natsErrors: allKinds},
+		{name: "jetstream", pattern: "jetstream", nats: true, natsErrors: allKinds},
+		{name: "request", pattern: "request", nats: true, worker: true, natsErrors: allKinds},
+		{name: "request-and-legacy", pattern: "request", upstream: "legacy", nats: true, worker: true, upstreamHop: true,
+			natsErrors: allKinds, shadow: shadow, upstreamErrors: upKinds},
+		{name: "publish-and-legacy", pattern: "publish", upstream: "legacy", nats: true, upstreamHop: true,
+			natsErrors: allKinds, upstreamErrors: upKinds},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			m := New(reg)
+			r := m.Route(tc.name, "GET", tc.pattern, tc.upstream)
+			route := map[string]string{"route": tc.name}
+			count := func(family string) int { return len(series(t, reg, family, route)) }
+			for _, h := range []struct {
+				family string
+				want   bool
+				obs    prometheus.Observer
+			}{
+				{"natsgate_nats_request_duration_seconds", tc.nats, r.NATS},
+				{"natsgate_worker_duration_seconds", tc.worker, r.Worker},
+				{"natsgate_upstream_request_duration_seconds", tc.upstreamHop, r.Upstream},
+			} {
+				if n := count(h.family); (n == 1) != h.want || n > 1 {
+					t.Errorf("%s: %d series, want %v", h.family, n, h.want)
+				}
+				if (h.obs != nil) != h.want {
+					t.Errorf("%s: observer set %v, want %v", h.family, h.obs != nil, h.want)
+				}
+			}
+			for _, c := range []struct {
+				family, label string
+				want          []string
+			}{
+				{"natsgate_nats_errors_total", "kind", tc.natsErrors},
+				{"natsgate_shadow_comparisons_total", "result", tc.shadow},
+				{"natsgate_upstream_errors_total", "kind", tc.upstreamErrors},
+			} {
+				got := series(t, reg, c.family, route)
+				if len(got) != len(c.want) {
+					t.Errorf("%s: %v, want %s %v at 0", c.family, got, c.label, c.want)
+				}
+				for labels, v := range got {
+					if v != 0 {
+						t.Errorf("%s{%s} = %g, want 0", c.family, labels, v)
+					}
+				}
+				for _, w := range c.want {
+					found := false
+					for labels := range got {
+						found = found || strings.Contains(","+labels+",", ","+c.label+"="+w+",")
+					}
+					if !found {
+						t.Errorf("%s has no %s=%s series", c.family, c.label, w)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestDeleteRoute: a route a reload removed leaves no series behind, and
+// the other routes keep theirs.
+func TestDeleteRoute(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg)
+	gone := m.Route("gone", "GET", "request", "legacy")
+	kept := m.Route("kept", "GET", "request", "legacy")
+	for _, r := range []*Route{gone, kept} {
+		r.Request("GET", BackendNATS, 200, time.Millisecond, "")
+		r.NATS.Observe(0.001)
+		r.Worker.Observe(0.001)
+		r.Upstream.Observe(0.001)
+		r.Inflight.Set(0)
+		m.SetStage(r.Name(), "shadow")
+		m.BreakerState.WithLabelValues(r.Name(), BackendNATS).Set(0)
+		m.BreakerState.WithLabelValues(r.Name(), "legacy").Set(0)
+		m.RolloutStep.WithLabelValues(r.Name()).Set(0)
+		m.RouteResponders.WithLabelValues(r.Name()).Set(1)
+	}
+	m.DeleteRoute("gone")
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	families := 0
+	for _, mf := range mfs {
+		keptHere := false
+		for _, s := range mf.GetMetric() {
+			for _, lp := range s.GetLabel() {
+				if lp.GetName() == "route" && lp.GetValue() == "gone" {
+					t.Errorf("%s still has a series of the removed route: %v", mf.GetName(), s.GetLabel())
+				}
+				keptHere = keptHere || (lp.GetName() == "route" && lp.GetValue() == "kept")
+			}
+		}
+		if keptHere {
+			families++
+		}
+	}
+	if families < 13 {
+		t.Errorf("the kept route has series in %d families, want them all (13)", families)
 	}
 }

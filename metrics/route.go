@@ -16,9 +16,10 @@ type Route struct {
 	m        *Metrics
 	name     string
 	method   string // the route's method, or "*"
+	pattern  string // the route's NATS pattern, or ""
 	upstream string // the upstream's name, or ""
 	NATS     prometheus.Observer
-	Worker   prometheus.Observer
+	Worker   prometheus.Observer // nil for a route without the request pattern
 	Upstream prometheus.Observer // nil for a route without an upstream
 	Inflight prometheus.Gauge
 
@@ -48,23 +49,48 @@ type recorder struct {
 
 // Route returns the recorder of one route. pattern is its NATS pattern
 // ("" for none) and upstream its upstream's name ("" for none).
+//
+// Only the hops the route can make get a histogram: one created and never
+// observed exports zero buckets, which panels and rules read as a route
+// with no traffic. The worker's time comes from a reply, so only the
+// request pattern has it. Counters with known label values (the NATS error
+// kinds, the upstream error kinds, and the shadow results of a route that
+// can be shadowed: request pattern and an upstream) start at 0.
 func (m *Metrics) Route(name, method, pattern, upstream string) *Route {
 	r := &Route{
 		m:        m,
 		name:     name,
 		method:   method,
+		pattern:  pattern,
 		upstream: upstream,
-		Worker:   m.WorkerDuration.WithLabelValues(name),
 		Inflight: m.Inflight.WithLabelValues(name),
 	}
 	if pattern != "" {
 		r.NATS = m.NATSDuration.WithLabelValues(name, pattern)
+		for _, k := range natsErrorKinds {
+			m.NATSErrors.WithLabelValues(name, k)
+		}
+	}
+	if pattern == patternRequest {
+		r.Worker = m.WorkerDuration.WithLabelValues(name)
 	}
 	if upstream != "" {
 		r.Upstream = m.UpstreamDuration.WithLabelValues(name, upstream)
+		for _, k := range upstreamErrorKinds {
+			m.UpstreamErrors.WithLabelValues(name, upstream, k)
+		}
+	}
+	if r.shadowable() {
+		for _, res := range shadowResults {
+			m.ShadowComparisons.WithLabelValues(name, res)
+		}
 	}
 	return r
 }
+
+// patternRequest is routes.Request, the one NATS pattern with a reply
+// (metrics does not import routes).
+const patternRequest = "request"
 
 // Name is the route's name.
 func (r *Route) Name() string { return r.name }
@@ -155,7 +181,44 @@ const (
 	UpstreamBodyCut = "body_cut"
 )
 
+var upstreamErrorKinds = []string{UpstreamTimeout, UpstreamFailed, UpstreamBodyCut}
+
 // UpstreamError counts a failure of the route's upstream by kind.
 func (r *Route) UpstreamError(kind string) {
 	r.m.UpstreamErrors.WithLabelValues(r.name, r.upstream, kind).Inc()
 }
+
+// Retire removes, after a reload, the series a route had as old that it
+// does not have as next: every one of them when next is nil (the reload
+// removed the route), else those of a hop or a label value it lost (a NATS
+// pattern that changed, an upstream renamed or dropped, shadow no longer
+// possible). The series both share are kept, with their counts.
+func (m *Metrics) Retire(old, next *Route) {
+	if next == nil {
+		m.DeleteRoute(old.name)
+		return
+	}
+	name := old.name
+	if old.pattern != "" && old.pattern != next.pattern {
+		m.NATSDuration.DeleteLabelValues(name, old.pattern)
+	}
+	if old.pattern != "" && next.pattern == "" {
+		m.NATSErrors.DeletePartialMatch(prometheus.Labels{"route": name})
+		m.BreakerState.DeleteLabelValues(name, BackendNATS)
+	}
+	if old.Worker != nil && next.Worker == nil {
+		m.WorkerDuration.DeleteLabelValues(name)
+	}
+	if old.upstream != "" && old.upstream != next.upstream {
+		m.UpstreamDuration.DeleteLabelValues(name, old.upstream)
+		m.UpstreamErrors.DeletePartialMatch(prometheus.Labels{"route": name, "upstream": old.upstream})
+		m.BreakerState.DeleteLabelValues(name, old.upstream)
+	}
+	if old.shadowable() && !next.shadowable() {
+		m.ShadowComparisons.DeletePartialMatch(prometheus.Labels{"route": name})
+	}
+}
+
+// shadowable says whether the route can be in shadow: it needs the request
+// pattern and an upstream.
+func (r *Route) shadowable() bool { return r.pattern == patternRequest && r.upstream != "" }

@@ -26,8 +26,10 @@ const (
 	rulesTestFile  = "../../configs/prometheus/natsgate-rules.test.yml"
 	promConfigFile = "../../configs/prometheus/prometheus.yml"
 	grafanaFile    = "../../configs/grafana/natsgate.json"
-	composeFile    = "../../configs/docker-compose.yml"
-	composeConfig  = "../../configs/compose/natsgate.yaml"
+	// grafanaDatasourceFile is the datasource docker-compose.yml provisions.
+	grafanaDatasourceFile = "../../configs/grafana/provisioning/datasources/prometheus.yml"
+	composeFile           = "../../configs/docker-compose.yml"
+	composeConfig         = "../../configs/compose/natsgate.yaml"
 )
 
 const noPromtool = "promtool is not on PATH: this check needs Debian's prometheus package (.ci/run installs it)"
@@ -57,8 +59,105 @@ func TestPrometheusFiles(t *testing.T) {
 	if !strings.Contains(out, "SUCCESS") {
 		t.Errorf("promtool check rules: %s", out)
 	}
-	promtool(t, bin, nil, "check", "config", promConfigFile)
+	promtool(t, bin, nil, "check", "config", promConfigForPromtool(t, bin))
 	promtool(t, bin, nil, "test", "rules", rulesTestFile)
+}
+
+// classicHistogramsField is the scrape setting that keeps classic buckets
+// beside native histograms, as Prometheus 2.45 to 2.55 name it.
+const classicHistogramsField = "scrape_classic_histograms"
+
+// promConfigForPromtool is the scrape config to give this promtool: the
+// file itself, or, for a promtool older than 2.45 (Debian 12 has 2.42),
+// a copy without the one setting it does not know yet, so that the rest
+// of the file is still checked. TestScrapeSettings checks that setting.
+func promConfigForPromtool(t *testing.T, bin string) string {
+	t.Helper()
+	out := promtool(t, bin, nil, "--version")
+	m := regexp.MustCompile(`version (\d+)\.(\d+)\.`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("promtool --version: no version in %q", out)
+	}
+	var major, minor int
+	fmt.Sscan(m[1], &major)
+	fmt.Sscan(m[2], &minor)
+	if major > 2 || minor >= 45 {
+		return promConfigFile
+	}
+	b, err := os.ReadFile(promConfigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	field := regexp.MustCompile(`(?m)^\s*` + classicHistogramsField + `:.*\n`)
+	if len(field.FindAll(b, -1)) != 1 {
+		t.Fatalf("%s: want one %s line", promConfigFile, classicHistogramsField)
+	}
+	t.Logf("promtool %s.%s predates %s: checking %s without it", m[1], m[2], classicHistogramsField, promConfigFile)
+	// The copy's rule_files are read beside it.
+	dir := t.TempDir()
+	rules, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(filepath.Join(dir, filepath.Base(rulesFile)), rules, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, field.ReplaceAll(b, nil), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// TestScrapeSettings checks what keeps the rules and panels fed: the
+// natsgate job keeps classic buckets when Prometheus runs with native
+// histograms on, and Grafana's datasource knows the scrape interval, so
+// that $__rate_interval spans enough samples.
+func TestScrapeSettings(t *testing.T) {
+	var prom struct {
+		Global struct {
+			ScrapeInterval string `yaml:"scrape_interval"`
+		} `yaml:"global"`
+		ScrapeConfigs []map[string]any `yaml:"scrape_configs"`
+	}
+	readYAML(t, promConfigFile, &prom)
+	found := false
+	for _, sc := range prom.ScrapeConfigs {
+		if sc["job_name"] != "natsgate" {
+			continue
+		}
+		found = true
+		if sc[classicHistogramsField] != true {
+			t.Errorf("the natsgate job has %s: %v, want true: with native histograms on, Prometheus would store no _bucket series", classicHistogramsField, sc[classicHistogramsField])
+		}
+	}
+	if !found {
+		t.Fatalf("%s has no natsgate job", promConfigFile)
+	}
+	var ds struct {
+		Datasources []struct {
+			Type     string         `yaml:"type"`
+			JSONData map[string]any `yaml:"jsonData"`
+		} `yaml:"datasources"`
+	}
+	readYAML(t, grafanaDatasourceFile, &ds)
+	if len(ds.Datasources) != 1 || ds.Datasources[0].Type != "prometheus" {
+		t.Fatalf("%s: want one prometheus datasource, have %+v", grafanaDatasourceFile, ds.Datasources)
+	}
+	if got := ds.Datasources[0].JSONData["timeInterval"]; prom.Global.ScrapeInterval == "" || got != prom.Global.ScrapeInterval {
+		t.Errorf("the Grafana datasource's timeInterval is %v, want the scrape interval %q", got, prom.Global.ScrapeInterval)
+	}
+}
+
+func readYAML(t *testing.T, file string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
 }
 
 // TestExportedMetrics serves the demo with its traffic, a route in shadow
