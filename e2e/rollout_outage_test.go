@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -333,10 +335,14 @@ func TestRolloutOutageLeaderFrozen(t *testing.T) {
 	t.Logf("%d requests: %s", len(exs), v)
 }
 
-// The fleet starts before its nats-server: both replicas come up with no
-// JetStream, then the server starts (on the store of a rollout under
-// way): a leader is elected and the rollout goes on from its stored step.
-func TestRolloutOutageReplicasStartBeforeNATS(t *testing.T) {
+// The fleet comes back in the wrong order: every replica and the
+// nats-server are killed in the canary step's hold. A replica started
+// while no nats-server runs exits 1 at once, naming why, for its
+// supervisor to start it again (README, Running it). Then the nats-server
+// comes back without JetStream for a while, the replicas start on it,
+// and only then is the server restarted with JetStream on its store: a
+// leader is elected and the rollout goes on from its stored step.
+func TestRolloutOutageReplicasStartBeforeJetStream(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: a fleet restarted in the wrong order during a 15 s hold")
 	}
@@ -348,6 +354,23 @@ func TestRolloutOutageReplicasStartBeforeNATS(t *testing.T) {
 		f.replicas[id].Kill()
 	}
 	f.ns.Kill()
+
+	a := f.replicas["a"]
+	p := startProc(t, "natsgate", bin.natsgate, "serve", "--config", a.ConfigFile)
+	if code, exited := p.Wait(15 * time.Second); !exited || code != 1 || !strings.Contains(p.Output(), "no servers available") {
+		t.Fatalf("natsgate started with no nats-server: exited %v with %d, want 1 at once naming why:\n%s", exited, code, p.Output())
+	}
+
+	withJS, err := os.ReadFile(f.ns.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noJS := regexp.MustCompile(`(?s)jetstream \{.*?\n\}\n`).ReplaceAll(withJS, nil)
+	if string(noJS) == string(withJS) {
+		t.Fatalf("no jetstream block to take out of the nats-server config:\n%s", withJS)
+	}
+	rewrite(t, f.ns.conf, noJS)
+	f.ns.Start()
 	for _, id := range f.ids {
 		g := f.replicas[id]
 		p := startProc(t, "natsgate", bin.natsgate, "serve", "--config", g.ConfigFile)
@@ -355,23 +378,33 @@ func TestRolloutOutageReplicasStartBeforeNATS(t *testing.T) {
 		g.proc = p
 		f.mu.Unlock()
 	}
-	time.Sleep(2 * time.Second) // the replicas up, with no NATS
+	time.Sleep(3 * time.Second) // the replicas up, on a NATS without JetStream
 	for _, id := range f.ids {
 		if !f.replicas[id].Running() {
-			t.Fatalf("replica %s exited without NATS:\n%s", id, f.replicas[id].Output())
+			t.Fatalf("replica %s exited on a NATS without JetStream:\n%s", id, f.replicas[id].Output())
 		}
 	}
+	f.ns.Kill()
+	rewrite(t, f.ns.conf, withJS)
 	f.ns.Start()
 	for _, id := range f.ids {
 		waitReady(t, f.replicas[id])
 	}
-	t.Log("replicas started before the nats-server, in the canary's hold")
+	t.Log("replicas started before JetStream, in the canary's hold")
 
 	v := waitRollout(t, f.replicas["a"], 50*time.Second, "done")
 	waitStage(t, f, "nats", f.ids...)
 	exs := l.Stop()
 	checkHistory(t, v, outageHistory...)
-	checkHold(t, v, 15*time.Second)
+	checkHold(t, v, 20*time.Second)
 	checkStagesForward(t, f.ns)
 	t.Logf("%d requests: %s", len(exs), v)
+}
+
+// rewrite replaces a file's contents.
+func rewrite(t *testing.T, name string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(name, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
