@@ -408,3 +408,60 @@ func rewrite(t *testing.T, name string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// A replica that is not the leader is frozen (SIGSTOP) for 4 s across
+// the close of the slot the leader's next decision judges, with traffic
+// on both replicas: its slot reaches the others late. The rollout is
+// started at a chosen point of the five-second slot cycle so that the
+// canary's hold ends, and the leader decides, while the frozen replica's
+// share of that slot is still missing. A decision must count the whole
+// fleet's slot, not the half it has heard of: it waits for the late share
+// rather than judging without it.
+func TestRolloutOutageLateSlotsAreWaitedFor(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: a frozen replica at the end of a 10 s hold")
+	}
+	const hold = 10 * time.Second
+	plan := fmt.Sprintf(`      steps:
+        - {stage: canary, percent: 50, hold: %s}
+        - {stage: nats}
+      gates: {window: 5s, min_requests: 20, max_error_rate_delta: 1, max_p99_ratio: 1000}`, hold)
+	f := startRolloutFleet(t, plan, evenSides)
+	l := f.stickyLoad(t)
+	eventually(t, 10*time.Second, "load to flow", func() bool { return l.Count(200) >= 20 })
+	v, err := readRollout(t, f.replicas["a"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	frozen := "a"
+	if v.Leader == "a" {
+		frozen = "b"
+	}
+	// Start 2 s into a slot: the hold ends 2 s after the close of the
+	// first slot wholly inside the step, just after it settles (1.5 s),
+	// and that slot is the one the decision judges.
+	now := time.Now()
+	time.Sleep(now.Truncate(fleetSlot).Add(fleetSlot + 2*time.Second).Sub(now))
+	rolloutCLI(t, f.replicas[v.Leader], "start")
+	v, err = readRollout(t, f.replicas[v.Leader])
+	if err != nil || len(v.History) == 0 {
+		t.Fatalf("the rollout after start: %v %s", err, v)
+	}
+	started := v.History[len(v.History)-1].At
+	judged := started.Add(hold - 1500*time.Millisecond).Truncate(fleetSlot) // the close of the slot judged
+	if judged.Before(started.Truncate(fleetSlot).Add(2 * fleetSlot)) {
+		t.Fatalf("started at %s, too late in its slot to aim the freeze", started.Format("15:04:05.000"))
+	}
+	time.Sleep(time.Until(judged.Add(-500 * time.Millisecond)))
+	f.replicas[frozen].Signal(syscall.SIGSTOP)
+	time.Sleep(4 * time.Second)
+	f.replicas[frozen].Signal(syscall.SIGCONT)
+	t.Logf("replica %s frozen %s..+4s around the close of the slot judged (%s); the hold ends at %s",
+		frozen, judged.Add(-500*time.Millisecond).Format("15:04:05.000"), judged.Format("15:04:05"), started.Add(hold).Format("15:04:05.000"))
+
+	v = waitRollout(t, f.replicas[v.Leader], 40*time.Second, "done")
+	exs := l.Stop()
+	checkHistory(t, v, "start canary 50%", "advance nats", "done nats")
+	checkJudgedWholeFleet(t, v, exs)
+	t.Logf("%d requests: %s", len(exs), v)
+}
