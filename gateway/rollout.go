@@ -548,7 +548,7 @@ func (s *Server) judge(rt *routes.Route, rec *rolloutRecord, now time.Time) judg
 	plan := rt.Rollout
 	g := plan.Gates
 	step := plan.Steps[min(rec.Step, len(plan.Steps)-1)]
-	to := s.history.settled()
+	to := s.judgedSlot()
 	stepFrom := epochOf(rec.Since) + 1
 	from := max(to-int64(g.Window/statsSlot)+1, stepFrom)
 	var j judgement
@@ -623,6 +623,26 @@ func (s *Server) judge(rt *routes.Route, rec *rolloutRecord, now time.Time) judg
 		}
 	}
 	return j
+}
+
+// judgedSlot is the newest slot the gates judge: the newest settled one,
+// unless a live replica has not sent it yet (frozen, or its host stalled
+// past the settling time), then the one before, so a decision is not
+// taken on part of the fleet's evidence while the rest is on its way. A
+// replica more than one slot behind (a clock far back, or a forged
+// message) is not waited for, nor one gone quiet for fleetStale, so none
+// holds the rollout back for long.
+func (s *Server) judgedSlot() int64 {
+	to := s.history.settled()
+	if s.fleet == nil {
+		return to
+	}
+	for _, p := range s.fleet.live() {
+		if p.msg.Slot == to-1 {
+			return to - 1
+		}
+	}
+	return to
 }
 
 // ratioOf is a/b, 0 when b is.
