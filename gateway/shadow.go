@@ -7,8 +7,12 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/metrics"
@@ -280,7 +284,10 @@ func (h *routeHandler) shadowCopy(c *shadowJob, body []byte) (reply, error) {
 // status must be equal; bodies are compared for answers below 400 only
 // (error bodies differ in form by nature). Two JSON bodies are compared as
 // data, so key order and white space do not count, with ignored fields
-// removed first; other bodies byte for byte.
+// removed first; other bodies byte for byte. For JSON the reason names
+// where the data differs (see jsonDiff), so an operator reading the
+// mismatch list sees the field at once. It runs in the shadow copy's own
+// goroutine, never on the client's path.
 func compareAnswers(legacyStatus int, legacyBody []byte, natsStatus int, natsBody []byte, ignore [][]string) string {
 	if legacyStatus != natsStatus {
 		return fmt.Sprintf("status: legacy %d, nats %d", legacyStatus, natsStatus)
@@ -299,12 +306,129 @@ func compareAnswers(legacyStatus int, legacyBody []byte, natsStatus int, natsBod
 		if reflect.DeepEqual(a, b) {
 			return ""
 		}
-		return "body: JSON differs"
+		return "body: JSON differs at " + jsonDiff(a, b)
 	}
 	if bytes.Equal(legacyBody, natsBody) {
 		return ""
 	}
 	return "body: bytes differ"
+}
+
+// diffListed is how many differing fields a mismatch reason names, and
+// diffValue how many bytes of each value it quotes: enough to recognise
+// the field and the values, and a reason stays one short line.
+const (
+	diffListed = 3
+	diffValue  = 48
+)
+
+// jsonDiff describes where two decoded JSON values differ: the JSON
+// pointers (RFC 6901) of the first diffListed differing fields, object
+// keys in sorted order and array elements by index, each with both values
+// ("absent" for a side that lacks the field), then how many more differ:
+// `/a/b/0: legacy 1, nats 7; /c: legacy absent, nats "x"; and 2 more`.
+// The whole document is the pointer "".
+func jsonDiff(legacy, nats any) string {
+	var d jsonDiffs
+	d.walk("", legacy, nats, true, true)
+	if len(d.listed) == 0 {
+		return "an unknown place" // not reached: called only for values that differ
+	}
+	s := strings.Join(d.listed, "; ")
+	if d.more > 0 {
+		s += fmt.Sprintf("; and %d more", d.more)
+	}
+	return s
+}
+
+// jsonDiffs collects the differences jsonDiff reports.
+type jsonDiffs struct {
+	listed []string
+	more   int
+}
+
+// walk compares a and b at pointer ptr; hasA and hasB say whether each
+// side has the field at all.
+func (d *jsonDiffs) walk(ptr string, a, b any, hasA, hasB bool) {
+	if hasA && hasB {
+		switch ta := a.(type) {
+		case map[string]any:
+			if tb, ok := b.(map[string]any); ok {
+				keys := make([]string, 0, len(ta)+len(tb))
+				for k := range ta {
+					keys = append(keys, k)
+				}
+				for k := range tb {
+					if _, ok := ta[k]; !ok {
+						keys = append(keys, k)
+					}
+				}
+				sort.Strings(keys)
+				for _, k := range keys {
+					va, okA := ta[k]
+					vb, okB := tb[k]
+					d.walk(ptr+"/"+pointerToken(k), va, vb, okA, okB)
+				}
+				return
+			}
+		case []any:
+			if tb, ok := b.([]any); ok {
+				for i := 0; i < max(len(ta), len(tb)); i++ {
+					d.walk(ptr+"/"+strconv.Itoa(i), index(ta, i), index(tb, i), i < len(ta), i < len(tb))
+				}
+				return
+			}
+		}
+		if reflect.DeepEqual(a, b) {
+			return
+		}
+	}
+	if len(d.listed) == diffListed {
+		d.more++
+		return
+	}
+	where := ptr
+	if where == "" {
+		where = `""`
+	}
+	d.listed = append(d.listed, where+": legacy "+diffQuote(a, hasA)+", nats "+diffQuote(b, hasB))
+}
+
+// index is s[i], or nil past its end.
+func index(s []any, i int) any {
+	if i < len(s) {
+		return s[i]
+	}
+	return nil
+}
+
+// pointerToken escapes an object key for a JSON pointer: "~" as "~0",
+// "/" as "~1".
+func pointerToken(k string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(k, "~", "~0"), "/", "~1")
+}
+
+// diffQuote is a value as JSON, clipped to diffValue bytes (on a rune
+// boundary, marked "…"), or "absent" for a side without the field.
+func diffQuote(v any, present bool) string {
+	if !present {
+		return "absent"
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // quote "<a>" as written, not as "\u003ca\u003e"
+	if enc.Encode(v) != nil {
+		return "?"
+	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if len(b) <= diffValue {
+		return string(b)
+	}
+	cut := diffValue
+	for cut > 0 && !utf8.RuneStart(b[cut]) {
+		cut--
+	}
+	return string(b[:cut]) + "…"
 }
 
 // dropField removes a dotted field path from decoded JSON; in arrays it
