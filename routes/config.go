@@ -49,8 +49,11 @@ type Config struct {
 // NATSConfig says how natsgate reaches NATS.
 type NATSConfig struct {
 	// URL of the NATS servers: comma separated, or a YAML list (read as
-	// its items joined by commas). Empty: the context's URL (see Context),
-	// else $NATS_URL, else an embedded server is started (see Embedded).
+	// its items joined by commas), like [nats://a:4222, nats://b:4222].
+	// Empty: the context's url (see context), else $NATS_URL, else an
+	// embedded nats-server with JetStream is started (see embedded). The
+	// start-up log line "NATS connected" says which it was (from: config,
+	// context NAME, NATS_URL or embedded).
 	URL string `yaml:"url"`
 	// URLFrom says where URL came from, for the log: "config", "context
 	// NAME", "NATS_URL", or "" for none (the embedded server). The loader
@@ -60,12 +63,17 @@ type NATSConfig struct {
 	// $XDG_CONFIG_HOME/nats/context/NAME.json, by default
 	// ~/.config/nats/context/NAME.json: its url, user and password,
 	// token, creds, nkey, TLS files (cert, key, ca) and inbox_prefix fill
-	// what this section leaves unset. Credentials count as a whole: if
-	// this section sets any of user, password, token, nkey_seed_file or
-	// creds_file, the context's credentials are not used; so are cert and
-	// key as a pair. Empty: $NATS_CONTEXT, if set; natscli's selected
-	// context (context.txt) is never used, so that what a server connects
-	// with does not change with "nats context select" in some shell.
+	// what this section leaves unset (paths may start with ~ or hold
+	// $VAR). Credentials count as a whole: if this section sets any of
+	// user, password, token, nkey_seed_file or creds_file, the context's
+	// credentials are not used; so are cert and key as a pair. A context
+	// that sets something natsgate cannot honour (nsc, user_jwt,
+	// user_seed, socks_proxy, jetstream_domain, jetstream_api_prefix,
+	// tls_first, a creds URI other than file://) is a config error naming
+	// the context file, line and field. Default: $NATS_CONTEXT, if set.
+	// The context natscli has selected (context.txt, "nats context
+	// select") is never used, so that what a server connects with does not
+	// change with a command in some shell.
 	Context string `yaml:"context"`
 	// InboxPrefix replaces "_INBOX" in the reply subjects natsgate
 	// subscribes to, for accounts whose permissions allow replies only
@@ -74,7 +82,8 @@ type NATSConfig struct {
 	InboxPrefix string `yaml:"inbox_prefix"`
 	// Name is the connection name shown by the NATS server. Default "natsgate".
 	Name string `yaml:"name"`
-	// Embedded configures the in-process server used when URL is empty.
+	// Embedded configures the in-process server used when no url is
+	// found (see url).
 	Embedded EmbeddedConfig `yaml:"embedded"`
 	// User and Password authenticate with a user name and password.
 	User     string `yaml:"user"`
@@ -89,12 +98,14 @@ type NATSConfig struct {
 	TLS TLSConfig `yaml:"tls"`
 	// ReconnectWait is the pause between reconnect attempts. Default 250ms.
 	ReconnectWait Duration `yaml:"reconnect_wait"`
-	// MaxReconnects bounds reconnect attempts; -1, the default, tries forever.
-	// With a bound, natsgate exits non-zero once the connection is closed,
-	// so that a supervisor restarts it.
+	// MaxReconnects bounds reconnect attempts; -1 tries forever. With a
+	// bound, natsgate exits non-zero once the connection is closed, so
+	// that a supervisor restarts it. Default -1 (forever).
 	MaxReconnects *int `yaml:"max_reconnects"`
 	// CutoverBucket is the JetStream key-value bucket that holds run-time
-	// cutover overrides shared by every replica. Default "natsgate_cutover".
+	// cutover overrides shared by every replica; operators may also use
+	// the nats CLI on it (see docs/operations.md, "The cutover bucket").
+	// Default "natsgate_cutover".
 	CutoverBucket string `yaml:"cutover_bucket"`
 	// Streams are JetStream streams natsgate creates (or updates) at start,
 	// so that jetstream routes have somewhere to store. Optional: streams
@@ -104,8 +115,8 @@ type NATSConfig struct {
 
 // EmbeddedConfig configures the in-process nats-server.
 type EmbeddedConfig struct {
-	// Listen is where outside workers reach the embedded server.
-	// Default 127.0.0.1:4222; port 0 picks a free port.
+	// Listen is where outside workers reach the embedded server. Port 0
+	// picks a free port. Default 127.0.0.1:4222.
 	Listen string `yaml:"listen"`
 	// StoreDir is the JetStream store. Default: a directory under the
 	// system temporary directory, removed at exit.
@@ -127,7 +138,7 @@ type StreamConfig struct {
 	Name string `yaml:"name"`
 	// Subjects the stream stores.
 	Subjects []string `yaml:"subjects"`
-	// Replicas, default 1.
+	// Replicas is how many servers hold the stream. Default 1.
 	Replicas int `yaml:"replicas"`
 	// DuplicateWindow is how long Nats-Msg-Id deduplication remembers an id.
 	// Default 2m.
@@ -160,9 +171,10 @@ type HTTPConfig struct {
 	ShutdownGrace Duration `yaml:"shutdown_grace"`
 	// ShutdownDelay is how long natsgate keeps serving after SIGTERM with
 	// /readyz already 503, so load balancers stop sending before the
-	// listener closes. Default 0. It counts against ShutdownGrace.
+	// listener closes. It counts against shutdown_grace. Default 0s.
 	ShutdownDelay Duration `yaml:"shutdown_delay"`
-	// TrustedProxies lists CIDRs whose X-Forwarded-For is kept and extended;
+	// TrustedProxies lists CIDRs or addresses whose X-Forwarded-For is
+	// kept and extended;
 	// from any other peer it is replaced. Default: none.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// TLS serves HTTPS (HTTP/2 and HTTP/1.1, by ALPN) instead of plain
@@ -174,8 +186,11 @@ type HTTPConfig struct {
 	H2C bool `yaml:"h2c"`
 }
 
-// ListenerTLSConfig is the certificate a listener serves. Both files are
-// read again when they change, and on SIGHUP, without a restart.
+// ListenerTLSConfig is the certificate a listener serves. HTTP/2 and
+// HTTP/1.1 are negotiated by ALPN. Both files are read again when they
+// change (checked every 2 seconds) and on SIGHUP, with no connection
+// dropped; a pair that does not load is logged and the old one keeps
+// serving (see docs/operations.md, "HTTPS").
 type ListenerTLSConfig struct {
 	// CertFile is the PEM certificate, the leaf first; a chain may follow.
 	// Required.
@@ -190,7 +205,8 @@ type ListenerTLSConfig struct {
 // AdminTLSConfig is the admin listener's TLS: a certificate, and
 // optionally client certificates (mTLS) for everything or for changes.
 type AdminTLSConfig struct {
-	// CertFile, KeyFile and MinVersion are as in ListenerTLSConfig.
+	// CertFile, KeyFile and MinVersion are as in http.tls: the PEM
+	// certificate (leaf first), its key, and the oldest TLS version.
 	CertFile   string `yaml:"cert_file"`
 	KeyFile    string `yaml:"key_file"`
 	MinVersion string `yaml:"min_version"`
@@ -201,8 +217,8 @@ type AdminTLSConfig struct {
 	// ClientAuth is what needs a client certificate: "require" (every
 	// connection; a client without one is refused at the handshake) or
 	// "mutations" (anyone may read; PUT, POST, DELETE and PATCH need a
-	// verified certificate, else 403). Only with client_ca_file.
-	// Default "require".
+	// verified certificate, else a 403 problem), on top of admin.token.
+	// Only with client_ca_file. Default "require".
 	ClientAuth string `yaml:"client_auth"`
 }
 
@@ -211,7 +227,8 @@ type AdminConfig struct {
 	// Listen address. Default 127.0.0.1:9090.
 	Listen string `yaml:"listen"`
 	// Token enables admin mutations for callers that send
-	// "Authorization: Bearer <token>". Without it the admin API is read-only.
+	// "Authorization: Bearer <token>". Without it the admin API is
+	// read-only. Default: $NATSGATE_ADMIN_TOKEN.
 	Token string `yaml:"token"`
 	// TLS serves the admin listener over HTTPS (HTTP/2 and HTTP/1.1),
 	// with client certificates when it names a client CA. Default: none.
@@ -237,19 +254,19 @@ type FleetConfig struct {
 	// another replica leads within two of them. At least 1s. Default 5s.
 	LeaderTTL Duration `yaml:"leader_ttl"`
 	// LeaderBucket is the JetStream key-value bucket the replicas elect
-	// their leader in; its keys expire after LeaderTTL. Default
-	// "natsgate_leader".
+	// their leader in, created if missing; its keys expire after
+	// fleet.leader_ttl. Default "natsgate_leader".
 	LeaderBucket string `yaml:"leader_bucket"`
 	// RolloutBucket is the JetStream key-value bucket that holds each
 	// route's rollout state (its step, since when, its decisions), so that
 	// a newly elected leader carries a plan on where the last one left it.
-	// It must differ from LeaderBucket, whose keys expire, and from
+	// It must differ from fleet.leader_bucket, whose keys expire, and from
 	// nats.cutover_bucket. Default "natsgate_rollouts".
 	RolloutBucket string `yaml:"rollout_bucket"`
 }
 
 // DiscoveryConfig is how natsgate finds the workers that answer its
-// routes: at start and every interval it asks every NATS micro service on
+// routes. At start and every interval it asks every NATS micro service on
 // the system for its info ($SRV.INFO, what "nats micro ls" shows) and
 // matches each endpoint's subject against each route's. Plain subscribers
 // that are not micro services cannot be seen this way, and natsgate never
@@ -266,7 +283,7 @@ type DiscoveryConfig struct {
 type LogConfig struct {
 	// Level: debug, info, warn or error. Default info.
 	Level string `yaml:"level"`
-	// Format: json or text. Default json.
+	// Format: json or text (--log-format overrides it). Default json.
 	Format string `yaml:"format"`
 	// Access logs one line per request. Default true.
 	Access *bool `yaml:"access"`
@@ -289,9 +306,14 @@ type Defaults struct {
 
 // UpstreamConfig is a legacy HTTP service.
 type UpstreamConfig struct {
-	// URL of the service: scheme, host and an optional path prefix.
+	// URL of the service: scheme, host and an optional path prefix,
+	// http(s)://host:port[/prefix].
 	URL string `yaml:"url"`
-	// Timeout for the whole upstream exchange. Default 5s.
+	// Timeout for the whole upstream exchange, body included: over it
+	// before the answer's head, 504; during the body, the client's
+	// connection is cut (a client too slow to take the body is cut by
+	// http.write_timeout). For a Connection: Upgrade request it covers
+	// getting the 101. Default 5s.
 	Timeout Duration `yaml:"timeout"`
 	// Breaker for the upstream: transport failures and timeouts only.
 	// Default: 20 requests, 50% failing over 10s, open for 5s.
@@ -323,36 +345,43 @@ type UpstreamTLSConfig struct {
 type RouteConfig struct {
 	// Name is unique; it labels metrics and names the route in every error.
 	Name string `yaml:"name"`
-	// Method is an HTTP method, or "*" for any.
+	// Method is GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS; or "*" for
+	// any method token, extension methods included (PURGE, PROPFIND,
+	// REPORT, …), which reach the worker as sent. A route with one method
+	// answers others with 405 and Allow. Default "*".
 	Method string `yaml:"method"`
-	// Path is a chi pattern: /users/{id}, /files/*.
+	// Path is a chi pattern: /users/{id}, /users/{id:[0-9]+}, /files/*.
 	Path string `yaml:"path"`
 	// NATS is the NATS side of the route.
 	NATS *RouteNATS `yaml:"nats"`
-	// MaxBody overrides defaults.max_body.
+	// MaxBody bounds the route's request body. Default: defaults.max_body.
 	MaxBody ByteSize `yaml:"max_body"`
 	// ForwardHeaders lists request headers copied onto the NATS message
 	// beyond the protocol's own. Http-* and Nats-* may not be listed.
+	// Default: none.
 	ForwardHeaders []string `yaml:"forward_headers"`
 	// Upstream names the legacy service that answers this route today.
 	Upstream string `yaml:"upstream"`
-	// Cutover is the stage: legacy, shadow, canary or nats. Default nats
-	// without an upstream, legacy with one.
+	// Cutover is the stage: legacy, shadow, canary or nats (see
+	// docs/operations.md, "Cutover"). Default nats without an upstream,
+	// legacy with one.
 	Cutover string `yaml:"cutover"`
 	// CanaryPercent is the share sent to NATS with cutover canary. Default 0.
 	CanaryPercent *int `yaml:"canary_percent"`
 	// CanaryKey names a request header whose value pins a caller to one side.
 	CanaryKey string `yaml:"canary_key"`
 	// Fallback answers from the upstream when the NATS side fails before a
-	// worker could have acted (and, for idempotent methods, on timeout).
+	// worker could have acted (and, for idempotent methods, on timeout);
+	// see docs/operations.md, "Cutover". Default false.
 	Fallback bool `yaml:"fallback"`
 	// Breaker for the route's NATS side. Default: 20 requests, 50%
 	// failing over 10s, open for 5s.
 	Breaker *BreakerConfig `yaml:"breaker"`
-	// ShadowUnsafe shadows methods other than GET and HEAD too.
+	// ShadowUnsafe shadows methods other than GET and HEAD too. Default
+	// false.
 	ShadowUnsafe bool `yaml:"shadow_unsafe"`
 	// ShadowIgnore lists JSON fields (dotted paths) left out of the shadow
-	// comparison, like timestamps.
+	// comparison, like timestamps. Default: none.
 	ShadowIgnore []string `yaml:"shadow_ignore"`
 	// Rollout is a plan that moves the route from legacy to nats step by
 	// step on the fleet's stats, run by the fleet's elected leader. It
@@ -380,8 +409,8 @@ type RolloutConfig struct {
 // conditions are met. A step with neither until nor hold is done at the
 // first passing verdict of the gates.
 type RolloutStepConfig struct {
-	// Stage is shadow, canary or nats; legacy is where on_failure goes,
-	// not a step. Required.
+	// Stage is the step's stage: shadow, canary or nats; legacy is where
+	// on_failure goes, not a step. Required.
 	Stage string `yaml:"stage"`
 	// Percent is the canary share sent to NATS, 1 to 100; required on a
 	// canary step and refused on any other.
@@ -430,16 +459,17 @@ type RouteNATS struct {
 	// Subject is a template: tokens separated by dots, where {param} takes a
 	// path parameter. No wildcards.
 	Subject string `yaml:"subject"`
-	// Pattern is request, publish or jetstream. Default request.
+	// Pattern is the NATS call: request, publish or jetstream. Default
+	// request.
 	Pattern string `yaml:"pattern"`
-	// Timeout overrides defaults.timeout.
+	// Timeout of the route's NATS call. Default: defaults.timeout.
 	Timeout Duration `yaml:"timeout"`
 }
 
 // BreakerConfig configures a circuit breaker. It opens on evidence: a
 // share of failures over a rolling window that holds enough requests, so
 // a few bad requests never open it for everyone. Which outcomes count as
-// failures is fixed by natsgate (see the README's "Failure model").
+// failures is fixed by natsgate (see docs/operations.md, "Failure model").
 type BreakerConfig struct {
 	// MinRequests is how many counted requests the window must hold before
 	// the breaker may open. Default 20.

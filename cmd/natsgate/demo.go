@@ -60,36 +60,50 @@ func demo(stdout, stderr io.Writer, logFormat string, traffic bool) int {
 		_ = gw.Shutdown(ctx)
 		return 1
 	}
-	base := "http://" + gw.Addr()
-	fmt.Fprintf(stdout, "\nnatsgate demo: NATS at %s, gateway at %s, admin at http://%s\n\n", natsURL, base, gw.AdminAddr())
-	fmt.Fprint(stdout, strings.ReplaceAll(demoCurls, "BASE", base))
-	fmt.Fprintf(stdout, "  # routes, stages and breakers; move get-profile to shadow at run time\n")
-	fmt.Fprintf(stdout, "  curl -s http://%s/admin/routes\n", gw.AdminAddr())
-	fmt.Fprintf(stdout, "  curl -s -X PUT -H 'Authorization: Bearer %s' -d '{\"cutover\":\"shadow\"}' http://%s/admin/routes/get-profile/cutover\n", t.Config.Admin.Token, gw.AdminAddr())
-	fmt.Fprintf(stdout, "  curl -s http://%s/metrics | grep natsgate_http_requests_total\n\nCtrl-C stops the demo.\n\n", gw.AdminAddr())
-	fmt.Fprintf(stdout, "Dashboard (legacy vs NATS, per route): http://%s/\n\n", gw.AdminAddr())
+	printDemoIntro(stdout, natsURL, gw.Addr(), gw.AdminAddr(), t.Config.Admin.Token, traffic)
 	if traffic { // steady sample traffic until the demo stops
-		defer startTraffic(base, t, trafficOptions{}, log)()
-		fmt.Fprint(stdout, "Sending sample traffic to every route, about 20 requests a second.\n\n")
+		defer startTraffic("http://"+gw.Addr(), t, trafficOptions{}, log)()
 	}
 	return waitAndStop(gw, nil, t.Config.HTTP.ShutdownGrace)
 }
 
-const demoCurls = `Try:
-  # request-reply to a queue group of two workers
-  curl -i BASE/users/42
-  # a route still on the legacy service, and the catch-all to it
-  curl -i BASE/profiles/42
-  curl -i BASE/version
-  # a worker's error mapped to a status (404 problem body)
-  curl -i BASE/users/0
-  # a bad path parameter never reaches NATS (400)
-  curl -i BASE/users/a.b
-  # nobody subscribed: 503 at once; a slow worker: 504 at the route's timeout
-  curl -i BASE/reports
-  curl -i BASE/slow
-  # publish: 202 once the NATS server has it
-  curl -i -X POST -d '{"page":"/home"}' BASE/events/click
-  # JetStream with dedupe: run it twice, the second says "duplicate": true
-  curl -i -X POST -H 'Idempotency-Key: order-1001' -d '{"sku":"A1","qty":2}' BASE/orders
+// printDemoIntro prints where the demo listens, the lines to try (see
+// demoTry) and, with traffic, the rate it sends at.
+func printDemoIntro(w io.Writer, natsURL, gatewayAddr, adminAddr, token string, traffic bool) {
+	fmt.Fprintf(w, "\nnatsgate demo: NATS at %s, gateway at http://%s, admin at http://%s\n\n", natsURL, gatewayAddr, adminAddr)
+	fmt.Fprintf(w, "Try:\n\n%s\nCtrl-C stops the demo.\n\n", demoLines(gatewayAddr, adminAddr, token))
+	fmt.Fprintf(w, "Dashboard (legacy vs NATS, per route): http://%s/\n\n", adminAddr)
+	if traffic {
+		fmt.Fprintf(w, "Sending sample traffic: %s.\n\n", trafficNote())
+	}
+}
+
+// trafficNote says what demo --traffic sends, from the traffic's own
+// defaults: one rate over all routes, not a rate per route.
+func trafficNote() string {
+	return fmt.Sprintf("about %d requests a second in all, round robin over the routes; a route that answers 5xx rests %s", defaultTrafficRate, defaultTrafficBackoff)
+}
+
+// demoLines is demoTry for the demo's listeners and admin token.
+func demoLines(gatewayAddr, adminAddr, token string) string {
+	return strings.NewReplacer("GATEWAY", gatewayAddr, "ADMIN", adminAddr, "TOKEN", token).Replace(demoTry)
+}
+
+// demoTry is what the demo prints to try: GATEWAY and ADMIN stand for the
+// public and admin listeners' host:port, TOKEN for the admin token. The
+// README's demo block shows the same lines for configs/demo.yaml, and
+// TestREADMEShowsTheDemosLines keeps the two the same.
+const demoTry = `curl -i GATEWAY/users/42        # request-reply to a queue group of two workers: 200
+curl -i GATEWAY/users/0         # the worker's micro error, mapped: 404 problem body
+curl -i GATEWAY/users/a.b       # a param that would add a subject token: 400, nothing published
+curl -i GATEWAY/reports         # nobody subscribed: 503 at once
+curl -i GATEWAY/slow            # a worker slower than the route: 504 at 500ms
+curl -i GATEWAY/profiles/42     # a route still on the legacy service
+curl -i GATEWAY/version         # not listed: the catch-all passes it to the legacy service
+curl -i -X POST -d '{"page":"/home"}' GATEWAY/events/click                       # publish: 202
+curl -i -X POST -H 'Idempotency-Key: order-1001' -d '{"sku":"A1"}' GATEWAY/orders  # JetStream: 202
+curl -i -X POST -H 'Idempotency-Key: order-1001' -d '{"sku":"A1"}' GATEWAY/orders  # again: "duplicate": true
+curl -s ADMIN/admin/routes      # every route: stage, breakers, responders
+curl -s -X PUT -H 'Authorization: Bearer TOKEN' -d '{"cutover":"shadow"}' ADMIN/admin/routes/get-profile/cutover
+curl -s ADMIN/metrics | grep natsgate_http_requests_total
 `

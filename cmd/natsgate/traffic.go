@@ -17,6 +17,12 @@ import (
 	"github.com/natsgate/natsgate/routes"
 )
 
+// The demo's traffic defaults, also in what the demo prints (trafficNote).
+const (
+	defaultTrafficRate    = 20
+	defaultTrafficBackoff = 3 * time.Second
+)
+
 // trafficOptions shape the demo's sample traffic.
 type trafficOptions struct {
 	// PerSecond is the steady request rate over all routes. Default 20.
@@ -50,13 +56,13 @@ type trafficTarget struct {
 
 func newTraffic(base string, t *routes.Table, opts trafficOptions, log *slog.Logger) *traffic {
 	if opts.PerSecond <= 0 {
-		opts.PerSecond = 20
+		opts.PerSecond = defaultTrafficRate
 	}
 	if opts.Inflight <= 0 {
 		opts.Inflight = 8
 	}
 	if opts.Backoff <= 0 {
-		opts.Backoff = 3 * time.Second
+		opts.Backoff = defaultTrafficBackoff
 	}
 	tr := &traffic{
 		base:   strings.TrimRight(base, "/"),
