@@ -82,7 +82,7 @@ func killGatewayNode(t *testing.T, leaderToo bool) {
 	natsExtra, body := ordersConfig(3)
 	// A 1s breaker: a leader election's failures open it, and the default
 	// 30s would keep the route shut long after the election (see the
-	// README's Guarantees).
+	// Guarantees in docs/operations.md).
 	body = strings.Replace(body, "timeout: 2s}\n", "timeout: 2s}\n    breaker: {min_requests: 5, failure_ratio: 1, open_for: 1s}\n", 1)
 	body += `  - name: get-user
     method: GET

@@ -1,6 +1,6 @@
 // Package e2e holds natsgate's end-to-end suite: it builds the natsgate,
 // sample-worker and nats-server binaries, runs them as separate processes on
-// random loopback ports, and shows each promise of the README's
+// random loopback ports, and shows each promise of docs/operations.md's
 // "Guarantees" section under faults and hostile input: NATS servers killed
 // and restarted, workers killed mid-flight, SIGTERM and SIGHUP under load,
 // and requests no well-behaved client would send.

@@ -595,7 +595,7 @@ routes:
 // that never answers, on a legacy route whose client stalled its upload, on
 // a NATS route whose client stalled its upload, and on a shadow route
 // whose client asked for 100-continue and sent nothing. natsgate exits 0
-// within http.shutdown_grace, as README's "Running it" promises.
+// within http.shutdown_grace, as "Running it" in docs/operations.md promises.
 func TestSIGTERMWithStuckClientsAndUpstream(t *testing.T) {
 	ns := startNATS(t, natsOptions{})
 	startWorker(t, ns.URL(), "w1", time.Second)

@@ -338,7 +338,7 @@ func TestRolloutOutageLeaderFrozen(t *testing.T) {
 // The fleet comes back in the wrong order: every replica and the
 // nats-server are killed in the canary step's hold. A replica started
 // while no nats-server runs exits 1 at once, naming why, for its
-// supervisor to start it again (README, Running it). Then the nats-server
+// supervisor to start it again (docs/operations.md, Running it). Then the nats-server
 // comes back without JetStream for a while, the replicas start on it,
 // and only then is the server restarted with JetStream on its store: a
 // leader is elected and the rollout goes on from its stored step.

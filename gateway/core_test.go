@@ -1,6 +1,6 @@
 package gateway
 
-// Integration tests of the status table in the README: every row is shown
+// Integration tests of the status table in docs/operations.md: every row is shown
 // over the real HTTP listener against a real nats-server.
 
 import (

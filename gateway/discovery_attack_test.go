@@ -14,7 +14,7 @@ import (
 
 // While the gateway's NATS connection is down a look cannot ask anyone:
 // the publish of $SRV.INFO only fills the reconnect buffer. Such a look
-// must keep the last result, as the README says, and not report every
+// must keep the last result, as docs/migration.md says, and not report every
 // route as served by nobody.
 func TestDiscoveryKeepsLastResultWhileNATSDown(t *testing.T) {
 	ns := natstest.RunServer(t)

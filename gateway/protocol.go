@@ -15,7 +15,7 @@ import (
 
 // Headers of the wire protocol between natsgate and its workers, the
 // names package wire defines for worker authors (its doc comment and the
-// README's "Wire protocol" section are the reference); these names are
+// docs/protocol.md are the reference); these names are
 // part of the product. The others are natsgate's own: JetStream's
 // message id, the client's idempotency key, and the backend it tells
 // the client.

@@ -16,7 +16,7 @@ import (
 // judging progress). GET /admin/report serves it, `natsgate report` prints
 // it and the dashboard's header shows its summary line.
 //
-// Its definitions, also in the README:
+// Its definitions, also in docs/migration.md ("Progress report"):
 //   - a route's NATS share is the requests the NATS backend answered over
 //     all a backend answered (a fallback counts as legacy; answers natsgate
 //     gave itself, a bad parameter or a body too large, count for neither);

@@ -25,8 +25,8 @@ type Config struct {
 	NATS NATSConfig `yaml:"nats"`
 	// HTTP is the public listener that legacy callers reach.
 	HTTP HTTPConfig `yaml:"http"`
-	// Admin is the operator's listener: health, readiness, metrics and the
-	// admin API. It defaults to loopback.
+	// Admin is the operator's listener: health, readiness, metrics, the
+	// dashboard and the admin API. It defaults to loopback.
 	Admin AdminConfig `yaml:"admin"`
 	// Log sets the access and event log.
 	Log LogConfig `yaml:"log"`
@@ -104,7 +104,7 @@ type NATSConfig struct {
 	MaxReconnects *int `yaml:"max_reconnects"`
 	// CutoverBucket is the JetStream key-value bucket that holds run-time
 	// cutover overrides shared by every replica; operators may also use
-	// the nats CLI on it (see docs/operations.md, "The cutover bucket").
+	// the nats CLI on it (see docs/migration.md, "The cutover bucket").
 	// Default "natsgate_cutover".
 	CutoverBucket string `yaml:"cutover_bucket"`
 	// Streams are JetStream streams natsgate creates (or updates) at start,
@@ -239,8 +239,9 @@ type AdminConfig struct {
 // Each publishes its one-minute window every second on
 // <subject_prefix>.stats.<replica_id> and listens to the others'.
 type FleetConfig struct {
-	// Enabled publishes and listens. Off, /admin/stats is this replica's
-	// alone. Default true.
+	// Enabled publishes this replica's dashboard window on NATS and
+	// merges the other replicas' into /admin/stats. Off, /admin/stats is
+	// this replica's alone. Default true.
 	Enabled *bool `yaml:"enabled"`
 	// ReplicaID names this replica to the others: one subject token (no
 	// dots, wildcards or spaces). Default: the host name (dots made "_")
@@ -363,7 +364,7 @@ type RouteConfig struct {
 	// Upstream names the legacy service that answers this route today.
 	Upstream string `yaml:"upstream"`
 	// Cutover is the stage: legacy, shadow, canary or nats (see
-	// docs/operations.md, "Cutover"). Default nats without an upstream,
+	// docs/migration.md, "Cutover"). Default nats without an upstream,
 	// legacy with one.
 	Cutover string `yaml:"cutover"`
 	// CanaryPercent is the share sent to NATS with cutover canary. Default 0.
@@ -372,7 +373,7 @@ type RouteConfig struct {
 	CanaryKey string `yaml:"canary_key"`
 	// Fallback answers from the upstream when the NATS side fails before a
 	// worker could have acted (and, for idempotent methods, on timeout);
-	// see docs/operations.md, "Cutover". Default false.
+	// see docs/migration.md, "Cutover". Default false.
 	Fallback bool `yaml:"fallback"`
 	// Breaker for the route's NATS side. Default: 20 requests, 50%
 	// failing over 10s, open for 5s.

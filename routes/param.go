@@ -12,7 +12,7 @@ import (
 // separator, ideographic space, ...), no control character (C0, DEL, C1)
 // and no format character (byte order mark, zero-width space, bidi
 // controls, ...). Such characters are invisible or misleading in logs, in
-// subjects and in the Http-Param-* header the worker reads, and the README
+// subjects and in the Http-Param-* header the worker reads, and docs/protocol.md
 // promises 400 for white space. name is the parameter's, for the error,
 // which wraps ErrBadParam.
 func CheckParamValue(name, v string) error {
