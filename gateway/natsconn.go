@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -91,9 +92,39 @@ func contextReader(lookupEnv func(string) (string, bool)) func(name string) (str
 			root = filepath.Join(home, ".config")
 		}
 		file := filepath.Join(root, "nats", "context", name+".json")
-		data, err := os.ReadFile(file)
+		data, err := readContextFile(file)
 		return file, data, err
 	}
+}
+
+// maxContextFile bounds what is read of a context file: natscli writes a
+// few hundred bytes, so anything near this is not a context.
+const maxContextFile = 1 << 20
+
+// readContextFile reads a context file that is a regular file of at most
+// maxContextFile bytes. A FIFO would block the load forever and a
+// symlink to /dev/zero would read without end, so neither is opened.
+func readContextFile(file string) ([]byte, error) {
+	fi, err := os.Stat(file)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", file, fi.Mode().Type())
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxContextFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxContextFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not a natscli context", file, maxContextFile)
+	}
+	return data, nil
 }
 
 // urlFrom says where the connection's URL came from, for the log.

@@ -282,7 +282,7 @@ func (c *compiler) compile() *Table {
 	} else {
 		for _, u := range strings.Split(cfg.NATS.URL, ",") {
 			if pu, err := url.Parse(strings.TrimSpace(u)); err != nil || pu.Host == "" {
-				c.fail("nats.url", "%q is not a NATS URL (write it like nats://127.0.0.1:4222)", u)
+				c.fail("nats.url", "%q is not a NATS URL (write it like nats://127.0.0.1:4222)", hideUserinfo(u))
 			}
 		}
 	}

@@ -243,10 +243,30 @@ func withScheme(list string) string {
 func checkNATSURLs(list string) error {
 	for _, u := range strings.Split(list, ",") {
 		if pu, err := url.Parse(strings.TrimSpace(u)); err != nil || pu.Host == "" {
-			return fmt.Errorf("%q is not a NATS URL (write it like nats://127.0.0.1:4222)", clip(u))
+			return fmt.Errorf("%q is not a NATS URL (write it like nats://127.0.0.1:4222)", clip(hideUserinfo(u)))
 		}
 	}
 	return nil
+}
+
+// hideUserinfo replaces a user, password or token written before the host
+// of a URL with "***", so that an error quoting the URL (logged, printed)
+// does not show the secret. It works on the text, as the URL it is given
+// may not parse.
+func hideUserinfo(u string) string {
+	rest := u
+	if scheme := strings.Index(u, "://"); scheme >= 0 {
+		rest = u[scheme+3:]
+	}
+	host := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		host = rest[:i]
+	}
+	at := strings.LastIndex(host, "@")
+	if at < 0 {
+		return u
+	}
+	return u[:len(u)-len(rest)] + "***" + rest[at:]
 }
 
 // checkInboxPrefix checks an inbox prefix: subject tokens without
