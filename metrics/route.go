@@ -23,6 +23,11 @@ type Route struct {
 	Upstream prometheus.Observer // nil for a route without an upstream
 	Inflight prometheus.Gauge
 
+	// natsErrors and upstreamErrors are the error counters of each known
+	// kind, looked up once: counting into them after Retire deleted them
+	// recreates nothing.
+	natsErrors, upstreamErrors map[string]prometheus.Counter
+
 	// recorders holds the label children of each method, backend and code
 	// seen so far. It is read without a lock on every request and copied
 	// whole, under mu, the first time a combination is seen: there are few
@@ -33,6 +38,10 @@ type Route struct {
 	// last is the recorder used last: most requests of a route share one
 	// key, and comparing it costs less than hashing it.
 	last atomic.Pointer[recorder]
+	// retired is set, under mu, when a reload removed the route: a request
+	// still in flight on it then records into children of no vector, as a
+	// child looked up from the vector would bring the route's series back.
+	retired bool
 }
 
 type requestKey struct {
@@ -67,8 +76,9 @@ func (m *Metrics) Route(name, method, pattern, upstream string) *Route {
 	}
 	if pattern != "" {
 		r.NATS = m.NATSDuration.WithLabelValues(name, pattern)
+		r.natsErrors = make(map[string]prometheus.Counter, len(natsErrorKinds))
 		for _, k := range natsErrorKinds {
-			m.NATSErrors.WithLabelValues(name, k)
+			r.natsErrors[k] = m.NATSErrors.WithLabelValues(name, k)
 		}
 	}
 	if pattern == patternRequest {
@@ -76,8 +86,9 @@ func (m *Metrics) Route(name, method, pattern, upstream string) *Route {
 	}
 	if upstream != "" {
 		r.Upstream = m.UpstreamDuration.WithLabelValues(name, upstream)
+		r.upstreamErrors = make(map[string]prometheus.Counter, len(upstreamErrorKinds))
 		for _, k := range upstreamErrorKinds {
-			m.UpstreamErrors.WithLabelValues(name, upstream, k)
+			r.upstreamErrors[k] = m.UpstreamErrors.WithLabelValues(name, upstream, k)
 		}
 	}
 	if r.shadowable() {
@@ -144,10 +155,13 @@ func (r *Route) addRecorder(key requestKey) *recorder {
 			next[k] = v
 		}
 	}
-	rec := &recorder{
-		key:      key,
-		count:    r.m.Requests.WithLabelValues(r.name, key.method, strconv.Itoa(key.code), key.backend),
-		duration: r.m.RequestDuration.WithLabelValues(r.name, key.method, key.backend),
+	rec := &recorder{key: key}
+	if r.retired {
+		rec.count = prometheus.NewCounter(prometheus.CounterOpts{Name: "retired"})
+		rec.duration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "retired"})
+	} else {
+		rec.count = r.m.Requests.WithLabelValues(r.name, key.method, strconv.Itoa(key.code), key.backend)
+		rec.duration = r.m.RequestDuration.WithLabelValues(r.name, key.method, key.backend)
 	}
 	next[key] = rec
 	r.recorders.Store(&next)
@@ -171,7 +185,15 @@ func Observe(o prometheus.Observer, d time.Duration, traceID string) {
 
 // NATSError counts a NATS-side failure of the route by kind.
 func (r *Route) NATSError(kind string) {
-	r.m.NATSErrors.WithLabelValues(r.name, kind).Inc()
+	if c := r.natsErrors[kind]; c != nil {
+		c.Inc()
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.retired {
+		r.m.NATSErrors.WithLabelValues(r.name, kind).Inc()
+	}
 }
 
 // Kinds of natsgate_upstream_errors_total.
@@ -185,7 +207,15 @@ var upstreamErrorKinds = []string{UpstreamTimeout, UpstreamFailed, UpstreamBodyC
 
 // UpstreamError counts a failure of the route's upstream by kind.
 func (r *Route) UpstreamError(kind string) {
-	r.m.UpstreamErrors.WithLabelValues(r.name, r.upstream, kind).Inc()
+	if c := r.upstreamErrors[kind]; c != nil {
+		c.Inc()
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.retired {
+		r.m.UpstreamErrors.WithLabelValues(r.name, r.upstream, kind).Inc()
+	}
 }
 
 // Retire removes, after a reload, the series a route had as old that it
@@ -195,6 +225,12 @@ func (r *Route) UpstreamError(kind string) {
 // possible). The series both share are kept, with their counts.
 func (m *Metrics) Retire(old, next *Route) {
 	if next == nil {
+		// Marked first: a request on old that records after this finds
+		// the route retired, and one that recorded before has its
+		// children deleted below.
+		old.mu.Lock()
+		old.retired = true
+		old.mu.Unlock()
 		m.DeleteRoute(old.name)
 		return
 	}
