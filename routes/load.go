@@ -248,7 +248,16 @@ func (w walker) joinList(n *yaml.Node, path string) {
 		}
 		w.expand(item, p)
 		w.record(p, item)
+		if strings.TrimSpace(item.Value) == "" {
+			// Left in, it would join to "" (no URL: the embedded server)
+			// or to an empty item of the list.
+			*w.errs = append(*w.errs, w.src.fieldError(nil, p, item.Line, "an empty item names no server"))
+			continue
+		}
 		items = append(items, item.Value)
+	}
+	if len(n.Content) == 0 {
+		*w.errs = append(*w.errs, w.src.fieldError(nil, path, n.Line, "an empty list names no server: leave the field out for the default"))
 	}
 	*n = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: strings.Join(items, ","), Line: n.Line, Column: n.Column}
 }
