@@ -72,7 +72,7 @@ func demo(stdout, stderr io.Writer, logFormat string, traffic bool) int {
 		defer startTraffic(base, t, trafficOptions{}, log)()
 		fmt.Fprint(stdout, "Sending sample traffic to every route, about 20 requests a second.\n\n")
 	}
-	return waitAndStop(gw, nil, t.Config.HTTP.ShutdownGrace)
+	return waitAndStop(gw, nil, t.Config.HTTP.ShutdownGrace, log)
 }
 
 const demoCurls = `Try:
