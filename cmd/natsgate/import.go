@@ -11,8 +11,7 @@ import (
 	"github.com/natsgate/natsgate/importer"
 )
 
-const importUsage = `Usage:
-  natsgate import openapi SPEC [--upstream NAME=URL] [--subject-prefix PREFIX] [-o FILE] [--merge EXISTING]
+const importUsage = `Usage: natsgate import openapi SPEC [--upstream NAME=URL] [--subject-prefix PREFIX] [-o FILE] [--merge EXISTING]
 
 Writes a natsgate config with one legacy-stage route per operation of
 SPEC (OpenAPI 3.0 or 3.1, or Swagger 2.0; YAML or JSON) and a catch-all
