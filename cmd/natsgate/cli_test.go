@@ -551,3 +551,33 @@ routes:
 		t.Errorf("the error does not name the busy address %s:\n%s", addr, stderr)
 	}
 }
+
+// TestEmbeddedNATSServes: with a free nats.embedded.listen the embedded
+// server starts, the start-up line names it, and SIGTERM stops all of it
+// with exit 0.
+func TestEmbeddedNATSServes(t *testing.T) {
+	cfg := writeConfig(t, `nats:
+  embedded:
+    listen: 127.0.0.1:0
+http:
+  listen: 127.0.0.1:0
+admin:
+  listen: 127.0.0.1:0
+routes:
+  - name: get-user
+    path: /users/{id}
+    nats: {subject: "users.{id}.get"}
+`)
+	g := startServe(t, "serve", "-c", cfg, "--log-format", "json")
+	up := g.waitFor(t, "natsgate serving")
+	if nats, _ := up["nats"].(string); !strings.HasPrefix(nats, "nats://127.0.0.1:") {
+		t.Errorf("start-up line nats = %v, want the embedded server's URL", up["nats"])
+	}
+	if err := g.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	g.waitFor(t, "stopped")
+	if code := g.wait(t); code != 0 {
+		t.Errorf("exit %d after SIGTERM, want 0\nstderr:\n%s", code, g.stderr.String())
+	}
+}

@@ -20,6 +20,8 @@ import (
 // demo serves configs/demo.yaml on an embedded NATS server with two sample
 // workers in one queue group, and prints curl lines to try.
 func demo(stdout, stderr io.Writer, logFormat string, traffic bool) int {
+	sig, stopSignals := notifySignals()
+	defer stopSignals()
 	t, err := routes.Load("configs/demo.yaml", configs.Demo, func(string) (string, bool) { return "", false })
 	if err != nil {
 		printConfigError(stderr, err)
@@ -72,7 +74,7 @@ func demo(stdout, stderr io.Writer, logFormat string, traffic bool) int {
 		defer startTraffic(base, t, trafficOptions{}, log)()
 		fmt.Fprint(stdout, "Sending sample traffic to every route, about 20 requests a second.\n\n")
 	}
-	return waitAndStop(gw, nil, t.Config.HTTP.ShutdownGrace, log)
+	return waitAndStop(gw, sig, nil, t.Config.HTTP.ShutdownGrace, log)
 }
 
 const demoCurls = `Try:

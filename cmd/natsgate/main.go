@@ -206,6 +206,8 @@ func printConfigError(w io.Writer, err error) {
 // serve runs the gateway until SIGINT or SIGTERM, reloading the config
 // file on SIGHUP.
 func serve(t *routes.Table, file, logFormat string, watch bool, stderr io.Writer) int {
+	sig, stopSignals := notifySignals()
+	defer stopSignals()
 	log := gateway.NewLogger(t.Config.Log, stderr, logFormat)
 	ctx := context.Background()
 	gw, err := gateway.New(ctx, gateway.Options{Table: t, Logger: log, AccessLog: stderr, LogFormat: logFormat})
@@ -225,7 +227,7 @@ func serve(t *routes.Table, file, logFormat string, watch bool, stderr io.Writer
 	}
 	r := newReloader(gw, file, log)
 	defer r.stop()
-	return waitAndStop(gw, r, t.Config.HTTP.ShutdownGrace, log)
+	return waitAndStop(gw, sig, r, t.Config.HTTP.ShutdownGrace, log)
 }
 
 // reloader runs SIGHUP reloads one at a time on a goroutine of its own, so
@@ -278,17 +280,23 @@ func (r *reloader) run() {
 // waits for that.
 func (r *reloader) stop() { close(r.done) }
 
-// waitAndStop serves until a stop signal or a fatal error, then shuts down
-// within the grace period. SIGHUP asks r for a reload and goes back to
-// waiting at once; with no reloader (the demo, which has no file) SIGHUP
-// stops like SIGTERM. It logs why it stops, the drain and the stop, so an
-// operator reading the log sees a shutdown begin and end.
-func waitAndStop(gw *gateway.Server, r *reloader, grace routes.Duration, log *slog.Logger) int {
-	// Room for a few signals at once, so that a SIGTERM right behind a
-	// SIGHUP is not dropped.
+// notifySignals starts catching SIGINT, SIGTERM and SIGHUP, before the
+// gateway starts: a signal that comes while it starts then waits for
+// waitAndStop instead of killing the process with nothing drained or
+// logged. There is room for a few signals at once, so that a SIGTERM right
+// behind a SIGHUP is not dropped.
+func notifySignals() (<-chan os.Signal, func()) {
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sig)
+	return sig, func() { signal.Stop(sig) }
+}
+
+// waitAndStop serves until a stop signal on sig or a fatal error, then
+// shuts down within the grace period. SIGHUP asks r for a reload and goes
+// back to waiting at once; with no reloader (the demo, which has no file)
+// SIGHUP stops like SIGTERM. It logs why it stops, the drain and the stop,
+// so an operator reading the log sees a shutdown begin and end.
+func waitAndStop(gw *gateway.Server, sig <-chan os.Signal, r *reloader, grace routes.Duration, log *slog.Logger) int {
 	code := 0
 loop:
 	for {
