@@ -26,8 +26,15 @@ type EmbeddedServer struct {
 	removeDir string // the store dir natsgate made, removed at Shutdown
 }
 
+// embeddedStartTimeout bounds how long StartEmbedded waits for the server
+// to accept connections.
+const embeddedStartTimeout = 10 * time.Second
+
 // StartEmbedded starts an in-process nats-server with JetStream, listening
-// on cfg.Listen so that outside workers can join it.
+// on cfg.Listen so that outside workers can join it. A listen address that
+// cannot be bound (the port is taken) is an error at once, naming the
+// address: nats-server reports it only through its log, so StartEmbedded
+// gives the server a logger that passes its fatal errors back.
 func StartEmbedded(cfg routes.EmbeddedConfig) (*EmbeddedServer, error) {
 	host, portText, err := net.SplitHostPort(cfg.Listen)
 	if err != nil {
@@ -48,6 +55,12 @@ func StartEmbedded(cfg routes.EmbeddedConfig) (*EmbeddedServer, error) {
 		}
 		es.removeDir = dir
 	}
+	fail := func(err error) (*EmbeddedServer, error) {
+		if es.removeDir != "" {
+			_ = os.RemoveAll(es.removeDir)
+		}
+		return nil, err
+	}
 	ns, err := server.NewServer(&server.Options{
 		ServerName: "natsgate-embedded",
 		Host:       host,
@@ -58,16 +71,46 @@ func StartEmbedded(cfg routes.EmbeddedConfig) (*EmbeddedServer, error) {
 		NoLog:      true,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("embedded NATS: %w", err)
+		return fail(fmt.Errorf("embedded NATS: %w", err))
 	}
+	fatal := fatalLog{errs: make(chan string, 1)}
+	ns.SetLogger(fatal, false, false)
 	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		return nil, errors.New("embedded NATS did not become ready within 10s")
+	deadline := time.Now().Add(embeddedStartTimeout)
+	for !ns.ReadyForConnections(50 * time.Millisecond) {
+		select {
+		case msg := <-fatal.errs:
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			return fail(fmt.Errorf("embedded NATS cannot start on nats.embedded.listen %s: %s", cfg.Listen, msg))
+		default:
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			return fail(fmt.Errorf("embedded NATS on nats.embedded.listen %s did not become ready within %v", cfg.Listen, embeddedStartTimeout))
+		}
 	}
 	es.Server = ns
 	return es, nil
 }
+
+// fatalLog is the embedded server's logger: it keeps the first fatal
+// error (a listener that cannot bind) for StartEmbedded and drops the
+// rest, as NoLog would.
+type fatalLog struct{ errs chan string }
+
+func (l fatalLog) Fatalf(format string, v ...any) {
+	select {
+	case l.errs <- fmt.Sprintf(format, v...):
+	default:
+	}
+}
+func (fatalLog) Noticef(string, ...any) {}
+func (fatalLog) Warnf(string, ...any)   {}
+func (fatalLog) Errorf(string, ...any)  {}
+func (fatalLog) Debugf(string, ...any)  {}
+func (fatalLog) Tracef(string, ...any)  {}
 
 // Shutdown stops the server and removes a store dir natsgate made.
 func (es *EmbeddedServer) Shutdown() {

@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/natsgate/natsgate/internal/buildinfo"
 	"github.com/natsgate/natsgate/metrics"
 	"github.com/natsgate/natsgate/routes"
 	"github.com/prometheus/client_golang/prometheus"
@@ -663,7 +664,9 @@ func (s *Server) Start() error {
 	s.startLeader()
 	s.startRollouts()
 	s.startDiscovery()
-	s.log.Info("natsgate serving", "http", s.publicLn.Addr().String(), "admin", s.adminLn.Addr().String(), "routes", len(s.Table().Routes),
+	// The one line that says what this process is and where it serves.
+	s.log.Info("natsgate serving", "version", buildinfo.Read().Version, "http", s.publicLn.Addr().String(), "admin", s.adminLn.Addr().String(),
+		"nats", s.conn.nc.ConnectedUrlRedacted(), "routes", len(s.Table().Routes),
 		"http_tls", s.cfg.HTTP.TLS != nil, "admin_tls", s.cfg.Admin.TLS != nil, "h2c", s.cfg.HTTP.H2C)
 	return nil
 }

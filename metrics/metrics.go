@@ -8,9 +8,7 @@
 package metrics
 
 import (
-	"runtime"
-	"runtime/debug"
-
+	"github.com/natsgate/natsgate/internal/buildinfo"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -222,18 +220,8 @@ func New(reg prometheus.Registerer) *Metrics {
 // checkout), its vcs.revision ("unknown" when the build did not stamp one,
 // as go test and go run do not) and the Go version.
 func buildLabels() (version, revision, goversion string) {
-	version, revision = "(devel)", "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Version != "" {
-			version = bi.Main.Version
-		}
-		for _, st := range bi.Settings {
-			if st.Key == "vcs.revision" && st.Value != "" {
-				revision = st.Value
-			}
-		}
-	}
-	return version, revision, runtime.Version()
+	in := buildinfo.Read()
+	return in.Version, in.Revision, in.GoVersion
 }
 
 // vec is what every *Vec of client_golang has: deleting children by labels.

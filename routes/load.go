@@ -1,6 +1,7 @@
 package routes
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"reflect"
@@ -66,6 +67,7 @@ type position struct {
 // after decoding (in Compile) still name the line.
 type source struct {
 	file      string
+	data      []byte              // the file as read, to quote a line in a hint
 	positions map[string]position // "routes[2].nats.timeout" -> position of the value
 	keyOrder  []string            // paths in file order, to match yaml's type errors by line
 }
@@ -86,11 +88,11 @@ func Parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 // environment, and natscli contexts (see resolveNATS).
 func parse(file string, data []byte, env Env) (*Config, error) {
 	lookupEnv := env.lookup
-	src := &source{file: file, positions: map[string]position{}}
+	src := &source{file: file, data: data, positions: map[string]position{}}
 	cfg := &Config{}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, &FieldError{File: file, Line: yamlErrorLine(err.Error()), Msg: cleanYAMLError(err.Error())}
+		return nil, syntaxError(file, data, err)
 	}
 	if len(root.Content) == 0 {
 		return nil, &FieldError{File: file, Msg: "the file is empty"}
@@ -167,6 +169,11 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	case yaml.ScalarNode:
 		w.expand(n, path)
 		w.record(path, n)
+		// yaml.v3 truncates a fraction decoded into an int (2.5 becomes 2)
+		// without a word; a whole-number field refuses it here instead.
+		if isWholeNumber(t) && n.ShortTag() == "!!float" {
+			*w.errs = append(*w.errs, w.src.fieldError(nil, path, n.Line, fmt.Sprintf("%s is not a whole number", clip(n.Value))))
+		}
 	case yaml.MappingNode:
 		w.record(path, n)
 		switch t.Kind() {
@@ -416,7 +423,146 @@ func (s *source) typeError(cfg *Config, msg string) *FieldError {
 	if path == "" || (collection && collectionPath != "") {
 		path = collectionPath
 	}
+	msg = typeErrorInWords(msg)
+	if strings.Contains(msg, "a mapping where one value belongs") {
+		msg += templateHint(s.line(line))
+	}
 	return s.fieldError(cfg, path, line, msg)
+}
+
+// line returns line n (1-based) of the file, "" when there is none.
+func (s *source) line(n int) string {
+	return lineOf(s.data, n)
+}
+
+func lineOf(data []byte, n int) string {
+	if n < 1 {
+		return ""
+	}
+	for i := 1; i < n; i++ {
+		j := bytes.IndexByte(data, '\n')
+		if j < 0 {
+			return ""
+		}
+		data = data[j+1:]
+	}
+	if j := bytes.IndexByte(data, '\n'); j >= 0 {
+		data = data[:j]
+	}
+	return string(data)
+}
+
+var yamlTypeError = regexp.MustCompile("^cannot unmarshal !!(\\w+)(?: `(.*)`)? into (.+)$")
+
+// typeErrorInWords says one of yaml's "cannot unmarshal !!str `five` into
+// int" in the words of the file's author: `"five" is not a number`. A
+// message of another shape is returned as it is.
+func typeErrorInWords(msg string) string {
+	m := yamlTypeError.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	tag, value, into := m[1], m[2], m[3]
+	written := map[string]string{"seq": "a list", "map": "a mapping"}[tag]
+	if written == "" {
+		written = strconv.Quote(value)
+	}
+	switch {
+	case strings.HasPrefix(into, "int") || strings.HasPrefix(into, "uint"):
+		switch tag {
+		case "float":
+			return value + " is not a whole number"
+		case "int":
+			return value + " is out of range here"
+		case "seq", "map":
+			return written + " where a number belongs"
+		}
+		return written + " is not a number"
+	case strings.HasPrefix(into, "float"):
+		if tag == "seq" || tag == "map" {
+			return written + " where a number belongs"
+		}
+		return written + " is not a number"
+	case into == "bool":
+		if tag == "seq" || tag == "map" {
+			return written + " where true or false belongs"
+		}
+		return written + " is not true or false"
+	case into == "string":
+		return written + " where one value belongs"
+	case strings.HasPrefix(into, "[]"):
+		return written + " where a list belongs"
+	}
+	return written + " where a mapping belongs"
+}
+
+// isWholeNumber says whether t is read as a plain integer (not a type
+// with its own reading, like Duration or ByteSize).
+func isWholeNumber(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return !reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]())
+	}
+	return false
+}
+
+// syntaxError reports a file the YAML parser rejects. yaml.v3 names the
+// line where the enclosing list or mapping began (as a 0-based number, for
+// a parser error), not where the problem is: a bad indent on line 40 of a
+// routes list is reported at line 1. The problem's line is the shortest
+// run of the file's first lines that fails with the same message: the
+// parser reads in order and stops at the problem, so every longer run
+// fails there too, and shorter ones parse or fail otherwise. A binary
+// search finds it in a few parses, however long the file.
+func syntaxError(file string, data []byte, err error) *FieldError {
+	msg := cleanYAMLError(err.Error())
+	var ends []int // ends[k-1] is the offset just past line k
+	for off := 0; off < len(data); {
+		j := bytes.IndexByte(data[off:], '\n')
+		if j < 0 {
+			off = len(data)
+		} else {
+			off += j + 1
+		}
+		ends = append(ends, off)
+	}
+	from := max(yamlErrorLine(err.Error()), 1) - 1 // the problem is not before what yaml named
+	line := yamlErrorLine(err.Error())
+	if from < len(ends) {
+		i := sort.Search(len(ends)-from, func(i int) bool {
+			var n yaml.Node
+			perr := yaml.Unmarshal(data[:ends[from+i]], &n)
+			return perr != nil && cleanYAMLError(perr.Error()) == msg
+		})
+		if from+i < len(ends) {
+			line = from + i + 1
+		}
+	}
+	if strings.HasPrefix(msg, "did not find expected ',' or") {
+		msg += templateHint(lineOf(data, line))
+	}
+	return &FieldError{File: file, Line: line, Msg: msg}
+}
+
+// flowTemplate finds a plain (unquoted) value holding a {param} template:
+// a.{id}, /users/{id}, {id}.get.
+var flowTemplate = regexp.MustCompile(`(?:^|[\s,{\[])([^\s'",\[\]{}:#]*\{[A-Za-z_][A-Za-z0-9_]*\}[^\s'",\[\]#]*)`)
+
+// templateHint is the advice for a line where an unquoted {…} template
+// was read as YAML's flow mapping: quote it. It is "" when the line has no
+// such template.
+func templateHint(line string) string {
+	if m := flowTemplate.FindStringSubmatch(line); m != nil {
+		v := m[1]
+		// The value ends before the braces that close the mappings
+		// around it: a.{id}}} is a.{id} inside two.
+		for strings.HasSuffix(v, "}") && strings.Count(v, "}") > strings.Count(v, "{") {
+			v = v[:len(v)-1]
+		}
+		return fmt.Sprintf("; a value with a {…} template must be quoted: %q", v)
+	}
+	return ""
 }
 
 func yamlErrorLine(msg string) int {

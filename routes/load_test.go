@@ -202,7 +202,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "method of the wrong type",
 			yaml: route("method: [GET]", "path: /a", "nats: {subject: a}"),
-			want: wantError{3, "r1", "method", "cannot unmarshal"},
+			want: wantError{3, "r1", "method", "a list where one value belongs"},
 		},
 		{
 			name: "path without a leading slash",
@@ -307,7 +307,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "routes of the wrong type",
 			yaml: "routes: {}\n",
-			want: wantError{1, "", "routes", "cannot unmarshal"},
+			want: wantError{1, "", "routes", "a mapping where a list belongs"},
 		},
 		{
 			name: "bad listen address",
@@ -610,8 +610,8 @@ func TestLoadCollectionTypeErrors(t *testing.T) {
 		yaml string
 		want wantError
 	}{
-		{"routes:\n  - name: [x]\n    path: /a\n    nats: {subject: a}\n", wantError{2, "#1", "name", "!!seq"}},
-		{"routes:\n  - name: r1\n    path: /a\n    nats:\n      subject:\n        deep: x\n", wantError{6, "r1", "nats.subject", "!!map"}},
+		{"routes:\n  - name: [x]\n    path: /a\n    nats: {subject: a}\n", wantError{2, "#1", "name", "a list where one value belongs"}},
+		{"routes:\n  - name: r1\n    path: /a\n    nats:\n      subject:\n        deep: x\n", wantError{6, "r1", "nats.subject", "a mapping where one value belongs"}},
 	}
 	for _, tt := range tests {
 		_, err := routes.Load("c.yaml", []byte(tt.yaml), noEnv)

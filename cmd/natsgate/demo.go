@@ -20,6 +20,8 @@ import (
 // demo serves configs/demo.yaml on an embedded NATS server with two sample
 // workers in one queue group, and prints curl lines to try.
 func demo(stdout, stderr io.Writer, logFormat string, traffic bool) int {
+	sig, stopSignals := notifySignals()
+	defer stopSignals()
 	t, err := routes.Load("configs/demo.yaml", configs.Demo, func(string) (string, bool) { return "", false })
 	if err != nil {
 		printConfigError(stderr, err)
@@ -64,7 +66,7 @@ func demo(stdout, stderr io.Writer, logFormat string, traffic bool) int {
 	if traffic { // steady sample traffic until the demo stops
 		defer startTraffic("http://"+gw.Addr(), t, trafficOptions{}, log)()
 	}
-	return waitAndStop(gw, nil, t.Config.HTTP.ShutdownGrace)
+	return waitAndStop(gw, sig, nil, t.Config.HTTP.ShutdownGrace, log)
 }
 
 // printDemoIntro prints where the demo listens, the lines to try (see

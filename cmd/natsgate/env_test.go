@@ -12,5 +12,7 @@ func TestMain(m *testing.M) {
 	for _, v := range []string{"NATS_URL", "NATS_CONTEXT"} {
 		_ = os.Unsetenv(v)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeBuilt() // the binary cli_test.go built, if any
+	os.Exit(code)
 }

@@ -23,32 +23,55 @@ SPEC. The config goes to -o FILE, or to standard output.
 // importCmd runs `natsgate import openapi ...`: flags and files here,
 // everything else in package importer.
 func importCmd(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "openapi" {
-		fmt.Fprint(stderr, importUsage)
+	fs := flag.NewFlagSet("natsgate import openapi", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are printed once, with the usage
+	upstream := fs.String("upstream", "", "the legacy service, `NAME=URL` (default legacy=<the spec's first server>)")
+	prefix := fs.String("subject-prefix", "", "first tokens of every subject, `PREFIX` (default "+importer.DefaultSubjectPrefix+")")
+	out := fs.String("o", "", "write the config to `FILE` instead of standard output")
+	merge := fs.String("merge", "", "merge into this `EXISTING` config instead of writing a new one")
+	printUsage := func(w io.Writer) {
+		fmt.Fprint(w, importUsage)
+		fmt.Fprintln(w, "\nFlags:")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	usageError := func(msg string) int {
+		fmt.Fprintf(stderr, "natsgate import: %s\n\n", msg)
+		printUsage(stderr)
 		return 2
 	}
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		printUsage(stdout)
+		return 0
+	}
+	if len(args) == 0 || args[0] != "openapi" {
+		if len(args) == 0 {
+			return usageError("want a format to import from: openapi")
+		}
+		return usageError(fmt.Sprintf("unknown format %q (use openapi)", args[0]))
+	}
 	args = args[1:]
-	fs := flag.NewFlagSet("natsgate import openapi", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, importUsage); fs.PrintDefaults() }
-	upstream := fs.String("upstream", "", "the legacy service, NAME=URL (default legacy=<the spec's first server>)")
-	prefix := fs.String("subject-prefix", "", "first tokens of every subject (default "+importer.DefaultSubjectPrefix+")")
-	out := fs.String("o", "", "write the config to FILE instead of standard output")
-	merge := fs.String("merge", "", "merge into this existing config instead of writing a new one")
 	// The spec may come before or after the flags.
 	var spec string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		spec, args = args[0], args[1:]
 	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout)
+			return 0
+		}
+		return usageError(err.Error())
 	}
 	if spec == "" && fs.NArg() > 0 {
 		spec = fs.Arg(0)
 	}
-	if spec == "" || fs.NArg() > 1 || (fs.NArg() == 1 && spec != fs.Arg(0)) {
-		fs.Usage()
-		return 2
+	switch {
+	case spec == "":
+		return usageError("want the SPEC file to import")
+	case fs.NArg() > 1 || (fs.NArg() == 1 && spec != fs.Arg(0)):
+		return usageError(fmt.Sprintf("unexpected argument %q", fs.Arg(fs.NArg()-1)))
 	}
 	opts := importer.Options{SubjectPrefix: *prefix, LookupEnv: os.LookupEnv}
 	if *upstream != "" {

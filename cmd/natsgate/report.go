@@ -17,7 +17,7 @@ import (
 )
 
 const reportUsage = `Usage:
-  natsgate report [--admin URL | --config FILE] [--format text|markdown|json]
+  natsgate report [--admin URL | -c FILE] [--format text|markdown|json]
 
 report prints where the migration stands, from GET /admin/report over the
 fleet's last 15 minutes: a summary line, then per route its stage, rollout
@@ -25,12 +25,12 @@ step, responders, share of traffic answered by NATS, shadow match rate, p50
 and p99 of both backends and their ratio, 5xx share per backend, and whether
 it is ready to move or blocked.
 
-  --admin URL      the admin API (default: admin.listen from --config, else
-                   http://127.0.0.1:9090)
-  --config FILE    read the admin address from a natsgate config
-  --format F       text (a table), markdown (a GitHub table, to paste into
-                   a migration's tracking issue) or json (the admin API's
-                   JSON as received); default text
+  --admin URL         the admin API (default: admin.listen from --config,
+                      else http://127.0.0.1:9090)
+  -c, --config FILE   read the admin address from a natsgate config
+  --format F          text (a table), markdown (a GitHub table, to paste into
+                      a migration's tracking issue) or json (the admin
+                      API's JSON as received); default text
 `
 
 var reportFormats = []string{"text", "markdown", "json"}
@@ -43,6 +43,7 @@ func reportCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(io.Discard) // errors are printed once, with the usage
 	admin := fs.String("admin", "", "admin API URL")
 	config := fs.String("config", "", "natsgate configuration file")
+	fs.StringVar(config, "c", "", "short for --config")
 	format := fs.String("format", "text", "text, markdown or json")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

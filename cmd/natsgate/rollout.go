@@ -16,17 +16,18 @@ import (
 )
 
 const rolloutUsage = `Usage:
-  natsgate rollout status|start|pause|resume|abort ROUTE [--admin URL] [--token T] [--config FILE] [--json]
+  natsgate rollout status|start|pause|resume|abort ROUTE [--admin URL] [--token T] [-c FILE] [--json]
 
 status shows a route's rollout plan as the fleet's leader runs it: its state,
 step, gates and last decisions. start, pause, resume and abort move it.
 
-  --admin URL    the admin API (default: admin.listen from --config, else
-                 http://127.0.0.1:9090)
-  --token T      bearer token for start, pause, resume and abort (default:
-                 admin.token from --config, else $NATSGATE_ADMIN_TOKEN)
-  --config FILE  read the admin address and token from a natsgate config
-  --json         print the admin API's JSON as received
+  --admin URL         the admin API (default: admin.listen from --config,
+                      else http://127.0.0.1:9090)
+  --token T           bearer token for start, pause, resume and abort
+                      (default: admin.token from --config, else
+                      $NATSGATE_ADMIN_TOKEN)
+  -c, --config FILE   read the admin address and token from a natsgate config
+  --json              print the admin API's JSON as received
 `
 
 // rolloutHistoryShown is how many of the last decisions status prints.
@@ -77,6 +78,7 @@ func rolloutCmd(args []string, stdout, stderr io.Writer) int {
 	admin := fs.String("admin", "", "admin API URL")
 	token := fs.String("token", "", "admin bearer token")
 	config := fs.String("config", "", "natsgate configuration file")
+	fs.StringVar(config, "c", "", "short for --config")
 	asJSON := fs.Bool("json", false, "print the JSON as received")
 	var pos []string
 	for {
