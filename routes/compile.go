@@ -219,18 +219,10 @@ func Compile(cfg *Config) (*Table, error) {
 	return t, nil
 }
 
-// Load parses and compiles in one step; see Parse and Compile.
+// Load parses and compiles in one step; see Parse and Compile. It reads
+// no natscli context: LoadEnv does, given a reader.
 func Load(file string, data []byte, lookupEnv func(string) (string, bool)) (*Table, error) {
-	cfg, err := Parse(file, data, lookupEnv)
-	if cfg == nil {
-		return nil, err
-	}
-	t, cerr := Compile(cfg)
-	if err != nil || cerr != nil {
-		return nil, joinSorted(append(flatten(err), flatten(cerr)...))
-	}
-	t.Digest = Digest(data)
-	return t, nil
+	return LoadEnv(file, data, Env{Lookup: lookupEnv})
 }
 
 // Problem is a problem with a field of the table's file found after
