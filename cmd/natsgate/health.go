@@ -32,7 +32,13 @@ func healthCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	endpoint := base + "/readyz"
-	client := &http.Client{Timeout: healthTimeout}
+	// A redirect is not followed: only the gateway's own 200 means ready,
+	// and a 3xx (a proxy, a login page, another service on the port) is
+	// reported as not ready with its status.
+	client := &http.Client{
+		Timeout:       healthTimeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 	resp, err := client.Get(endpoint)
 	if err != nil {
 		fmt.Fprintf(stderr, "natsgate health: cannot reach %s: %v\n", endpoint, unwrapURLError(err))
