@@ -53,6 +53,18 @@ func TestYAMLSyntaxErrorLine(t *testing.T) {
 			msg:  []string{"quote", `"/a/{id}"`},
 		},
 		{
+			name: "tab in the indentation",
+			yaml: "routes:\n  - name: r1\n\tpath: /a\n",
+			line: 3,
+			msg:  []string{"tab", "spaces"},
+		},
+		{
+			name: "tab in the indentation, CRLF line ends",
+			yaml: "routes:\r\n\t- name: r1\r\n",
+			line: 2,
+			msg:  []string{"tab", "spaces"},
+		},
+		{
 			name: "unterminated quote",
 			yaml: "routes:\n  - name: r1\n    path: /a\n    nats: {subject: a}\n  - name: \"r2\n    path: /b\n",
 			line: 5,
