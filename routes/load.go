@@ -542,7 +542,20 @@ func syntaxError(file string, data []byte, err error) *FieldError {
 	if strings.HasPrefix(msg, "did not find expected ',' or") {
 		msg += templateHint(lineOf(data, line))
 	}
+	msg += tabHint(lineOf(data, line))
 	return &FieldError{File: file, Line: line, Msg: msg}
+}
+
+// tabHint is the advice for a line indented with a tab, which YAML
+// rejects in words ("found character that cannot start any token") that
+// do not name the tab, invisible in most editors. It is "" when the
+// line's indentation has no tab.
+func tabHint(line string) string {
+	indent := line[:len(line)-len(strings.TrimLeft(line, " \t"))]
+	if !strings.Contains(indent, "\t") {
+		return ""
+	}
+	return "; the line is indented with a tab: YAML indents with spaces only"
 }
 
 // flowTemplate finds a plain (unquoted) value holding a {param} template:
