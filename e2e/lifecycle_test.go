@@ -192,10 +192,18 @@ func TestCredentialRevokedOnReconnect(t *testing.T) {
 	if code == 0 {
 		t.Errorf("natsgate exited 0")
 	}
+	// The error says why, and the stop that follows it (stopping,
+	// draining, stopped) is the last thing logged.
 	out := g.Output()
-	last := out[strings.LastIndex(strings.TrimRight(out, "\n"), "\n")+1:]
-	if !strings.Contains(last, "cannot go on") || !strings.Contains(last, "credentials") {
-		t.Errorf("the last line should say the server refused the credentials:\n%s", tail(out, 2000))
+	why := -1
+	for i, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "cannot go on") && strings.Contains(line, "credentials") {
+			why = i
+		}
+	}
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if why < 0 || !strings.Contains(lines[len(lines)-1], `"msg":"stopped"`) {
+		t.Errorf("the log should say the server refused the credentials, then stop:\n%s", tail(out, 2000))
 	}
 	assertNoStackTrace(t, out)
 }
