@@ -12,13 +12,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/natsgate/natsgate/internal/buildinfo"
 	"github.com/natsgate/natsgate/routes"
 )
 
@@ -317,7 +317,7 @@ func (s *Server) startFleet() error {
 	}
 	f := &fleet{
 		s: s, id: id, prefix: prefix + ".stats.", subject: prefix + ".stats." + id,
-		version: natsgateVersion(), now: time.Now, peers: map[string]*fleetPeer{},
+		version: buildinfo.Read().Version, now: time.Now, peers: map[string]*fleetPeer{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	sub, err := s.conn.nc.Subscribe(f.prefix+"*", f.receive)
@@ -371,15 +371,6 @@ func defaultReplicaID(addr net.Addr) string {
 		}
 	}
 	return host + ":" + port
-}
-
-// natsgateVersion is the main module's version from the build, "(devel)"
-// when the build does not say.
-func natsgateVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
 }
 
 // run publishes every fleetInterval until stopped. It reads the stats
@@ -629,7 +620,7 @@ func (s *Server) FleetStatus() FleetStatus {
 		self, peers = s.fleet.local(), s.fleet.live()
 		now = s.fleet.now()
 	} else {
-		f := &fleet{s: s, id: defaultReplicaID(nil), version: natsgateVersion()}
+		f := &fleet{s: s, id: defaultReplicaID(nil), version: buildinfo.Read().Version}
 		if s.cfg.Fleet.ReplicaID != "" {
 			f.id = s.cfg.Fleet.ReplicaID
 		} else if s.publicLn != nil {
