@@ -100,12 +100,7 @@ func (s *Server) statsSnapshot(merge func(name string, w *routeWindow)) StatsSna
 			merge(rt.Name, w)
 		}
 		rs := w.render(rt.Name)
-		rs.Method, rs.Path, rs.Stage = rt.Method, rt.Path, string(rt.Cutover)
-		if h := c.handlers[rt.Name]; h != nil {
-			if st := h.stage.Load(); st != nil {
-				rs.Stage = string(st.stage)
-			}
-		}
+		rs.Method, rs.Path, rs.Stage = rt.Method, rt.Path, appliedStage(c, rt)
 		if rt.HasNATS() {
 			rs.Pattern = string(rt.Pattern)
 		}
