@@ -327,6 +327,11 @@ func (s *Server) startFleet() error {
 	// A replica publishes far more often than it is asked for its stats;
 	// a slow reader must not make the server cut the connection.
 	_ = sub.SetPendingLimits(1024, 4*fleetMaxMessage)
+	// The server registers the subscription when it reads it; flushing
+	// here means a replica that is up hears the fleet's next message. A
+	// failed flush (the server away) is not fatal: the subscription is
+	// sent again on reconnect.
+	_ = s.conn.nc.FlushTimeout(time.Second)
 	f.sub = sub
 	s.fleet = f
 	go f.run()

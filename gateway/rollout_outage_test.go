@@ -36,10 +36,13 @@ func TestRolloutJudgesNoSlotALiveReplicaHasNotSent(t *testing.T) {
 				settled := b.history.settled()
 				slot := settled - tc.behind
 				m := &nats.Msg{Subject: "natsgate.fleet.stats.p00", Header: nats.Header{fleetEncoding: {"deflate"}}, Data: deflated(t, forgedPeer("p00", 1, slot))}
-				if err := pub.PublishMsg(m); err != nil {
-					t.Fatal(err)
-				}
+				// Sent again each poll: a message is not queued for a
+				// subscriber, so one sent before the server has the
+				// gateway's subscription is gone.
 				waitFor(t, 10*time.Second, "the peer's message to be heard", func() bool {
+					if err := pub.PublishMsg(m); err != nil {
+						t.Fatal(err)
+					}
 					b.fleet.mu.Lock()
 					defer b.fleet.mu.Unlock()
 					p := b.fleet.peers["p00"]
