@@ -275,6 +275,50 @@ func BenchmarkHandlerParallel(b *testing.B) {
 	})
 }
 
+// BenchmarkBridgeParallel is BenchmarkHandlerParallel's baseline: the
+// least HTTP-to-NATS bridge (one handler, nc.Request, the reply's data
+// written), on the same server, worker and load. natsgate's handler
+// against it is what natsgate's features cost per request, without the
+// HTTP server and client on either side: compare their ns/op as a ratio,
+// measured in the same run.
+func BenchmarkBridgeParallel(b *testing.B) {
+	ns := natstest.RunServer(b)
+	worker := natstest.Connect(b, ns)
+	sub, err := worker.QueueSubscribe("users.*.get", "workers", func(m *nats.Msg) {
+		_ = m.RespondMsg(benchReply())
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := worker.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	nc := natstest.Connect(b, ns)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		msg, err := nc.Request("users."+r.URL.Path[len("/users/"):]+".get", nil, 2*time.Second)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		_, _ = w.Write(msg.Data)
+	})
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		req := benchRequest(b)
+		w := &discardWriter{h: http.Header{}}
+		for pb.Next() {
+			w.reset()
+			handler.ServeHTTP(w, req)
+			if w.status != 0 {
+				b.Errorf("status %d", w.status)
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkAccessLogLine is the access log's cost per request: encoding
 // one line and handing it to the writer, which writes it in a batch off
 // the request's path (to io.Discard here, as the sink is the deployment's).

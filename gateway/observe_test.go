@@ -552,3 +552,28 @@ routes:
 		}
 	}
 }
+
+// appendTiming writes a duration as the shortest decimal of its
+// milliseconds to the microsecond, which is what strconv's shortest float
+// form gives for such a value: it is checked against that form over every
+// microsecond up to 20 ms and at the edges beyond.
+func TestAppendTimingIsTheShortestDecimalOfTheMilliseconds(t *testing.T) {
+	check := func(us int64) {
+		t.Helper()
+		d := time.Duration(us) * time.Microsecond
+		want := "nats;dur=" + strconv.FormatFloat(float64(us)/1000, 'f', -1, 64)
+		if got := string(appendTiming(nil, "nats", d)); got != want {
+			t.Fatalf("%v: got %q, want %q", d, got, want)
+		}
+	}
+	for us := int64(-1500); us <= 20_000; us++ {
+		check(us)
+	}
+	for _, us := range []int64{100_000, 999_999, 1_000_001, 3_600_000_000, 86_400_000_123} {
+		check(us)
+	}
+	// Below a microsecond is zero, as the float form of its microseconds.
+	if got := string(appendTiming(nil, "edge", 999*time.Nanosecond)); got != "edge;dur=0" {
+		t.Errorf("999ns: got %q", got)
+	}
+}
