@@ -111,6 +111,58 @@ type compiled struct {
 	table    *routes.Table
 	mux      *chi.Mux
 	handlers map[string]*routeHandler
+	// byPattern finds the handler of the pattern chi's tree matched, by
+	// method and pattern ("GET /users/{id}", "* /files/*"), so that a
+	// routed request is served without chi's ServeHTTP (see route).
+	byPattern map[string]*routeHandler
+}
+
+// routeContexts are chi routing contexts for route, reused.
+var routeContexts = sync.Pool{New: func() any { return chi.NewRouteContext() }}
+
+// route serves r if chi's tree matches it to a route, and reports whether
+// it did. It is chi's own match (Mux.Find on the tree the routes were
+// registered in), without what chi's ServeHTTP adds for handlers in
+// general and natsgate's do not read: a copy of the request carrying the
+// routing context, the parameters set again as the request's path values
+// (a map of its own), and the matched pattern joined into a string, four
+// allocations a request. Whatever Find does not take, a method chi does
+// not know, a path no route has, a method the path's routes do not take,
+// is left to the mux, which answers it exactly as before.
+func (c *compiled) route(w http.ResponseWriter, r *http.Request) bool {
+	h, rctx := c.match(r)
+	if h == nil {
+		return false
+	}
+	h.serveHTTP(w, r, &rctx.URLParams)
+	routeContexts.Put(rctx)
+	return true
+}
+
+// match finds r's route in chi's tree, routing as chi's ServeHTTP does
+// (the raw path when the request has one), and returns its handler with
+// the routing context holding its parameters, to be put back in
+// routeContexts once served. A nil handler: route did not take r.
+func (c *compiled) match(r *http.Request) (*routeHandler, *chi.Context) {
+	path := r.URL.RawPath
+	if path == "" {
+		path = r.URL.Path
+	}
+	if path == "" {
+		path = "/"
+	}
+	rctx := routeContexts.Get().(*chi.Context)
+	rctx.Reset()
+	pattern := c.mux.Find(rctx, r.Method, path)
+	h := c.byPattern[r.Method+" "+pattern]
+	if h == nil && pattern != "" {
+		h = c.byPattern["* "+pattern]
+	}
+	if h == nil {
+		routeContexts.Put(rctx)
+		return nil, nil
+	}
+	return h, rctx
 }
 
 // New prepares a Server: it starts the embedded NATS server or connects to
@@ -287,7 +339,7 @@ func closedForGood(last error) error {
 
 // compile builds the router and handlers of a table.
 func (s *Server) compile(t *routes.Table) (*compiled, error) {
-	c := &compiled{table: t, handlers: make(map[string]*routeHandler, len(t.Routes))}
+	c := &compiled{table: t, handlers: make(map[string]*routeHandler, len(t.Routes)), byPattern: make(map[string]*routeHandler, len(t.Routes))}
 	mux := chi.NewRouter()
 	mux.NotFound(s.notFound)
 	mux.MethodNotAllowed(s.methodNotAllowed)
@@ -319,26 +371,34 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 		h.applyStage(s, s.cutovers.override(rt.Name))
 		c.handlers[rt.Name] = h
 	}
-	// Routes for any method first: chi's Handle sets every method of a
-	// path, so a "*" route registered after a route for one method on the
-	// same path would silently take that method over. A route that names
-	// its method always wins, whatever the file's order.
-	for _, star := range []bool{true, false} {
-		for _, rt := range t.Routes {
-			switch {
-			case (rt.Method == "*") != star:
-			case star:
-				mux.Handle(rt.Path, c.handlers[rt.Name])
-			default:
-				mux.Method(rt.Method, rt.Path, c.handlers[rt.Name])
-			}
-		}
+	register(mux, t.Routes, func(rt *routes.Route) http.Handler { return c.handlers[rt.Name] })
+	for _, rt := range t.Routes {
+		c.byPattern[rt.Method+" "+rt.Path] = c.handlers[rt.Name]
 	}
 	for up, g := range gauges {
 		up.useGauges(g)
 	}
 	c.mux = mux
 	return c, nil
+}
+
+// register adds each route's handler to mux. Routes for any method go
+// first: chi's Handle sets every method of a path, so a "*" route
+// registered after a route for one method on the same path would silently
+// take that method over. A route that names its method always wins,
+// whatever the file's order.
+func register(mux *chi.Mux, rs []*routes.Route, handler func(*routes.Route) http.Handler) {
+	for _, star := range []bool{true, false} {
+		for _, rt := range rs {
+			switch {
+			case (rt.Method == "*") != star:
+			case star:
+				mux.Handle(rt.Path, handler(rt))
+			default:
+				mux.Method(rt.Method, rt.Path, handler(rt))
+			}
+		}
+	}
 }
 
 // upstream returns the shared transport and breaker of an upstream,
@@ -437,7 +497,9 @@ func (s *Server) Handler() http.Handler {
 		}
 		defer s.inflight.Add(-1)
 		c := s.table.Load()
-		c.mux.ServeHTTP(w, routeExtensionMethod(r, c.mux)) // see methods.go
+		if !c.route(w, r) {
+			c.mux.ServeHTTP(w, routeExtensionMethod(r, c.mux)) // see methods.go
+		}
 	})
 }
 
