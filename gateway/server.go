@@ -532,7 +532,7 @@ func (s *Server) answerUnrouted(w http.ResponseWriter, r *http.Request, err erro
 	f := classify(err)
 	writeProblem(w, r, f, "", reqID)
 	s.metrics.Requests.WithLabelValues("", metrics.Method(r.Method), fmt.Sprint(f.status), metrics.BackendNone).Inc()
-	s.accessLog(r, "", &exchange{start: start, reqID: reqID, backend: metrics.BackendNone, status: f.status, nats: -1, worker: -1, upstream: -1, err: err})
+	s.accessLog(r, "", &exchange{start: start, reqID: reqID, backend: metrics.BackendNone, status: f.status, nats: -1, worker: -1, upstream: -1, err: err}, time.Since(start))
 }
 
 // finish records a served request: metrics and the access log line.
@@ -540,12 +540,14 @@ func (s *Server) finish(rt *routes.Route, m *metrics.Route, r *http.Request, ex 
 	edge := time.Since(ex.start)
 	m.Request(r.Method, ex.backend, ex.status, edge, ex.traceID)
 	s.stats.request(rt.Name, ex, edge)
-	s.accessLog(r, rt.Name, ex)
+	s.accessLog(r, rt.Name, ex, edge)
 }
 
 // accessLog writes one line per request. Header values other than the
 // request id never appear, so tokens and credentials stay out of logs.
-func (s *Server) accessLog(r *http.Request, route string, ex *exchange) {
+// edge is the request's time at the edge as the metrics recorded it, so
+// the line and the histogram agree to the nanosecond.
+func (s *Server) accessLog(r *http.Request, route string, ex *exchange, edge time.Duration) {
 	if s.access == nil {
 		return
 	}
@@ -553,7 +555,7 @@ func (s *Server) accessLog(r *http.Request, route string, ex *exchange) {
 	if ex.broken {
 		level = "ERROR" // the client got a broken answer
 	}
-	s.access.write(accessEntry{route: route, r: r, ex: ex, level: level, edgeDur: time.Since(ex.start)})
+	s.access.write(accessEntry{route: route, r: r, ex: ex, level: level, edgeDur: edge})
 }
 
 // requestID is the client's X-Request-Id when it is short and printable,
