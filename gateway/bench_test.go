@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/internal/natstest"
 	"github.com/natsgate/natsgate/metrics"
@@ -210,15 +211,13 @@ func BenchmarkHotPath(b *testing.B) {
 	})
 }
 
-// BenchmarkHandler serves GET /users/7 through the public Handler, over a
-// real nats-server to a worker on its own connection. Its allocs/op are
-// process-wide: they include the worker's and the nats-server's
-// allocations, which run in this process too, so they are an upper bound
-// for the gateway's own.
-func BenchmarkHandler(b *testing.B) {
-	ns := natstest.RunServer(b)
+// benchWorker subscribes a worker in the queue group "workers" on
+// users.*.get, on a connection of its own, answering every request with a
+// reply. The callbacks of one subscription run one at a time, and
+// publishing only reads the message, so one message serves every reply.
+func benchWorker(b *testing.B, ns *server.Server, reply *nats.Msg) {
+	b.Helper()
 	worker := natstest.Connect(b, ns)
-	reply := benchReply()
 	sub, err := worker.QueueSubscribe("users.*.get", "workers", func(m *nats.Msg) {
 		_ = m.RespondMsg(reply)
 	})
@@ -229,6 +228,36 @@ func BenchmarkHandler(b *testing.B) {
 	if err := worker.Flush(); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// serveParallel serves benchRequest through handler from 16 goroutines
+// per GOMAXPROCS, each with its own request and writer, and fails on any
+// status but want (0: the handler set none).
+func serveParallel(b *testing.B, handler http.Handler, want int) {
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		req := benchRequest(b)
+		w := &discardWriter{h: http.Header{}}
+		for pb.Next() {
+			w.reset()
+			handler.ServeHTTP(w, req)
+			if w.status != want {
+				b.Errorf("status %d, want %d", w.status, want)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkHandler serves GET /users/7 through the public Handler, over a
+// real nats-server to a worker on its own connection. Its allocs/op are
+// process-wide: they include the worker's and the nats-server's
+// allocations, which run in this process too, so they are an upper bound
+// for the gateway's own.
+func BenchmarkHandler(b *testing.B) {
+	ns := natstest.RunServer(b)
+	benchWorker(b, ns, benchReply())
 	s := benchServer(b, natstest.Connect(b, ns))
 	handler := s.Handler()
 	req := benchRequest(b)
@@ -250,33 +279,10 @@ func BenchmarkHandler(b *testing.B) {
 // path's CPU by.
 func BenchmarkHandlerParallel(b *testing.B) {
 	ns := natstest.RunServer(b)
-	worker := natstest.Connect(b, ns)
-	sub, err := worker.QueueSubscribe("users.*.get", "workers", func(m *nats.Msg) {
-		_ = m.RespondMsg(benchReply())
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := worker.Flush(); err != nil {
-		b.Fatal(err)
-	}
+	benchWorker(b, ns, benchReply())
 	s := benchServer(b, natstest.Connect(b, ns))
 	handler := s.Handler()
-	b.ReportAllocs()
-	b.SetParallelism(16)
-	b.RunParallel(func(pb *testing.PB) {
-		req := benchRequest(b)
-		w := &discardWriter{h: http.Header{}}
-		for pb.Next() {
-			w.reset()
-			handler.ServeHTTP(w, req)
-			if w.status != http.StatusOK {
-				b.Errorf("status %d", w.status)
-				return
-			}
-		}
-	})
+	serveParallel(b, handler, http.StatusOK)
 }
 
 // BenchmarkBridgeParallel is BenchmarkHandlerParallel's baseline: the
@@ -287,17 +293,7 @@ func BenchmarkHandlerParallel(b *testing.B) {
 // measured in the same run.
 func BenchmarkBridgeParallel(b *testing.B) {
 	ns := natstest.RunServer(b)
-	worker := natstest.Connect(b, ns)
-	sub, err := worker.QueueSubscribe("users.*.get", "workers", func(m *nats.Msg) {
-		_ = m.RespondMsg(benchReply())
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := worker.Flush(); err != nil {
-		b.Fatal(err)
-	}
+	benchWorker(b, ns, benchReply())
 	nc := natstest.Connect(b, ns)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		msg, err := nc.Request("users."+r.URL.Path[len("/users/"):]+".get", nil, 2*time.Second)
@@ -307,20 +303,7 @@ func BenchmarkBridgeParallel(b *testing.B) {
 		}
 		_, _ = w.Write(msg.Data)
 	})
-	b.ReportAllocs()
-	b.SetParallelism(16)
-	b.RunParallel(func(pb *testing.PB) {
-		req := benchRequest(b)
-		w := &discardWriter{h: http.Header{}}
-		for pb.Next() {
-			w.reset()
-			handler.ServeHTTP(w, req)
-			if w.status != 0 {
-				b.Errorf("status %d", w.status)
-				return
-			}
-		}
-	})
+	serveParallel(b, handler, 0)
 }
 
 // BenchmarkWireHeaders is what the request headers of the wire protocol
@@ -333,17 +316,7 @@ func BenchmarkBridgeParallel(b *testing.B) {
 // the sub-benchmarks' ns/op and allocs/op: the difference is the headers'.
 func BenchmarkWireHeaders(b *testing.B) {
 	ns := natstest.RunServer(b)
-	worker := natstest.Connect(b, ns)
-	sub, err := worker.QueueSubscribe("users.*.get", "workers", func(m *nats.Msg) {
-		_ = m.Respond([]byte(`{"id":7,"name":"user-7"}`))
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := worker.Flush(); err != nil {
-		b.Fatal(err)
-	}
+	benchWorker(b, ns, &nats.Msg{Data: []byte(`{"id":7,"name":"user-7"}`)})
 	nc := natstest.Connect(b, ns)
 	five := nats.Header{
 		HeaderMethod: {"GET"}, HeaderPath: {"/users/7"}, HeaderRoute: {"get-user"},
