@@ -775,7 +775,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	if s.access != nil {
-		s.access.Close() // every answered request's line is written
+		// Every answered request's line is written, unless the sink
+		// blocks past ctx: then the rest are dropped and counted.
+		if !s.access.closeWithin(ctx) {
+			s.log.Warn("the access log's sink did not take the last lines before the shutdown deadline; they are dropped",
+				"metric", "natsgate_log_dropped_total")
+		}
 	}
 	s.stopHistory()
 	s.stopDiscovery()
