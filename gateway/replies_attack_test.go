@@ -38,8 +38,10 @@ routes:
 				guesses = append(guesses, prefix+strconv.FormatUint(next, 36))
 			}
 		}
-		// Whatever the token's form, its neighbours in the last byte.
-		for c := byte('0'); c <= 'z'; c++ {
+		// Whatever the token's form, its neighbours in the last digit
+		// (lower case only: an upper-case spelling of the token itself is
+		// the same number, and the worker may answer its own request).
+		for _, c := range "0123456789abcdefghijklmnopqrstuvwxyz" {
 			if guess := token[:len(token)-1] + string(c); guess != token {
 				guesses = append(guesses, prefix+guess)
 			}
