@@ -1,11 +1,16 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -166,4 +171,118 @@ func TestAccessLogPartialWriteCountsTheRest(t *testing.T) {
 	if got := int(testutil.ToFloat64(dropped)); whole+got != n {
 		t.Errorf("%d whole lines written and %d dropped, want %d in all", whole, got, n)
 	}
+}
+
+// FuzzAccessLineFieldsRoundTrip holds the hand-written encoders to the
+// standard ones on hostile values in every string field (route, method,
+// path, request id, backend, error): a JSON line is one line that
+// encoding/json reads back as the same fields, in order, each with the
+// value encoding/json itself would have written (invalid UTF-8 as
+// U+FFFD); a text line is one line whose key=value pairs read back as the
+// same keys, in order, with exactly the values (no value can start a
+// field of its own).
+func FuzzAccessLineFieldsRoundTrip(f *testing.F) {
+	for _, s := range []string{"", "plain", `q"uote`, `back\slash`, "nl\nline\r", "\x00\x1f\x7f", "é✓", "\u2028\u2029",
+		"\xff\xfe", "a=b c", ` level=ERROR msg=x`, `","status":500,"x":"`, strings.Repeat("long✓", 300)} {
+		f.Add(s, s, s, s, s, s)
+	}
+	f.Fuzz(func(t *testing.T, route, method, path, reqID, backend, errText string) {
+		r := &http.Request{Method: method, URL: &url.URL{Path: path}}
+		e := accessEntry{route: route, r: r, level: "INFO", edgeDur: 1500 * time.Microsecond,
+			ex: &exchange{status: 502, backend: backend, reqID: reqID, bytes: 7, nats: 2 * time.Millisecond, worker: -1, upstream: -1,
+				fellBack: true, err: errors.New(errText)}}
+		keys := []string{"time", "level", "msg", "route", "method", "path", "status", "backend", "request_id", "bytes", "edge_ms", "nats_ms", "fallback", "error"}
+		want := map[string]string{"level": "INFO", "msg": "request", "route": route, "method": method, "path": r.URL.EscapedPath(),
+			"status": "502", "backend": backend, "request_id": reqID, "bytes": "7", "edge_ms": "1.5", "nats_ms": "2", "fallback": "true",
+			"error": clipLogValue(errText)}
+
+		line := appendJSONLine(nil, e)
+		if bytes.IndexByte(line, '\n') != len(line)-1 {
+			t.Fatalf("JSON line is not one line: %q", line)
+		}
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.UseNumber()
+		if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+			t.Fatalf("not a JSON object: %v %v: %q", tok, err, line)
+		}
+		for i := 0; dec.More(); i++ {
+			tok, err := dec.Token()
+			if err != nil {
+				t.Fatalf("field %d: %v: %q", i, err, line)
+			}
+			key, _ := tok.(string)
+			if i >= len(keys) || key != keys[i] {
+				t.Fatalf("field %d is %q, want the fields %v: %q", i, key, keys, line)
+			}
+			var v any
+			if err := dec.Decode(&v); err != nil {
+				t.Fatalf("field %s: %v: %q", key, err, line)
+			}
+			if key == "time" {
+				continue
+			}
+			var got string
+			switch v := v.(type) {
+			case string:
+				got = v
+				std, _ := json.Marshal(want[key]) // encoding/json's own encoding of the value
+				var stdValue string
+				if err := json.Unmarshal(std, &stdValue); err != nil {
+					t.Fatal(err)
+				}
+				if got != stdValue {
+					t.Errorf("field %s reads back as %q, encoding/json gives %q", key, got, stdValue)
+				}
+				continue
+			case json.Number:
+				got = v.String()
+			case bool:
+				got = strconv.FormatBool(v)
+			default:
+				t.Fatalf("field %s is %T", key, v)
+			}
+			if got != want[key] {
+				t.Errorf("field %s is %s, want %s", key, got, want[key])
+			}
+		}
+
+		text := string(appendTextLine(nil, e))
+		if strings.IndexByte(text, '\n') != len(text)-1 {
+			t.Fatalf("text line is not one line: %q", text)
+		}
+		rest := strings.TrimSuffix(text, "\n")
+		for i, key := range keys {
+			if i > 0 {
+				if !strings.HasPrefix(rest, " ") {
+					t.Fatalf("before field %s: %q", key, rest)
+				}
+				rest = rest[1:]
+			}
+			if !strings.HasPrefix(rest, key+"=") {
+				t.Fatalf("field %d is not %s: %q in %q", i, key, rest, text)
+			}
+			rest = rest[len(key)+1:]
+			var got string
+			if strings.HasPrefix(rest, `"`) {
+				q, err := strconv.QuotedPrefix(rest)
+				if err != nil {
+					t.Fatalf("field %s: bad quoting: %v: %q", key, err, text)
+				}
+				got, _ = strconv.Unquote(q)
+				rest = rest[len(q):]
+			} else {
+				end := strings.IndexByte(rest, ' ')
+				if end < 0 {
+					end = len(rest)
+				}
+				got, rest = rest[:end], rest[end:]
+			}
+			if key != "time" && got != want[key] {
+				t.Errorf("text field %s is %q, want %q", key, got, want[key])
+			}
+		}
+		if rest != "" {
+			t.Errorf("text line goes on after its fields: %q", rest)
+		}
+	})
 }
