@@ -146,8 +146,8 @@ func (l *accessLog) Close() { l.closeWithin(context.Background()) }
 // its blocked Write, and the lines of that batch are counted too if the
 // Write ever fails. A ctx already ended (a shutdown whose grace the
 // requests used up) still gives a sink that works accessCloseGrace to
-// take the last lines. It reports whether everything waiting was written.
-func (l *accessLog) closeWithin(ctx context.Context) bool {
+// take the last lines.
+func (l *accessLog) closeWithin(ctx context.Context) {
 	l.once.Do(func() { close(l.stop) })
 	if ctx.Err() != nil {
 		var cancel context.CancelFunc
@@ -156,7 +156,7 @@ func (l *accessLog) closeWithin(ctx context.Context) bool {
 	}
 	select {
 	case <-l.done:
-		return true
+		return
 	case <-ctx.Done():
 	}
 	l.mu.Lock()
@@ -165,7 +165,6 @@ func (l *accessLog) closeWithin(ctx context.Context) bool {
 	l.pending = l.pending[:0]
 	l.mu.Unlock()
 	l.dropped.Add(float64(lost))
-	return false
 }
 
 // The line, field by field. The order and names are those the slog
