@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"strconv"
@@ -29,6 +31,7 @@ type accessLog struct {
 
 	mu      sync.Mutex
 	pending []byte        // lines waiting for the writer
+	gone    bool          // Close gave up on a blocked writer: lines are dropped
 	full    chan struct{} // wakes the writer once accessBatch bytes wait
 	stop    chan struct{}
 	done    chan struct{}
@@ -39,7 +42,8 @@ const (
 	accessBatch      = 64 << 10 // bytes waiting that wake the writer early
 	accessPending    = 1 << 20  // bytes waiting at most; past it lines are dropped
 	accessFlushEvery = 100 * time.Millisecond
-	accessLineKeep   = 4 << 10 // a line buffer that grew past this is not pooled
+	accessLineKeep   = 4 << 10     // a line buffer that grew past this is not pooled
+	accessCloseGrace = time.Second // Close's wait for the sink when its deadline has passed
 )
 
 // lineBuf is one encoded line.
@@ -75,7 +79,7 @@ func (l *accessLog) write(e accessEntry) {
 	size := len(lb.b)
 	l.mu.Lock()
 	n := len(l.pending)
-	kept := n+size <= accessPending
+	kept := n+size <= accessPending && !l.gone
 	if kept {
 		l.pending = append(l.pending, lb.b...)
 	}
@@ -107,7 +111,12 @@ func (l *accessLog) run() {
 		l.pending = spare[:0]
 		l.mu.Unlock()
 		if len(batch) > 0 {
-			_, _ = l.out.Write(batch)
+			// A sink that refused the batch, or took only part of it
+			// (ENOSPC, a closed pipe), lost every line that did not
+			// reach it whole: they are dropped, and counted.
+			if n, err := l.out.Write(batch); err != nil {
+				l.dropped.Add(float64(bytes.Count(batch[min(max(n, 0), len(batch)):], newline)))
+			}
 		}
 		spare = batch
 	}
@@ -124,11 +133,38 @@ func (l *accessLog) run() {
 	}
 }
 
+var newline = []byte{'\n'}
+
 // Close writes what is waiting and stops the writer. Lines written after
 // Close wait for ever: past accessPending they are dropped and counted.
-func (l *accessLog) Close() {
+func (l *accessLog) Close() { l.closeWithin(context.Background()) }
+
+// closeWithin is Close bounded by ctx: a sink that blocks for ever (a FIFO
+// nobody reads, a hung pipe) must not hold up a shutdown past its
+// deadline. When ctx ends first, the lines still waiting are dropped and
+// counted, as is every line written from then on; the writer is left in
+// its blocked Write, and the lines of that batch are counted too if the
+// Write ever fails. A ctx already ended (a shutdown whose grace the
+// requests used up) still gives a sink that works accessCloseGrace to
+// take the last lines.
+func (l *accessLog) closeWithin(ctx context.Context) {
 	l.once.Do(func() { close(l.stop) })
-	<-l.done
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), accessCloseGrace)
+		defer cancel()
+	}
+	select {
+	case <-l.done:
+		return
+	case <-ctx.Done():
+	}
+	l.mu.Lock()
+	l.gone = true
+	lost := bytes.Count(l.pending, newline)
+	l.pending = l.pending[:0]
+	l.mu.Unlock()
+	l.dropped.Add(float64(lost))
 }
 
 // The line, field by field. The order and names are those the slog

@@ -1,10 +1,11 @@
 package gateway
 
 import (
+	crand "crypto/rand"
 	"errors"
+	"math/rand/v2"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,13 +21,19 @@ import (
 // deadline, its timer, and a hook on the connection's epoch registered
 // under one lock shared by every request). When the connection drops,
 // abandon ends every wait at once.
+//
+// A request's token is random, not a count: every worker sees the reply
+// subjects of the requests it serves, and a token that followed from the
+// last one would let a worker of one route (or any client that once saw
+// a reply subject) answer the next request of any route before its own
+// worker did.
 type replyMux struct {
 	nc     *nats.Conn
 	prefix string // the inbox subject up to the token: "<inbox prefix>.<nuid>."
 	sub    *nats.Subscription
-	next   atomic.Uint64
 
 	mu      sync.Mutex
+	ids     *rand.ChaCha8 // the tokens, under mu; seeded from crypto/rand
 	waiting map[uint64]chan *nats.Msg
 }
 
@@ -43,7 +50,9 @@ var abandoned = &nats.Msg{}
 func newReplyMux(nc *nats.Conn) (*replyMux, error) {
 	// An inbox of its own (the connection's inbox prefix, a new nuid),
 	// apart from the one nats.go muxes its own requests on (JetStream's).
-	m := &replyMux{nc: nc, prefix: nc.NewInbox() + ".", waiting: map[uint64]chan *nats.Msg{}}
+	var seed [32]byte
+	_, _ = crand.Read(seed[:]) // never fails (crypto/rand's documented contract)
+	m := &replyMux{nc: nc, prefix: nc.NewInbox() + ".", ids: rand.NewChaCha8(seed), waiting: map[uint64]chan *nats.Msg{}}
 	sub, err := nc.Subscribe(m.prefix+"*", m.deliver)
 	if err != nil {
 		return nil, err
@@ -102,12 +111,15 @@ var waiters = sync.Pool{New: func() any {
 // and errEpochEnded for the other two.
 func (m *replyMux) request(msg *nats.Msg, client <-chan struct{}, timeout time.Duration) (*nats.Msg, error) {
 	w := waiters.Get().(*waiter)
-	id := m.next.Add(1)
-	var token [16]byte
-	msg.Reply = m.prefix + string(strconv.AppendUint(token[:0], id, 36))
 	m.mu.Lock()
+	id := m.ids.Uint64()
+	for m.waiting[id] != nil {
+		id = m.ids.Uint64() // one in 2^64 per request waiting
+	}
 	m.waiting[id] = w.ch
 	m.mu.Unlock()
+	var token [16]byte
+	msg.Reply = m.prefix + string(strconv.AppendUint(token[:0], id, 36))
 	if err := m.nc.PublishMsg(msg); err != nil {
 		m.forget(id, w)
 		return nil, err
