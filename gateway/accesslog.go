@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -15,47 +14,38 @@ import (
 
 // accessLog writes one line per request, off the request's path. A request
 // encodes its line into a pooled buffer, without reflection and without
-// allocating, and appends it to the lines waiting; one background writer
-// takes them all at once and writes them in one call, every
-// accessFlushEvery or as soon as accessBatch bytes wait. A request never
-// waits for the sink, nor wakes the writer for its own line: when the sink
-// cannot keep up and accessPending bytes wait, a line is dropped and
-// counted (natsgate_log_dropped_total), never queued without bound.
+// allocating, and queues it on a LogSink without waking its writer, which
+// writes the lines in batches (see LogSink). A request never waits for
+// the sink: when it cannot keep up, a line is dropped and counted
+// (natsgate_log_dropped_total), never queued without bound.
 //
 // The lines have the fields and the format (JSON or text) of the slog
 // handler that writes everything else, so one log reads as one.
 type accessLog struct {
-	out     io.Writer
-	text    bool
-	dropped prometheus.Counter
-
-	mu      sync.Mutex
-	pending []byte        // lines waiting for the writer
-	gone    bool          // Close gave up on a blocked writer: lines are dropped
-	full    chan struct{} // wakes the writer once accessBatch bytes wait
-	stop    chan struct{}
-	done    chan struct{}
-	once    sync.Once
+	sink *LogSink
+	own  bool // the sink is the access log's alone, and closed with it
+	text bool
 }
 
-const (
-	accessBatch      = 64 << 10 // bytes waiting that wake the writer early
-	accessPending    = 1 << 20  // bytes waiting at most; past it lines are dropped
-	accessFlushEvery = 100 * time.Millisecond
-	accessLineKeep   = 4 << 10     // a line buffer that grew past this is not pooled
-	accessCloseGrace = time.Second // Close's wait for the sink when its deadline has passed
-)
+// accessLineKeep is the size past which a line buffer is not pooled.
+const accessLineKeep = 4 << 10
 
 // lineBuf is one encoded line.
 type lineBuf struct{ b []byte }
 
 var lineBufs = sync.Pool{New: func() any { return &lineBuf{b: make([]byte, 0, 512)} }}
 
-// newAccessLog starts the writer. Close flushes and stops it.
+// newAccessLog writes the lines to out: through out itself when it is a
+// LogSink (the event log's, when both go to one place), else through a
+// LogSink of the access log's own. Drops are counted in dropped.
 func newAccessLog(out io.Writer, text bool, dropped prometheus.Counter) *accessLog {
-	l := &accessLog{out: out, text: text, dropped: dropped, pending: make([]byte, 0, accessBatch),
-		full: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	go l.run()
+	l := &accessLog{text: text}
+	if sink, ok := out.(*LogSink); ok {
+		l.sink = sink
+	} else {
+		l.sink, l.own = NewLogSink(out), true
+	}
+	l.sink.countIn(dropped)
 	return l
 }
 
@@ -76,95 +66,21 @@ func (l *accessLog) write(e accessEntry) {
 	} else {
 		lb.b = appendJSONLine(lb.b[:0], e)
 	}
-	size := len(lb.b)
-	l.mu.Lock()
-	n := len(l.pending)
-	kept := n+size <= accessPending && !l.gone
-	if kept {
-		l.pending = append(l.pending, lb.b...)
-	}
-	l.mu.Unlock()
+	l.sink.queue(lb.b, false)
 	if cap(lb.b) <= accessLineKeep {
 		lineBufs.Put(lb) // lb is another request's from here on
 	}
-	switch {
-	case !kept:
-		l.dropped.Inc()
-	case n < accessBatch && n+size >= accessBatch:
-		select {
-		case l.full <- struct{}{}:
-		default:
-		}
-	}
 }
 
-// run is the writer: it takes every waiting line and writes them in one
-// call, each accessFlushEvery, when accessBatch bytes wait, and at Close.
-func (l *accessLog) run() {
-	defer close(l.done)
-	spare := make([]byte, 0, accessBatch)
-	tick := time.NewTicker(accessFlushEvery)
-	defer tick.Stop()
-	flush := func() {
-		l.mu.Lock()
-		batch := l.pending
-		l.pending = spare[:0]
-		l.mu.Unlock()
-		if len(batch) > 0 {
-			// A sink that refused the batch, or took only part of it
-			// (ENOSPC, a closed pipe), lost every line that did not
-			// reach it whole: they are dropped, and counted.
-			if n, err := l.out.Write(batch); err != nil {
-				l.dropped.Add(float64(bytes.Count(batch[min(max(n, 0), len(batch)):], newline)))
-			}
-		}
-		spare = batch
-	}
-	for {
-		select {
-		case <-tick.C:
-			flush()
-		case <-l.full:
-			flush()
-		case <-l.stop:
-			flush()
-			return
-		}
-	}
-}
-
-var newline = []byte{'\n'}
-
-// Close writes what is waiting and stops the writer. Lines written after
-// Close wait for ever: past accessPending they are dropped and counted.
+// Close writes what is waiting and stops the writer of a sink of the
+// access log's own; a shared sink is its maker's to close.
 func (l *accessLog) Close() { l.closeWithin(context.Background()) }
 
-// closeWithin is Close bounded by ctx: a sink that blocks for ever (a FIFO
-// nobody reads, a hung pipe) must not hold up a shutdown past its
-// deadline. When ctx ends first, the lines still waiting are dropped and
-// counted, as is every line written from then on; the writer is left in
-// its blocked Write, and the lines of that batch are counted too if the
-// Write ever fails. A ctx already ended (a shutdown whose grace the
-// requests used up) still gives a sink that works accessCloseGrace to
-// take the last lines.
+// closeWithin is Close bounded by ctx (see LogSink.Close).
 func (l *accessLog) closeWithin(ctx context.Context) {
-	l.once.Do(func() { close(l.stop) })
-	if ctx.Err() != nil {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), accessCloseGrace)
-		defer cancel()
+	if l.own {
+		l.sink.Close(ctx)
 	}
-	select {
-	case <-l.done:
-		return
-	case <-ctx.Done():
-	}
-	l.mu.Lock()
-	l.gone = true
-	lost := bytes.Count(l.pending, newline)
-	l.pending = l.pending[:0]
-	l.mu.Unlock()
-	l.dropped.Add(float64(lost))
 }
 
 // The line, field by field. The order and names are those the slog

@@ -173,7 +173,7 @@ func TestAccessLogDropsWhenTheSinkStalls(t *testing.T) {
 	l := newAccessLog(w, false, dropped)
 	e := accessEntries()["nats answer"]
 	line := len(appendJSONLine(nil, e))
-	n := accessPending / line * 3
+	n := logPending / line * 3
 	done := make(chan struct{})
 	go func() {
 		for i := 0; i < n; i++ {
@@ -186,12 +186,12 @@ func TestAccessLogDropsWhenTheSinkStalls(t *testing.T) {
 	case <-time.After(notAHang * 5):
 		t.Fatal("writing lines blocked on a stalled sink")
 	}
-	// The writer holds one batch (at most accessPending bytes) in its
-	// stalled Write; at most accessPending more bytes wait; the rest is
+	// The writer holds one batch (at most logPending bytes) in its
+	// stalled Write; at most logPending more bytes wait; the rest is
 	// dropped.
 	got := testutil.ToFloat64(dropped)
-	if kept := n - int(got); kept > 2*accessPending/line || kept < accessPending/line {
-		t.Errorf("kept %d of %d lines of %d bytes with the sink stalled, want about %d", kept, n, line, accessPending/line)
+	if kept := n - int(got); kept > 2*logPending/line || kept < logPending/line {
+		t.Errorf("kept %d of %d lines of %d bytes with the sink stalled, want about %d", kept, n, line, logPending/line)
 	}
 	close(w.release)
 	l.Close()

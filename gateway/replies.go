@@ -37,6 +37,12 @@ type replyMux struct {
 	waiting map[uint64]chan *nats.Msg
 }
 
+// The reply subscription's pending limits (see newReplyMux).
+const (
+	replyPendingMsgs  = 1 << 16
+	replyPendingBytes = 512 << 20
+)
+
 // errReplyTimeout is a request that got no reply within its timeout.
 var errReplyTimeout = nats.ErrTimeout
 
@@ -57,8 +63,12 @@ func newReplyMux(nc *nats.Conn) (*replyMux, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Replies are handed on at once; never drop one as a slow consumer.
-	_ = sub.SetPendingLimits(-1, -1)
+	// Replies are handed on as they come (a map lookup and a channel
+	// send), so real ones never wait in numbers; the bound is for a flood
+	// sent to the inbox by someone else on the account, which would
+	// otherwise grow natsgate's memory without end. Past it messages are
+	// dropped as a slow consumer's, and a reply among them is a 504.
+	_ = sub.SetPendingLimits(replyPendingMsgs, replyPendingBytes)
 	m.sub = sub
 	return m, nil
 }

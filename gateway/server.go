@@ -53,6 +53,10 @@ type Options struct {
 	// LogFormat, when not empty, overrides log.format for the access log,
 	// as it does for Logger (the --log-format flag).
 	LogFormat string
+	// EventLog, when set, is the LogSink that Logger writes to: the lines
+	// it drops are counted in natsgate_log_dropped_total with the access
+	// log's. Pass the same sink as AccessLog when both go to one place.
+	EventLog *LogSink
 }
 
 // Server is a running natsgate: the public and admin listeners, the NATS
@@ -239,6 +243,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	s.openCutovers(octx)
 	cancel()
+	if opts.EventLog != nil {
+		opts.EventLog.countIn(s.metrics.LogDropped)
+	}
 	if *s.cfg.Log.Access && s.log.Enabled(ctx, slog.LevelInfo) {
 		out := opts.AccessLog
 		if out == nil {
@@ -779,8 +786,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.access != nil {
 		// Every answered request's line is written, unless the sink
 		// blocks past ctx: then the rest are dropped and counted in
-		// natsgate_log_dropped_total. Not logged: the event log often
-		// shares that sink, and would block on it in turn.
+		// natsgate_log_dropped_total. A sink shared with the event log
+		// is closed by its maker, after the last event line.
 		s.access.closeWithin(ctx)
 	}
 	s.stopHistory()

@@ -85,7 +85,7 @@ type Metrics struct {
 	CutoverStage      *prometheus.GaugeVec   // route, stage: 1 for the route's current stage
 	ConfigReloads     *prometheus.CounterVec // result: ok, error
 	Rejected          *prometheus.CounterVec // reason: inflight_limit, …
-	LogDropped        prometheus.Counter     // access lines the sink could not take in time
+	LogDropped        prometheus.Counter     // log lines (access and event) the sink could not take in time
 	FleetReplicas     prometheus.Gauge       // replicas whose stats /admin/stats merges, this one included
 	FleetLeader       prometheus.Gauge       // 1 while this replica is the fleet's elected leader
 	RolloutStep       *prometheus.GaugeVec   // route: the rollout's step, 1-based; 0 when none runs
@@ -165,7 +165,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 		LogDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "natsgate_log_dropped_total",
-			Help: "Access log lines dropped because the log's sink could not keep up.",
+			Help: "Log lines, access and event alike, dropped because the log's sink could not keep up or refused them.",
 		}),
 		FleetReplicas: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "natsgate_fleet_replicas",

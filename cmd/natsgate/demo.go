@@ -27,9 +27,10 @@ func demo(stdout, stderr io.Writer, logFormat string, traffic bool) int {
 		printConfigError(stderr, err)
 		return 1
 	}
-	log := gateway.NewLogger(t.Config.Log, stderr, logFormat)
+	log, sink, flush := eventLog(t.Config.Log, stderr, logFormat)
+	defer flush()
 	ctx := context.Background()
-	gw, err := gateway.New(ctx, gateway.Options{Table: t, Logger: log, AccessLog: stderr, LogFormat: logFormat})
+	gw, err := gateway.New(ctx, gateway.Options{Table: t, Logger: log, AccessLog: sink, EventLog: sink, LogFormat: logFormat})
 	if err != nil {
 		log.Error("demo cannot start", "error", err)
 		return 1

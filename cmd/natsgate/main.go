@@ -208,9 +208,10 @@ func printConfigError(w io.Writer, err error) {
 func serve(t *routes.Table, file, logFormat string, watch bool, stderr io.Writer) int {
 	sig, stopSignals := notifySignals()
 	defer stopSignals()
-	log := gateway.NewLogger(t.Config.Log, stderr, logFormat)
+	log, sink, flush := eventLog(t.Config.Log, stderr, logFormat)
+	defer flush()
 	ctx := context.Background()
-	gw, err := gateway.New(ctx, gateway.Options{Table: t, Logger: log, AccessLog: stderr, LogFormat: logFormat})
+	gw, err := gateway.New(ctx, gateway.Options{Table: t, Logger: log, AccessLog: sink, EventLog: sink, LogFormat: logFormat})
 	if err != nil {
 		log.Error("natsgate cannot start", "error", err)
 		return 1
@@ -229,6 +230,24 @@ func serve(t *routes.Table, file, logFormat string, watch bool, stderr io.Writer
 	defer r.stop()
 	return waitAndStop(gw, sig, r, t.Config.HTTP.ShutdownGrace, log)
 }
+
+// eventLog is the log of cfg on stderr, event and access lines alike,
+// through one LogSink: a stderr that stalls (a pipe nobody reads, a log
+// shipper that hung) then drops lines, counted, and never holds up a
+// request or a SIGTERM. flush writes what is waiting, within
+// logFlushTimeout, before the process exits.
+func eventLog(cfg routes.LogConfig, stderr io.Writer, format string) (log *slog.Logger, sink *gateway.LogSink, flush func()) {
+	sink = gateway.NewLogSink(stderr)
+	return gateway.NewLogger(cfg, sink, format), sink, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), logFlushTimeout)
+		defer cancel()
+		sink.Close(ctx)
+	}
+}
+
+// logFlushTimeout bounds the wait for stderr to take the last log lines
+// at exit.
+const logFlushTimeout = 2 * time.Second
 
 // reloader runs SIGHUP reloads one at a time on a goroutine of its own, so
 // that the signal loop never waits for one: a reload can be slow or stuck

@@ -1,0 +1,174 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// LogSink is a log's destination that never makes its caller wait: a
+// line written to it is copied into a bounded buffer, and one background
+// writer takes every waiting line and writes them to the real sink in one
+// call. A sink that stalls (a pipe or FIFO nobody reads, a log shipper
+// that hung, a container runtime that stopped reading stderr) then costs
+// lines, dropped and counted in natsgate_log_dropped_total, and never a
+// request, a breaker or a shutdown: natsgate logs on the request path (an
+// upstream that failed, a breaker that opened) and on the way out
+// ("stopping"), and a blocking write there would hold them all.
+//
+// The event log (slog) and the access log share one LogSink when they
+// share a destination, so that their lines never interleave inside a
+// batch. Event lines are written at once (the writer is woken for each);
+// access lines wait for the next batch, at most logFlushEvery, or until
+// logBatch bytes wait.
+type LogSink struct {
+	out     io.Writer
+	dropped atomic.Uint64
+	counter atomic.Pointer[prometheus.Counter] // where drops are counted too, once set
+
+	mu      sync.Mutex
+	pending []byte // lines waiting for the writer
+	gone    bool   // Close gave up on a blocked sink: lines are dropped
+	wake    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+}
+
+const (
+	logBatch      = 64 << 10 // bytes waiting that wake the writer early
+	logPending    = 1 << 20  // bytes waiting at most; past it lines are dropped
+	logFlushEvery = 100 * time.Millisecond
+	logCloseGrace = time.Second // Close's wait for the sink when its deadline has passed
+)
+
+// NewLogSink starts the writer of out. Close flushes and stops it.
+func NewLogSink(out io.Writer) *LogSink {
+	s := &LogSink{out: out, pending: make([]byte, 0, logBatch),
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go s.run()
+	return s
+}
+
+// Write queues p, one or more whole lines, to be written at once, and
+// never blocks on the sink: when it cannot keep up, p is dropped and
+// counted. It always reports p written, as the line is the sink's from
+// then on (slog's handlers write one record per call).
+func (s *LogSink) Write(p []byte) (int, error) {
+	s.queue(p, true)
+	return len(p), nil
+}
+
+// queue appends p to the lines waiting, or drops and counts it. prompt
+// wakes the writer for it; otherwise it waits for the next batch.
+func (s *LogSink) queue(p []byte, prompt bool) {
+	s.mu.Lock()
+	n := len(s.pending)
+	kept := n+len(p) <= logPending && !s.gone
+	if kept {
+		s.pending = append(s.pending, p...)
+	}
+	s.mu.Unlock()
+	switch {
+	case !kept:
+		s.drop(bytes.Count(p, newline))
+	case prompt || n < logBatch && n+len(p) >= logBatch:
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// countIn counts the lines dropped so far, and every one dropped from
+// now on, in c (natsgate_log_dropped_total): a sink made before the
+// metrics, as the event log's is, still reports what it lost.
+func (s *LogSink) countIn(c prometheus.Counter) {
+	if s.counter.CompareAndSwap(nil, &c) {
+		c.Add(float64(s.dropped.Load()))
+	}
+}
+
+// drop counts n lines lost.
+func (s *LogSink) drop(n int) {
+	if n <= 0 {
+		return
+	}
+	s.dropped.Add(uint64(n))
+	if c := s.counter.Load(); c != nil {
+		(*c).Add(float64(n))
+	}
+}
+
+// Dropped is the number of lines dropped since the sink was made.
+func (s *LogSink) Dropped() uint64 { return s.dropped.Load() }
+
+// run is the writer: it takes every waiting line and writes them in one
+// call, each logFlushEvery, when woken, and at Close.
+func (s *LogSink) run() {
+	defer close(s.done)
+	spare := make([]byte, 0, logBatch)
+	tick := time.NewTicker(logFlushEvery)
+	defer tick.Stop()
+	flush := func() {
+		s.mu.Lock()
+		batch := s.pending
+		s.pending = spare[:0]
+		s.mu.Unlock()
+		if len(batch) > 0 {
+			// A sink that refused the batch, or took only part of it
+			// (ENOSPC, a closed pipe), lost every line that did not
+			// reach it whole: they are dropped, and counted.
+			if n, err := s.out.Write(batch); err != nil {
+				s.drop(bytes.Count(batch[min(max(n, 0), len(batch)):], newline))
+			}
+		}
+		spare = batch
+	}
+	for {
+		select {
+		case <-tick.C:
+			flush()
+		case <-s.wake:
+			flush()
+		case <-s.stop:
+			flush()
+			return
+		}
+	}
+}
+
+var newline = []byte{'\n'}
+
+// Close writes what is waiting and stops the writer, waiting for the sink
+// at most until ctx ends: a sink that blocks for ever (a FIFO nobody
+// reads, a hung pipe) must not hold up a shutdown past its deadline. When
+// ctx ends first, the lines still waiting are dropped and counted, as is
+// every line written from then on; the writer is left in its blocked
+// Write, and the lines of that batch are counted too if the Write ever
+// fails. A ctx already ended (a shutdown whose grace the requests used
+// up) still gives a sink that works logCloseGrace to take the last lines.
+// Lines written after Close are dropped and counted.
+func (s *LogSink) Close(ctx context.Context) {
+	s.once.Do(func() { close(s.stop) })
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), logCloseGrace)
+		defer cancel()
+	}
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	s.gone = true
+	lost := bytes.Count(s.pending, newline)
+	s.pending = s.pending[:0]
+	s.mu.Unlock()
+	s.drop(lost)
+}
