@@ -304,10 +304,18 @@ func (r *reloader) stop() { close(r.done) }
 // waitAndStop instead of killing the process with nothing drained or
 // logged. There is room for a few signals at once, so that a SIGTERM right
 // behind a SIGHUP is not dropped.
+//
+// SIGPIPE is caught too, and nothing more is done with it: a stdout or
+// stderr whose reader went away (a log shipper restarted, a closed pipe)
+// then fails the log's writes with EPIPE, counted as dropped lines, where
+// Go's default for those two descriptors is to end the process. A gateway
+// does not stop serving because its log reader did.
 func notifySignals() (<-chan os.Signal, func()) {
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	return sig, func() { signal.Stop(sig) }
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	return sig, func() { signal.Stop(sig); signal.Stop(pipe) }
 }
 
 // waitAndStop serves until a stop signal on sig or a fatal error, then
