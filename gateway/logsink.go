@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,13 +26,13 @@ import (
 // access lines wait for the next batch, at most logFlushEvery, or until
 // logBatch bytes wait.
 type LogSink struct {
-	out     io.Writer
-	dropped atomic.Uint64
-	counter atomic.Pointer[prometheus.Counter] // where drops are counted too, once set
+	out io.Writer
 
 	mu      sync.Mutex
-	pending []byte // lines waiting for the writer
-	gone    bool   // Close gave up on a blocked sink: lines are dropped
+	pending []byte             // lines waiting for the writer
+	gone    bool               // Close has run: lines are dropped
+	dropped uint64             // lines dropped since the sink was made
+	counter prometheus.Counter // where drops are counted too, once set
 	wake    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
@@ -89,24 +88,38 @@ func (s *LogSink) queue(p []byte, prompt bool) {
 // now on, in c (natsgate_log_dropped_total): a sink made before the
 // metrics, as the event log's is, still reports what it lost.
 func (s *LogSink) countIn(c prometheus.Counter) {
-	if s.counter.CompareAndSwap(nil, &c) {
-		c.Add(float64(s.dropped.Load()))
+	s.mu.Lock()
+	if s.counter != nil {
+		s.mu.Unlock()
+		return
 	}
+	s.counter = c
+	before := s.dropped
+	s.mu.Unlock()
+	c.Add(float64(before))
 }
 
-// drop counts n lines lost.
+// drop counts n lines lost, once: in the sink's own count and, when it is
+// set, in the counter (a drop before countIn is in what it adds).
 func (s *LogSink) drop(n int) {
 	if n <= 0 {
 		return
 	}
-	s.dropped.Add(uint64(n))
-	if c := s.counter.Load(); c != nil {
-		(*c).Add(float64(n))
+	s.mu.Lock()
+	s.dropped += uint64(n)
+	c := s.counter
+	s.mu.Unlock()
+	if c != nil {
+		c.Add(float64(n))
 	}
 }
 
 // Dropped is the number of lines dropped since the sink was made.
-func (s *LogSink) Dropped() uint64 { return s.dropped.Load() }
+func (s *LogSink) Dropped() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dropped
+}
 
 // run is the writer: it takes every waiting line and writes them in one
 // call, each logFlushEvery, when woken, and at Close.
