@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -32,33 +36,100 @@ type adminProblem struct {
 	RequestID string `json:"request_id"`
 }
 
+// adminEndpoint is where a command finds a running gateway's admin API:
+// its base URL, the bearer token for changes, and, for an admin listener
+// on HTTPS known from the config, the TLS that trusts exactly its
+// certificate.
+type adminEndpoint struct {
+	Base, Token string
+	TLS         *tls.Config // nil: the default (plain HTTP, or an https URL checked against the system's roots)
+}
+
+// client is an HTTP client for the endpoint, bounded by timeout.
+func (e adminEndpoint) client(timeout time.Duration) *http.Client {
+	c := &http.Client{Timeout: timeout}
+	if e.TLS != nil {
+		c.Transport = &http.Transport{TLSClientConfig: e.TLS, Proxy: http.ProxyFromEnvironment}
+	}
+	return c
+}
+
 // adminTarget is the admin API's base URL and bearer token: --admin, else
 // admin.listen from --config (dialled on loopback when it listens
 // everywhere), else http://127.0.0.1:9090; --token, else admin.token from
-// --config, else $NATSGATE_ADMIN_TOKEN. A config that does not load is
-// the error, as gateway.LoadConfig reports it.
-func adminTarget(configFile, admin, token string) (base, tok string, err error) {
-	base, tok = "http://"+loopbackFor(routes.DefaultAdminListen), os.Getenv(gateway.TokenEnv)
+// --config, else $NATSGATE_ADMIN_TOKEN. With admin.tls in the config the
+// URL is https and the command trusts the certificate in
+// admin.tls.cert_file, whatever signed it and whatever names it holds: it
+// dials loopback, where a certificate made for the host's public name
+// would not verify, and the file is the one the gateway serves. A config
+// that does not load is the error, as gateway.LoadConfig reports it, and
+// so is a certificate file that does not read.
+func adminTarget(configFile, admin, token string) (adminEndpoint, error) {
+	e := adminEndpoint{Base: "http://" + loopbackFor(routes.DefaultAdminListen), Token: os.Getenv(gateway.TokenEnv)}
 	if configFile != "" {
 		t, err := gateway.LoadConfig(configFile)
 		if err != nil {
-			return "", "", err
+			return adminEndpoint{}, err
 		}
-		base = "http://" + loopbackFor(t.Config.Admin.Listen)
+		e.Base = "http://" + loopbackFor(t.Config.Admin.Listen)
+		if tc := t.Config.Admin.TLS; tc != nil && tc.CertFile != "" {
+			pin, err := pinnedTLS(tc.CertFile)
+			if err != nil {
+				return adminEndpoint{}, err
+			}
+			e.Base, e.TLS = "https://"+loopbackFor(t.Config.Admin.Listen), pin
+		}
 		if t.Config.Admin.Token != "" {
-			tok = t.Config.Admin.Token
+			e.Token = t.Config.Admin.Token
 		}
 	}
 	if admin != "" {
-		base = admin
-		if !strings.Contains(base, "://") {
-			base = "http://" + base
+		e.Base = admin
+		if !strings.Contains(e.Base, "://") {
+			e.Base = "http://" + e.Base
+		}
+		if !strings.HasPrefix(e.Base, "https://") {
+			e.TLS = nil
 		}
 	}
 	if token != "" {
-		tok = token
+		e.Token = token
 	}
-	return strings.TrimRight(base, "/"), tok, nil
+	e.Base = strings.TrimRight(e.Base, "/")
+	return e, nil
+}
+
+// pinnedTLS trusts exactly the leaf certificate of certFile (PEM, leaf
+// first): the server must present that certificate, byte for byte. A
+// certificate rotated in the file is the one the gateway serves within
+// its check interval (2 s).
+func pinnedTLS(certFile string) (*tls.Config, error) {
+	raw, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("admin.tls.cert_file: %w", err)
+	}
+	var block *pem.Block
+	for rest := raw; ; {
+		if block, rest = pem.Decode(rest); block == nil || block.Type == "CERTIFICATE" {
+			break
+		}
+	}
+	if block == nil {
+		return nil, fmt.Errorf("admin.tls.cert_file %s: no PEM certificate in it", certFile)
+	}
+	leaf := block.Bytes
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// The chain is checked below, against the one certificate
+		// trusted; the name cannot be, as the command dials loopback.
+		InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
+			if len(rawCerts) == 0 || !bytes.Equal(rawCerts[0], leaf) {
+				return fmt.Errorf("the admin listener's certificate is not the one in %s", certFile)
+			}
+			return nil
+		},
+	}, nil
 }
 
 // loopbackFor turns a listen address into one a client on the same host
@@ -83,10 +154,10 @@ func loopbackFor(listen string) string {
 // adminDo sends one request to the admin API and returns the body of a
 // 200 answer, or an error that says what failed: the URL it could not
 // reach, or the problem body's title and detail.
-func adminDo(req *http.Request) ([]byte, error) {
+func adminDo(e adminEndpoint, req *http.Request) ([]byte, error) {
 	endpoint := req.URL.String()
 	req.Header.Set("Accept", "application/json, application/problem+json")
-	client := &http.Client{Timeout: adminTimeout}
+	client := e.client(adminTimeout)
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the admin API at %s: %v", endpoint, unwrapURLError(err))

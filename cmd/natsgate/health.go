@@ -26,19 +26,17 @@ func healthCmd(args []string, stdout, stderr io.Writer) int {
 	if code, done := f.parse(args, stdout, stderr); done {
 		return code
 	}
-	base, _, err := adminTarget(*config, *admin, "")
+	e, err := adminTarget(*config, *admin, "")
 	if err != nil {
 		printConfigError(stderr, err)
 		return 1
 	}
-	endpoint := base + "/readyz"
+	endpoint := e.Base + "/readyz"
 	// A redirect is not followed: only the gateway's own 200 means ready,
 	// and a 3xx (a proxy, a login page, another service on the port) is
 	// reported as not ready with its status.
-	client := &http.Client{
-		Timeout:       healthTimeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	client := e.client(healthTimeout)
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := client.Get(endpoint)
 	if err != nil {
 		fmt.Fprintf(stderr, "natsgate health: cannot reach %s: %v\n", endpoint, unwrapURLError(err))

@@ -61,18 +61,18 @@ func reportCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "natsgate report: unknown format %q (use %s)\n\n%s", *format, strings.Join(reportFormats, ", "), reportUsage)
 		return 2
 	}
-	base, _, err := adminTarget(*config, *admin, "")
+	e, err := adminTarget(*config, *admin, "")
 	if err != nil {
 		printConfigError(stderr, err)
 		return 1
 	}
-	endpoint := base + "/admin/report"
+	endpoint := e.Base + "/admin/report"
 	req, err := http.NewRequest(http.MethodGet, endpoint, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "natsgate report: bad admin URL %q: %v\n", endpoint, err)
 		return 1
 	}
-	raw, err := adminDo(req)
+	raw, err := adminDo(e, req)
 	if err != nil {
 		fmt.Fprintf(stderr, "natsgate report: %v\n", err)
 		return 1

@@ -110,14 +110,14 @@ func rolloutCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	base, tok, err := adminTarget(*config, *admin, *token)
+	e, err := adminTarget(*config, *admin, *token)
 	if err != nil {
 		printConfigError(stderr, err)
 		return 1
 	}
-	endpoint := base + "/admin/routes/" + url.PathEscape(route) + "/rollout"
+	endpoint := e.Base + "/admin/routes/" + url.PathEscape(route) + "/rollout"
 
-	st, raw, err := rolloutCall(endpoint, action, tok)
+	st, raw, err := rolloutCall(e, endpoint, action)
 	if err != nil {
 		fmt.Fprintf(stderr, "natsgate rollout: %v\n", err)
 		return 1
@@ -140,7 +140,7 @@ func rolloutCmd(args []string, stdout, stderr io.Writer) int {
 // the others. It returns the decoded answer and its bytes, or an error
 // that says what failed: the URL it could not reach, or the problem body's
 // title and detail.
-func rolloutCall(endpoint, action, token string) (*rolloutStatus, []byte, error) {
+func rolloutCall(e adminEndpoint, endpoint, action string) (*rolloutStatus, []byte, error) {
 	var req *http.Request
 	var err error
 	if action == "status" {
@@ -151,15 +151,15 @@ func rolloutCall(endpoint, action, token string) (*rolloutStatus, []byte, error)
 		if err == nil {
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("X-Natsgate-Actor", rolloutActor())
-			if token != "" {
-				req.Header.Set("Authorization", "Bearer "+token)
+			if e.Token != "" {
+				req.Header.Set("Authorization", "Bearer "+e.Token)
 			}
 		}
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("bad admin URL %q: %v", endpoint, err)
 	}
-	raw, err := adminDo(req)
+	raw, err := adminDo(e, req)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -8,12 +8,16 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/natsgate/natsgate/internal/natstest"
 )
 
 // selfSigned writes a self-signed certificate and its key to dir.
@@ -73,5 +77,53 @@ func TestValidateTLSFiles(t *testing.T) {
 				t.Errorf("exit %d, output:\n%s\nwant exit %d and %q", code, out, tc.code, tc.want)
 			}
 		})
+	}
+}
+
+// TestCommandsReachAnHTTPSAdminFromTheConfig: with admin.tls in the
+// config, health, report and rollout found the admin listener from
+// --config and spoke plain HTTP to it, so the image's HEALTHCHECK said
+// "not ready" for a gateway that was serving. They now speak HTTPS and
+// trust exactly the certificate in admin.tls.cert_file; a listener that
+// presents another is refused, saying so.
+func TestCommandsReachAnHTTPSAdminFromTheConfig(t *testing.T) {
+	ns := natstest.RunServer(t)
+	dir := t.TempDir()
+	cert, key := selfSigned(t, dir, "admin")
+	other, otherKey := selfSigned(t, dir, "other")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminAddr := ln.Addr().String()
+	ln.Close()
+	config := func(certFile, keyFile string) string {
+		return writeConfig(t, fmt.Sprintf(`nats: {url: %s}
+http: {listen: "127.0.0.1:0"}
+admin:
+  listen: %s
+  tls: {cert_file: %s, key_file: %s}
+routes:
+  - {name: get-user, method: GET, path: "/users/{id}", nats: {subject: "users.{id}.get"}}
+`, ns.ClientURL(), adminAddr, certFile, keyFile))
+	}
+	file := config(cert, key)
+	g := startServe(t, "serve", "--config", file, "--log-format", "json")
+	g.waitFor(t, "natsgate serving")
+
+	if code, stdout, stderr := runBin(t, "health", "--config", file); code != 0 || !strings.Contains(stdout, "https://") {
+		t.Errorf("natsgate health -c with admin.tls: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if code, stdout, stderr := runBin(t, "report", "--config", file, "--format", "json"); code != 0 || !strings.Contains(stdout, "get-user") {
+		t.Errorf("natsgate report -c with admin.tls: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	// rollout status reaches the listener: the route has no plan, and the
+	// admin API says so (a problem body, not a TLS or HTTP error).
+	if code, _, stderr := runBin(t, "rollout", "status", "get-user", "--config", file); code != 1 || !strings.Contains(stderr, "rollout") || strings.Contains(stderr, "cannot reach") {
+		t.Errorf("natsgate rollout status -c with admin.tls: exit %d, want the admin API's answer\nstderr:\n%s", code, stderr)
+	}
+	// A config naming another certificate than the one served.
+	if code, _, stderr := runBin(t, "health", "--config", config(other, otherKey)); code != 1 || !strings.Contains(stderr, "not the one in") {
+		t.Errorf("natsgate health against a listener with another certificate: exit %d, want 1 saying so\nstderr:\n%s", code, stderr)
 	}
 }
