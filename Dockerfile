@@ -14,9 +14,10 @@ USER nonroot:nonroot
 # public listener, admin listener (health, metrics, dashboard), embedded NATS
 EXPOSE 8080 9090 4222
 # The image has no shell and no curl: natsgate health asks /readyz on the
-# admin listener (127.0.0.1:9090, as configs/natsgate.yaml listens; add
-# --admin ADDR for another) and exits 0 when ready, 1 otherwise.
+# admin listener the config names (over HTTPS when it has admin.tls) and
+# exits 0 when ready, 1 otherwise. Serving another config file? Give the
+# health check the same one.
 HEALTHCHECK --interval=10s --timeout=10s --start-period=10s --retries=3 \
-  CMD ["/usr/local/bin/natsgate", "health"]
+  CMD ["/usr/local/bin/natsgate", "health", "--config", "/etc/natsgate/natsgate.yaml"]
 ENTRYPOINT ["/usr/local/bin/natsgate"]
 CMD ["serve", "--config", "/etc/natsgate/natsgate.yaml"]
