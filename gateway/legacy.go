@@ -128,10 +128,14 @@ func newLegacySide(up *upstream, rt *routes.Route, m *metrics.Route, trusted []*
 				// gets a connection of its own, closed after the answer.
 				pr.Out.Close = true
 			}
-			if peerTrusted(pr.In.RemoteAddr, trusted) {
+			fromProxy := peerTrusted(pr.In.RemoteAddr, trusted)
+			if fromProxy {
 				pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 			}
 			pr.SetXForwarded()
+			if fromProxy {
+				keepForwardedProtoHost(pr.Out.Header, pr.In.Header)
+			}
 			// SetURL joins the paths; keep the client's raw path when the
 			// upstream has no prefix, so escaping passes through unchanged.
 			if target.Path == "" || target.Path == "/" {
@@ -502,6 +506,41 @@ func (c *upgradedConn) Write(p []byte) (int, error) {
 func (c *upgradedConn) Close() error {
 	c.timer.Stop()
 	return c.ReadWriteCloser.Close()
+}
+
+// keepForwardedProtoHost puts back the X-Forwarded-Proto and
+// X-Forwarded-Host a trusted proxy sent (one that terminated TLS knows the
+// client's scheme and host; natsgate only knows its own connection's),
+// each when it is one plain value: "http" or "https" (any case), and a
+// host or host:port of the bytes a host may hold. Anything else keeps
+// what SetXForwarded set from natsgate's own connection.
+func keepForwardedProtoHost(out, in http.Header) {
+	if v := in["X-Forwarded-Proto"]; len(v) == 1 {
+		if p := strings.ToLower(v[0]); p == "http" || p == "https" {
+			out["X-Forwarded-Proto"] = []string{p}
+		}
+	}
+	if v := in["X-Forwarded-Host"]; len(v) == 1 && validForwardedHost(v[0]) {
+		out["X-Forwarded-Host"] = v
+	}
+}
+
+// validForwardedHost reports whether h is a host or host:port (a name, an
+// IPv4 address, or an IPv6 one in brackets) of at most 255 bytes.
+func validForwardedHost(h string) bool {
+	if h == "" || len(h) > 255 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.', c == '-', c == ':', c == '[', c == ']', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // peerTrusted reports whether the direct peer is a trusted proxy, whose

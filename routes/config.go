@@ -174,8 +174,9 @@ type HTTPConfig struct {
 	// listener closes. It counts against shutdown_grace. Default 0s.
 	ShutdownDelay Duration `yaml:"shutdown_delay"`
 	// TrustedProxies lists CIDRs or addresses whose X-Forwarded-For is
-	// kept and extended;
-	// from any other peer it is replaced. Default: none.
+	// kept and extended, and whose X-Forwarded-Proto (http or https) and
+	// X-Forwarded-Host, one plain value each, reach a legacy upstream as
+	// sent; from any other peer all three are natsgate's own. Default: none.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// TLS serves HTTPS (HTTP/2 and HTTP/1.1, by ALPN) instead of plain
 	// HTTP. Default: none, plain HTTP/1.1.
