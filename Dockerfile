@@ -4,7 +4,15 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/natsgate ./cmd/natsgate \
+# The build context leaves .git out, so the toolchain cannot stamp the
+# version and commit: pass them, as natsgate version and
+# natsgate_build_info then show them:
+#   docker build --build-arg VERSION=$(git describe --tags --always) --build-arg REVISION=$(git rev-parse HEAD) .
+ARG VERSION=""
+ARG REVISION=""
+RUN CGO_ENABLED=0 go build -trimpath \
+    -ldflags="-s -w -X github.com/natsgate/natsgate/internal/buildinfo.version=${VERSION} -X github.com/natsgate/natsgate/internal/buildinfo.revision=${REVISION}" \
+    -o /out/natsgate ./cmd/natsgate \
  && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/sample-worker ./cmd/sample-worker
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -42,5 +44,26 @@ func TestDockerHealthCheckLoadsTheServedConfig(t *testing.T) {
 	if !dialled {
 		t.Errorf("natsgate %s: exit %d, want it to dial the admin listener the config names\nstdout:\n%s\nstderr:\n%s",
 			strings.Join(args, " "), code, stdout, stderr)
+	}
+}
+
+// TestVersionStampedAtLinkTime builds natsgate as the Dockerfile does,
+// without the repository's VCS information (its build context leaves
+// .git out) and with the version and commit passed by -ldflags: natsgate
+// version must print those, where it printed "(devel)" and "unknown".
+func TestVersionStampedAtLinkTime(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "natsgate")
+	const pkg = "github.com/natsgate/natsgate/internal/buildinfo"
+	build := exec.Command("go", "build", "-buildvcs=false",
+		"-ldflags=-X "+pkg+".version=v9.8.7-test -X "+pkg+".revision=0123456789abcdef", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("natsgate version: %v\n%s", err, out)
+	}
+	if !strings.HasPrefix(string(out), "natsgate v9.8.7-test") || !strings.Contains(string(out), "0123456789abcdef") {
+		t.Errorf("natsgate version printed %q: want v9.8.7-test and the revision 0123456789abcdef", out)
 	}
 }

@@ -25,14 +25,28 @@ type Info struct {
 	GoVersion string
 }
 
+// version and revision are set at link time where the toolchain cannot
+// record them: a build without the repository's .git (the Dockerfile's,
+// whose context leaves it out) passes
+// -ldflags "-X github.com/natsgate/natsgate/internal/buildinfo.version=v1.2.3
+// -X github.com/natsgate/natsgate/internal/buildinfo.revision=<commit>".
+// What the toolchain recorded wins when it recorded something.
+var version, revision string
+
 // Read returns the running binary's build information.
 func Read() Info {
 	in := Info{Version: "(devel)", Revision: "unknown", GoVersion: runtime.Version()}
+	if version != "" {
+		in.Version = version
+	}
+	if revision != "" {
+		in.Revision = revision
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return in
 	}
-	if bi.Main.Version != "" {
+	if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		in.Version = bi.Main.Version
 	}
 	for _, st := range bi.Settings {
