@@ -29,6 +29,14 @@ import (
 // it down itself.
 func startGatewayAccessTo(t *testing.T, sink io.Writer) (*testGateway, *nats.Conn) {
 	t.Helper()
+	return startGatewayLogs(t, Options{AccessLog: sink, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+}
+
+// startGatewayLogs is a gateway with one request route (users.*.get,
+// answered "ok" by the worker it returns) and the log options of opts;
+// the test shuts it down itself.
+func startGatewayLogs(t *testing.T, opts Options) (*testGateway, *nats.Conn) {
+	t.Helper()
 	ns := natstest.RunServer(t)
 	cfg, err := routes.Parse("test.yaml", []byte(`
 routes:
@@ -46,8 +54,8 @@ routes:
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	gw, err := New(context.Background(), Options{Table: table, Registry: reg, AccessLog: sink,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	opts.Table, opts.Registry = table, reg
+	gw, err := New(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

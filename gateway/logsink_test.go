@@ -4,34 +4,12 @@ import (
 	"context"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/natsgate/natsgate/internal/natstest"
 	"github.com/natsgate/natsgate/routes"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-// lockedBuffer is a sink a test reads while the sink's writer writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // The event log and the access log share one LogSink when they go to one
 // place, as natsgate serve has them on stderr: the event lines a stalled
@@ -52,39 +30,14 @@ func TestSharedLogSinkOutlivesTheServerAndCountsEveryDrop(t *testing.T) {
 	if before == 0 {
 		t.Fatal("no event line dropped with the sink blocked: the test proves nothing")
 	}
-	out := &lockedBuffer{}
+	out := &syncBuffer{}
 	go func() { _, _ = io.Copy(out, pr) }() // the sink drains from here on
 
-	ns := natstest.RunServer(t)
-	cfg, err := routes.Parse("test.yaml", []byte(`
-routes:
-  - {name: get-user, method: GET, path: "/users/{id}", nats: {subject: "users.{id}.get", timeout: 2s}}
-`), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.NATS.URL = ns.ClientURL()
-	off := false
-	cfg.Discovery.Enabled = &off
-	cfg.HTTP.Listen, cfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0"
-	table, err := routes.Compile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := New(context.Background(), Options{Table: table, Registry: prometheus.NewRegistry(),
-		Logger: log, AccessLog: sink, EventLog: sink})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := gw.Start(); err != nil {
-		t.Fatal(err)
-	}
+	gw, _ := startGatewayLogs(t, Options{Logger: log, AccessLog: sink, EventLog: sink})
 	if got := testutil.ToFloat64(gw.metrics.LogDropped); got < float64(before) {
 		t.Errorf("natsgate_log_dropped_total is %v, want at least the %d event lines dropped before the gateway started", got, before)
 	}
-	worker := natstest.Connect(t, ns)
-	respond(t, worker, "users.*.get", func(m *nats.Msg) *nats.Msg { return &nats.Msg{Data: []byte("ok")} })
-	if resp, body := do(t, "GET", "http://"+gw.Addr()+"/users/7", nil, nil); resp.StatusCode != 200 {
+	if resp, body := do(t, "GET", gw.URL+"/users/7", nil, nil); resp.StatusCode != 200 {
 		t.Fatalf("GET /users/7: %d %s", resp.StatusCode, body)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

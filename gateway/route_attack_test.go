@@ -49,23 +49,7 @@ type routeReference struct {
 
 func newRouteReference(t testing.TB) *routeReference {
 	t.Helper()
-	cfg, err := routes.Parse("test.yaml", []byte(attackRoutes), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	table, err := routes.Compile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{}
-	c := &compiled{handlers: map[string]*routeHandler{}, byPattern: map[string]*routeHandler{}, mux: chi.NewRouter()}
-	for _, rt := range table.Routes {
-		c.handlers[rt.Name] = &routeHandler{gw: s, rt: rt}
-	}
-	register(c.mux, table.Routes, func(rt *routes.Route) http.Handler { return c.handlers[rt.Name] })
-	for _, rt := range table.Routes {
-		c.byPattern[rt.Method+" "+rt.Path] = c.handlers[rt.Name]
-	}
+	c, table := bareCompiled(t, attackRoutes)
 	rr := &routeReference{c: c, ref: chi.NewRouter()}
 	rr.ref.NotFound(func(http.ResponseWriter, *http.Request) { rr.got = "404" })
 	rr.ref.MethodNotAllowed(func(http.ResponseWriter, *http.Request) { rr.got = "405" })

@@ -30,23 +30,7 @@ routes:
   - {name: post-only, method: POST, path: "/orders", nats: {subject: "orders.create"}}
   - {name: slash, method: GET, path: "/slash/", nats: {subject: "slash"}}
 `
-	cfg, err := routes.Parse("test.yaml", []byte(config), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	table, err := routes.Compile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{}
-	c := &compiled{handlers: map[string]*routeHandler{}, byPattern: map[string]*routeHandler{}, mux: chi.NewRouter()}
-	for _, rt := range table.Routes {
-		c.handlers[rt.Name] = &routeHandler{gw: s, rt: rt}
-	}
-	register(c.mux, table.Routes, func(rt *routes.Route) http.Handler { return c.handlers[rt.Name] })
-	for _, rt := range table.Routes {
-		c.byPattern[rt.Method+" "+rt.Path] = c.handlers[rt.Name]
-	}
+	c, table := bareCompiled(t, config)
 
 	// chi's own routing, on the same registrations, with handlers that
 	// say which route they are and what chi gave them.
@@ -99,4 +83,26 @@ func paramsString(params *chi.RouteParams, names []string) string {
 		b.WriteString(n + "=" + urlParam(params, n) + ";")
 	}
 	return b.String()
+}
+
+// bareCompiled compiles config into routes registered as the gateway
+// registers them, with handlers that only name their route (they serve
+// nothing): what match reads.
+func bareCompiled(t testing.TB, config string) (*compiled, *routes.Table) {
+	t.Helper()
+	cfg, err := routes.Parse("test.yaml", []byte(config), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := routes.Compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{}
+	c := &compiled{handlers: map[string]*routeHandler{}, byPattern: map[string]*routeHandler{}, mux: chi.NewRouter()}
+	for _, rt := range table.Routes {
+		c.handlers[rt.Name] = &routeHandler{gw: s, rt: rt}
+	}
+	c.registerRoutes(table.Routes)
+	return c, table
 }

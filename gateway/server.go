@@ -378,15 +378,21 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 		h.applyStage(s, s.cutovers.override(rt.Name))
 		c.handlers[rt.Name] = h
 	}
-	register(mux, t.Routes, func(rt *routes.Route) http.Handler { return c.handlers[rt.Name] })
-	for _, rt := range t.Routes {
-		c.byPattern[rt.Method+" "+rt.Path] = c.handlers[rt.Name]
-	}
+	c.mux = mux
+	c.registerRoutes(t.Routes)
 	for up, g := range gauges {
 		up.useGauges(g)
 	}
-	c.mux = mux
 	return c, nil
+}
+
+// registerRoutes registers the handlers of rs (in c.handlers) on c.mux,
+// and by method and pattern for match.
+func (c *compiled) registerRoutes(rs []*routes.Route) {
+	register(c.mux, rs, func(rt *routes.Route) http.Handler { return c.handlers[rt.Name] })
+	for _, rt := range rs {
+		c.byPattern[rt.Method+" "+rt.Path] = c.handlers[rt.Name]
+	}
 }
 
 // register adds each route's handler to mux. Routes for any method go
