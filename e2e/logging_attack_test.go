@@ -1,13 +1,18 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -156,5 +161,225 @@ func runWithStderr(t *testing.T, stderr *os.File, limit time.Duration, args ...s
 		<-exited
 		t.Fatalf("natsgate %s still runs %v after it started, with its stderr full", strings.Join(args, " "), limit)
 		return 0, 0
+	}
+}
+
+// TestLogStaysWholeAndInOrderThroughAStoppedReader: natsgate's stderr is a
+// pipe read by a real process (cat, as a log shipper would) that is
+// stopped (SIGSTOP) while requests, failing and not, are logged, then
+// continued (SIGCONT) while more requests come and a broken config is
+// reloaded, then natsgate is stopped. Whatever the reader missed, what it
+// got must be whole JSON lines, one per line (event and access lines on
+// one writer, never spliced or cut), the lines it missed must be the ones
+// counted in natsgate_log_dropped_total, a reload error and a breaker
+// that opened must be logged once the reader is back, and the log must
+// end with "stopping", "draining" and "stopped", after the last request's
+// line.
+func TestLogStaysWholeAndInOrderThroughAStoppedReader(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	legacy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	}))
+	t.Cleanup(legacy.Close)
+	dead := freePort(t) // nothing listens here: every request to it fails and warns
+	g := &gateway{httpPort: freePort(t), adminPort: freePort(t)}
+	g.ConfigFile = filepath.Join(t.TempDir(), "natsgate.yaml")
+	g.Addr = fmt.Sprintf("127.0.0.1:%d", g.httpPort)
+	g.URL = "http://" + g.Addr
+	g.AdminURL = fmt.Sprintf("http://127.0.0.1:%d", g.adminPort)
+	good := g.render(gatewayConfig{
+		NATSURL: ns.URL(),
+		HTTP:    "  shutdown_grace: 3s",
+		Body: fmt.Sprintf(`upstreams:
+  up: {url: %q, timeout: 2s}
+  dead: {url: "http://127.0.0.1:%d", timeout: 1s}
+routes:
+  - name: page
+    method: GET
+    path: /p/{id}
+    upstream: up
+  - name: gone
+    method: GET
+    path: /gone/{id}
+    upstream: dead
+    breaker: {min_requests: 50, failure_ratio: 0.5, window: 10s, open_for: 1s}
+`, legacy.URL, dead),
+	})
+	if err := os.WriteFile(g.ConfigFile, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// stderr: a pipe that cat copies into a file.
+	logFile := filepath.Join(t.TempDir(), "stderr.log")
+	f, err := os.Create(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := exec.Command("cat")
+	reader.Stdin, reader.Stdout = r, f
+	reader.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := reader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	readerDone := make(chan struct{})
+	go func() { _ = reader.Wait(); close(readerDone) }()
+	t.Cleanup(func() { _ = reader.Process.Signal(syscall.SIGCONT); _ = reader.Process.Kill(); <-readerDone })
+	r.Close()
+
+	cmd := exec.Command(bin.natsgate, "serve", "--config", g.ConfigFile)
+	cmd.Stdout, cmd.Stderr = io.Discard, w
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close() // natsgate holds the only writer: cat ends when natsgate does
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	client := newClient(t)
+	client.Timeout = 5 * time.Second
+	eventually(t, 20*time.Second, "natsgate /readyz", func() bool {
+		return httpStatus(client, g.AdminURL+"/readyz") == 200
+	})
+
+	var sent, sentGone atomic.Int64
+	send := func(n int, what string) {
+		t.Helper()
+		l := startLoad(16, n/16, 60*time.Second, func(c, i int) exchange {
+			path := fmt.Sprintf("/p/%d-%d", c, i)
+			if i%10 == 0 {
+				path = fmt.Sprintf("/gone/%d-%d", c, i)
+				sentGone.Add(1)
+			}
+			sent.Add(1)
+			return do(client, "GET", g.URL+path, "", nil)
+		})
+		log, finished := l.Wait(90 * time.Second)
+		if !finished {
+			t.Fatalf("%s: the requests did not finish within 90 s", what)
+		}
+		for _, ex := range log {
+			if ex.err != nil || ex.status == 0 {
+				t.Fatalf("%s: %v", what, ex)
+			}
+		}
+	}
+
+	// The reader stops: 1 MiB waits in natsgate and 64 KiB in the pipe,
+	// and 6,000 access lines of about 300 bytes are more than both.
+	if err := reader.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	send(6000, "reader stopped")
+	eventually(t, 10*time.Second, "lines dropped while the reader is stopped", func() bool {
+		v, err := scrapeErr(client, g.AdminURL, "natsgate_log_dropped_total")
+		return err == nil && v > 0
+	})
+	if err := reader.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+
+	// The reader is back: once what waited is written (a request's line
+	// reaches the file), more requests, and a reload of a broken config.
+	for i := 0; ; i++ {
+		path := fmt.Sprintf("/p/caught-up-%d", i)
+		sent.Add(1)
+		if ex := do(client, "GET", g.URL+path, "", nil); ex.status != 200 {
+			t.Fatalf("after the reader is back: %v", ex)
+		}
+		_, ok := within(time.Second, func() bool {
+			b, _ := os.ReadFile(logFile)
+			return strings.Contains(string(b), `"path":"`+path+`"`)
+		})
+		if ok {
+			break
+		}
+		if i == 20 {
+			t.Fatal("the reader is back, yet no new request's line reaches it")
+		}
+	}
+	g.WriteConfig(good + "  - name: broken\n    method: GET\n    path: /b\n    upstream: nope\n")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	send(800, "reader back")
+	eventually(t, 10*time.Second, "the reload error on stderr", func() bool {
+		b, _ := os.ReadFile(logFile)
+		return strings.Contains(string(b), "config reload failed")
+	})
+	dropped := scrape(t, client, g.AdminURL, "natsgate_log_dropped_total")
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+		if code := cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("natsgate exited with %d after SIGTERM, want 0", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("natsgate still runs 20 s after SIGTERM (shutdown_grace is 3s)")
+	}
+	select {
+	case <-readerDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reader did not see its pipe end after natsgate exited")
+	}
+
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) == 0 || b[len(b)-1] != '\n' {
+		t.Fatalf("stderr does not end with a whole line: %q", tail(string(b), 300))
+	}
+	var msgs []string
+	access, lastAccess := 0, -1
+	for i, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		var rec struct {
+			Msg   string `json:"msg"`
+			Route string `json:"route"`
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("line %d is not one whole JSON line (%v): %q", i+1, err, line)
+		}
+		msgs = append(msgs, rec.Msg)
+		if rec.Msg == "request" && (rec.Route == "page" || rec.Route == "gone") {
+			access++
+			lastAccess = i
+		}
+	}
+	missing := int(sent.Load()) - access
+	t.Logf("%d requests sent, %d access lines read, %d missing, %d lines counted dropped", sent.Load(), access, missing, int(dropped))
+	if missing < 0 {
+		t.Errorf("%d access lines for %d requests", access, sent.Load())
+	}
+	// Every access line missing was counted; what else was counted can
+	// only be event lines: at most one warning per failed request, and a
+	// few breaker changes.
+	if int(dropped) < missing || int(dropped) > missing+int(sentGone.Load())+20 {
+		t.Errorf("%d lines counted dropped for %d access lines missing and %d failing requests", int(dropped), missing, sentGone.Load())
+	}
+	if missing == 0 {
+		t.Error("no line was dropped: the reader's stop did not fill the pipe and natsgate's 1 MiB")
+	}
+	for _, want := range []string{"config reload failed; the old routes keep serving"} {
+		if !slices.Contains(msgs, want) {
+			t.Errorf("stderr lacks %q", want)
+		}
+	}
+	if !slices.ContainsFunc(msgs, func(m string) bool { return strings.Contains(m, "breaker") }) {
+		t.Errorf("no breaker change on stderr")
+	}
+	// The end: "stopping", then "draining", then the drain's own lines,
+	// then "stopped", the last line, and no request's line after them.
+	stopping, draining := slices.Index(msgs, "stopping"), slices.Index(msgs, "draining")
+	if n := len(msgs); stopping <= lastAccess || draining <= stopping || msgs[n-1] != "stopped" {
+		t.Errorf("stderr does not end with stopping, draining, stopped after the last access line (line %d of %d); the last lines:\n%s", lastAccess+1, n, tail(string(b), 1500))
 	}
 }
