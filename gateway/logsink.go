@@ -26,6 +26,12 @@ import (
 // batch. Event lines are written at once (the writer is woken for each);
 // access lines wait for the next batch, at most logFlushEvery, or until
 // logBatch bytes wait.
+//
+// Event lines have logEventRoom more than access lines to wait in: when
+// a stalled sink fills under load, the event lines logged meanwhile (a
+// reload that failed, a breaker that opened) are what an operator reads
+// first afterwards, and a flood of access lines queued before them must
+// not crowd them out.
 type LogSink struct {
 	out     io.Writer
 	dropped atomic.Uint64
@@ -41,8 +47,9 @@ type LogSink struct {
 }
 
 const (
-	logBatch      = 64 << 10 // bytes waiting that wake the writer early
-	logPending    = 1 << 20  // bytes waiting at most; past it lines are dropped
+	logBatch      = 64 << 10  // bytes waiting that wake the writer early
+	logPending    = 1 << 20   // bytes waiting at most; past it access lines are dropped
+	logEventRoom  = 256 << 10 // room past logPending that only event lines may use
 	logFlushEvery = 100 * time.Millisecond
 	logCloseGrace = time.Second // Close's wait for the sink when its deadline has passed
 )
@@ -65,11 +72,17 @@ func (s *LogSink) Write(p []byte) (int, error) {
 }
 
 // queue appends p to the lines waiting, or drops and counts it. prompt
-// wakes the writer for it; otherwise it waits for the next batch.
+// (an event line) wakes the writer for it and may use logEventRoom past
+// logPending; otherwise (an access line) it waits for the next batch and
+// is dropped past logPending.
 func (s *LogSink) queue(p []byte, prompt bool) {
+	room := logPending
+	if prompt {
+		room += logEventRoom
+	}
 	s.mu.Lock()
 	n := len(s.pending)
-	kept := n+len(p) <= logPending && !s.gone
+	kept := n+len(p) <= room && !s.gone
 	if kept {
 		s.pending = append(s.pending, p...)
 	}
