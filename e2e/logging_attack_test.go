@@ -383,3 +383,125 @@ routes:
 		t.Errorf("stderr does not end with stopping, draining, stopped after the last access line (line %d of %d); the last lines:\n%s", lastAccess+1, n, tail(string(b), 1500))
 	}
 }
+
+// TestALogStormDoesNotSlowRequests: an upstream that fails every request
+// at full load makes natsgate write a warning and an access line per
+// request. Two gateways run side by side, one at log level info (every
+// line written, to a pipe a real reader, cat, drains) and one at level
+// error (none written), and take the same load in alternating rounds:
+// the lines must cost the requests far less than an order of magnitude
+// at the median, and the gateway that logs must not grow its memory
+// without bound. The bounds are loose: only a log that makes requests
+// wait on it, or queues without limit, fails them.
+func TestALogStormDoesNotSlowRequests(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	dead := freePort(t)
+	body := fmt.Sprintf(`upstreams:
+  dead: {url: "http://127.0.0.1:%d", timeout: 1s, breaker: {min_requests: 1000000}}
+routes:
+  - name: gone
+    method: GET
+    path: /gone/{id}
+    upstream: dead
+`, dead)
+	type side struct {
+		level string
+		g     *gateway
+		took  []time.Duration
+	}
+	sides := []*side{{level: "info"}, {level: "error"}}
+	for _, s := range sides {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		reader := exec.Command("cat")
+		reader.Stdin, reader.Stdout = r, io.Discard
+		reader.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := reader.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = reader.Process.Kill(); _ = reader.Wait() })
+		r.Close()
+		s.g = startGatewayWithStderr(t, gatewayConfig{NATSURL: ns.URL(), Body: body}, "level: "+s.level, w)
+		w.Close()
+	}
+	client := newClient(t)
+	client.Timeout = 5 * time.Second
+	const rounds, clients, perClient = 4, 8, 60
+	for round := range rounds {
+		for _, s := range sides {
+			l := startLoad(clients, perClient, 20*time.Second, func(c, i int) exchange {
+				return do(client, "GET", fmt.Sprintf("%s/gone/%d-%d-%d", s.g.URL, round, c, i), "", nil)
+			})
+			log, finished := l.Wait(30 * time.Second)
+			if !finished {
+				t.Fatalf("round %d at level %s: the requests did not finish within 30 s", round, s.level)
+			}
+			for _, ex := range log {
+				if ex.err != nil || ex.status != 502 {
+					t.Fatalf("level %s: want 502 from the dead upstream: %v", s.level, ex)
+				}
+				s.took = append(s.took, ex.took())
+			}
+		}
+	}
+	p50 := func(d []time.Duration) time.Duration {
+		d = slices.Clone(d)
+		slices.Sort(d)
+		return d[len(d)/2]
+	}
+	info, quiet := sides[0], sides[1]
+	warned := scrape(t, client, info.g.AdminURL, "natsgate_upstream_errors_total")
+	dropped := scrape(t, client, info.g.AdminURL, "natsgate_log_dropped_total")
+	hwmInfo, hwmQuiet := info.g.Memory("VmHWM"), quiet.g.Memory("VmHWM")
+	t.Logf("p50 at level info %v, at level error %v, over %d requests each; %v upstream failures at info, %v lines dropped; peak RSS %d MiB at info, %d MiB at error",
+		p50(info.took), p50(quiet.took), len(info.took), warned, dropped, hwmInfo>>20, hwmQuiet>>20)
+	if p50(info.took) > 5*p50(quiet.took)+5*time.Millisecond {
+		t.Errorf("the median request took %v with every line logged and %v with none", p50(info.took), p50(quiet.took))
+	}
+	if warned < float64(len(info.took)) {
+		t.Errorf("%v upstream failures counted for %d requests: the storm did not happen", warned, len(info.took))
+	}
+	if hwmInfo > hwmQuiet+64<<20 {
+		t.Errorf("peak RSS %d MiB with every line logged, %d MiB with none", hwmInfo>>20, hwmQuiet>>20)
+	}
+}
+
+// startGatewayWithStderr runs natsgate serve on cfg, with logLine under
+// log: (indented by two spaces) and stderr, and waits until it is ready.
+// Its stdout is kept and shown if the test fails.
+func startGatewayWithStderr(t *testing.T, cfg gatewayConfig, logLine string, stderr *os.File) *gateway {
+	t.Helper()
+	g := &gateway{httpPort: freePort(t), adminPort: freePort(t)}
+	g.ConfigFile = filepath.Join(t.TempDir(), "natsgate.yaml")
+	g.Addr = fmt.Sprintf("127.0.0.1:%d", g.httpPort)
+	g.URL = "http://" + g.Addr
+	g.AdminURL = fmt.Sprintf("http://127.0.0.1:%d", g.adminPort)
+	text := strings.Replace(g.render(cfg), "log:\n  format: json\n", "log:\n  format: json\n  "+logLine+"\n", 1)
+	if err := os.WriteFile(g.ConfigFile, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{t: t, name: "natsgate", out: &logBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(bin.natsgate, "serve", "--config", g.ConfigFile)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, stderr
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		p.code = p.cmd.ProcessState.ExitCode()
+		close(p.done)
+	}()
+	t.Cleanup(p.Kill)
+	g.proc = p
+	client := &http.Client{Timeout: time.Second}
+	eventually(t, 20*time.Second, "natsgate /readyz", func() bool {
+		if !g.Running() {
+			t.Fatalf("natsgate exited with %d", g.code)
+		}
+		return httpStatus(client, g.AdminURL+"/readyz") == 200
+	})
+	return g
+}
