@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // fullPipe is a pipe whose buffer is already full: a write to w blocks
@@ -504,4 +505,147 @@ func startGatewayWithStderr(t *testing.T, cfg gatewayConfig, logLine string, std
 		return httpStatus(client, g.AdminURL+"/readyz") == 200
 	})
 	return g
+}
+
+// TestALineCutByAFullDiskDoesNotSpliceTheNext: stderr is a file, and the
+// disk fills (here: the file size limit, RLIMIT_FSIZE, set on the running
+// gateway, which fails writes past it as a full disk does) in the middle
+// of a line. The lines that did not fit are dropped and counted; then
+// room comes back (logrotate freed the disk: the limit is lifted) and the
+// lines after it must each be one whole JSON line: none may be glued to
+// the cut one before it, where a reader would lose it, uncounted.
+func TestALineCutByAFullDiskDoesNotSpliceTheNext(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	legacy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	}))
+	t.Cleanup(legacy.Close)
+	logFile := filepath.Join(t.TempDir(), "natsgate.log")
+	f, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	g := startGatewayWithStderr(t, gatewayConfig{NATSURL: ns.URL(), Body: fmt.Sprintf(`upstreams:
+  up: {url: %q}
+routes:
+  - name: page
+    method: GET
+    path: /p/{id}
+    upstream: up
+`, legacy.URL)}, "level: info", f)
+	pid := g.cmd.Process.Pid
+	var old syscall.Rlimit
+	if err := prlimit(pid, syscall.RLIMIT_FSIZE, nil, &old); err != nil {
+		t.Fatal(err)
+	}
+	size := func() int64 {
+		st, err := os.Stat(logFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Size()
+	}
+	// The disk fills 16,000 bytes on, most likely inside a line; should
+	// the limit fall between two lines, it moves on a few bytes.
+	limit := size() + 16000
+	client := newClient(t)
+	sent := 0
+	get := func(what string) {
+		t.Helper()
+		sent++
+		if ex := do(client, "GET", fmt.Sprintf("%s/p/%s-%d", g.URL, what, sent), "", nil); ex.status != 200 {
+			t.Fatalf("%s: %v", what, ex)
+		}
+	}
+	for cut := 0; ; cut++ {
+		if err := prlimit(pid, syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: uint64(limit), Max: old.Max}, nil); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; size() < limit; i++ {
+			if i == 2000 {
+				t.Fatalf("2,000 requests did not fill the log to %d bytes", limit)
+			}
+			get("filling")
+			if i%50 == 49 {
+				time.Sleep(150 * time.Millisecond) // a batch is written
+			}
+		}
+		b, err := os.ReadFile(logFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b[len(b)-1] != '\n' {
+			break // a line is cut
+		}
+		if cut == 10 {
+			t.Fatal("the limit never cut a line")
+		}
+		limit += 37
+	}
+	eventually(t, 5*time.Second, "lines dropped at the full disk", func() bool {
+		v, err := scrapeErr(client, g.AdminURL, "natsgate_log_dropped_total")
+		return err == nil && v > 0
+	})
+	for range 20 {
+		get("full")
+	}
+	time.Sleep(150 * time.Millisecond) // their lines meet the full disk
+
+	// Room again: the next lines must each stand on their own.
+	if err := prlimit(pid, syscall.RLIMIT_FSIZE, &old, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "a line written after the disk has room again", func() bool {
+		get("room")
+		b, _ := os.ReadFile(logFile)
+		return strings.Contains(string(b), `"path":"/p/room-`)
+	})
+	for range 20 {
+		get("room")
+	}
+	dropped := scrape(t, client, g.AdminURL, "natsgate_log_dropped_total")
+	g.Signal(syscall.SIGTERM)
+	if _, exited := g.Wait(20 * time.Second); !exited {
+		t.Fatal("natsgate still runs 20 s after SIGTERM")
+	}
+
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	access, cut := 0, 0
+	for i, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if n := strings.Count(line, `{"time":`); n != 1 {
+			t.Errorf("line %d holds %d records: %q", i+1, n, line)
+			continue
+		}
+		var rec struct{ Msg string }
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			cut++ // the line the disk cut: dropped, and counted
+			continue
+		}
+		if rec.Msg == "request" {
+			access++
+		}
+	}
+	t.Logf("%d requests, %d access lines whole, %d lines cut, %v counted dropped", sent, access, cut, dropped)
+	if cut > 1 {
+		t.Errorf("%d lines cut, want the one the full disk cut", cut)
+	}
+	if missing := sent - access; int(dropped) < missing || int(dropped) > missing+5 {
+		t.Errorf("%v lines counted dropped for %d of %d access lines missing", dropped, missing, sent)
+	}
+}
+
+// prlimit sets (when limit is not nil) and reads (when old is not nil) a
+// resource limit of the running process pid, as prlimit(1) does. The
+// syscall package has it, but only for the calling process.
+func prlimit(pid, resource int, limit, old *syscall.Rlimit) error {
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_PRLIMIT64, uintptr(pid), uintptr(resource),
+		uintptr(unsafe.Pointer(limit)), uintptr(unsafe.Pointer(old)), 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
