@@ -128,20 +128,35 @@ func (s *LogSink) run() {
 	spare := make([]byte, 0, logBatch)
 	tick := time.NewTicker(logFlushEvery)
 	defer tick.Stop()
+	// cut is set when the sink took part of a line and then failed (a
+	// disk that filled mid-line): the next write ends that line first, so
+	// that the first line written once the sink has room again stands on
+	// its own instead of glued to the cut one, where a reader loses it.
+	cut := false
 	flush := func() {
 		s.mu.Lock()
 		batch := s.pending
 		s.pending = spare[:0]
 		s.mu.Unlock()
-		if len(batch) > 0 {
-			// A sink that refused the batch, or took only part of it
-			// (ENOSPC, a closed pipe), lost every line that did not
-			// reach it whole: they are dropped, and counted.
-			if n, err := s.out.Write(batch); err != nil {
-				s.drop(bytes.Count(batch[min(max(n, 0), len(batch)):], newline))
-			}
-		}
 		spare = batch
+		if len(batch) == 0 {
+			return
+		}
+		if cut {
+			if _, err := s.out.Write(newline); err != nil {
+				s.drop(bytes.Count(batch, newline))
+				return
+			}
+			cut = false
+		}
+		// A sink that refused the batch, or took only part of it
+		// (ENOSPC, a closed pipe), lost every line that did not reach it
+		// whole: they are dropped, and counted.
+		if n, err := s.out.Write(batch); err != nil {
+			n = min(max(n, 0), len(batch))
+			s.drop(bytes.Count(batch[n:], newline))
+			cut = n > 0 && batch[n-1] != '\n'
+		}
 	}
 	for {
 		select {
