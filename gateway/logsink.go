@@ -25,6 +25,12 @@ import (
 // batch. Event lines are written at once (the writer is woken for each);
 // access lines wait for the next batch, at most logFlushEvery, or until
 // logBatch bytes wait.
+//
+// Event lines have logEventRoom more than access lines to wait in: when
+// a stalled sink fills under load, the event lines logged meanwhile (a
+// reload that failed, a breaker that opened) are what an operator reads
+// first afterwards, and a flood of access lines queued before them must
+// not crowd them out.
 type LogSink struct {
 	out io.Writer
 
@@ -40,8 +46,9 @@ type LogSink struct {
 }
 
 const (
-	logBatch      = 64 << 10 // bytes waiting that wake the writer early
-	logPending    = 1 << 20  // bytes waiting at most; past it lines are dropped
+	logBatch      = 64 << 10  // bytes waiting that wake the writer early
+	logPending    = 1 << 20   // bytes waiting at most; past it access lines are dropped
+	logEventRoom  = 256 << 10 // room past logPending that only event lines may use
 	logFlushEvery = 100 * time.Millisecond
 	logCloseGrace = time.Second // Close's wait for the sink when its deadline has passed
 )
@@ -64,11 +71,17 @@ func (s *LogSink) Write(p []byte) (int, error) {
 }
 
 // queue appends p to the lines waiting, or drops and counts it. prompt
-// wakes the writer for it; otherwise it waits for the next batch.
+// (an event line) wakes the writer for it and may use logEventRoom past
+// logPending; otherwise (an access line) it waits for the next batch and
+// is dropped past logPending.
 func (s *LogSink) queue(p []byte, prompt bool) {
+	room := logPending
+	if prompt {
+		room += logEventRoom
+	}
 	s.mu.Lock()
 	n := len(s.pending)
-	kept := n+len(p) <= logPending && !s.gone
+	kept := n+len(p) <= room && !s.gone
 	if kept {
 		s.pending = append(s.pending, p...)
 	}
@@ -128,20 +141,35 @@ func (s *LogSink) run() {
 	spare := make([]byte, 0, logBatch)
 	tick := time.NewTicker(logFlushEvery)
 	defer tick.Stop()
+	// cut is set when the sink took part of a line and then failed (a
+	// disk that filled mid-line): the next write ends that line first, so
+	// that the first line written once the sink has room again stands on
+	// its own instead of glued to the cut one, where a reader loses it.
+	cut := false
 	flush := func() {
 		s.mu.Lock()
 		batch := s.pending
 		s.pending = spare[:0]
 		s.mu.Unlock()
-		if len(batch) > 0 {
-			// A sink that refused the batch, or took only part of it
-			// (ENOSPC, a closed pipe), lost every line that did not
-			// reach it whole: they are dropped, and counted.
-			if n, err := s.out.Write(batch); err != nil {
-				s.drop(bytes.Count(batch[min(max(n, 0), len(batch)):], newline))
-			}
-		}
 		spare = batch
+		if len(batch) == 0 {
+			return
+		}
+		if cut {
+			if _, err := s.out.Write(newline); err != nil {
+				s.drop(bytes.Count(batch, newline))
+				return
+			}
+			cut = false
+		}
+		// A sink that refused the batch, or took only part of it
+		// (ENOSPC, a closed pipe), lost every line that did not reach it
+		// whole: they are dropped, and counted.
+		if n, err := s.out.Write(batch); err != nil {
+			n = min(max(n, 0), len(batch))
+			s.drop(bytes.Count(batch[n:], newline))
+			cut = n > 0 && batch[n-1] != '\n'
+		}
 	}
 	for {
 		select {

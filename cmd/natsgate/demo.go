@@ -20,15 +20,16 @@ import (
 // demo serves configs/demo.yaml on an embedded NATS server with two sample
 // workers in one queue group, and prints curl lines to try.
 func demo(stdout, stderr io.Writer, logFormat string, traffic bool) int {
+	sink, flush := stderrSink(stderr)
+	defer flush()
 	sig, stopSignals := notifySignals()
 	defer stopSignals()
 	t, err := routes.Load("configs/demo.yaml", configs.Demo, func(string) (string, bool) { return "", false })
 	if err != nil {
-		printConfigError(stderr, err)
+		printConfigError(sink, err)
 		return 1
 	}
-	log, sink, flush := eventLog(t.Config.Log, stderr, logFormat)
-	defer flush()
+	log := gateway.NewLogger(t.Config.Log, sink, logFormat)
 	ctx := context.Background()
 	gw, err := gateway.New(ctx, gateway.Options{Table: t, Logger: log, AccessLog: sink, EventLog: sink, LogFormat: logFormat})
 	if err != nil {

@@ -114,14 +114,20 @@ func serveCmd(args []string, stdout, stderr io.Writer) int {
 	config := f.configFlag()
 	logFormat := f.logFormatFlag()
 	watch := f.Bool("watch", false, "also reload the config file when it changes (SIGHUP always reloads)")
-	if code, done := f.parse(args, stdout, stderr); done {
+	// Everything serve writes on stderr, from a flag or config error on,
+	// goes through one LogSink: a gateway that cannot start must still
+	// exit, within logFlushTimeout, when its stderr is a pipe nobody reads
+	// (a supervisor restarting it waits for that exit).
+	sink, flush := stderrSink(stderr)
+	defer flush()
+	if code, done := f.parse(args, stdout, sink); done {
 		return code
 	}
-	t, code := f.loadConfig(*config, stderr)
+	t, code := f.loadConfig(*config, sink)
 	if t == nil {
 		return code
 	}
-	return serve(t, *config, *logFormat, *watch, stderr)
+	return serve(t, *config, *logFormat, *watch, sink)
 }
 
 // validateCmd runs `natsgate validate`.
@@ -204,12 +210,11 @@ func printConfigError(w io.Writer, err error) {
 }
 
 // serve runs the gateway until SIGINT or SIGTERM, reloading the config
-// file on SIGHUP.
-func serve(t *routes.Table, file, logFormat string, watch bool, stderr io.Writer) int {
+// file on SIGHUP. Its log, event and access lines alike, goes to sink.
+func serve(t *routes.Table, file, logFormat string, watch bool, sink *gateway.LogSink) int {
 	sig, stopSignals := notifySignals()
 	defer stopSignals()
-	log, sink, flush := eventLog(t.Config.Log, stderr, logFormat)
-	defer flush()
+	log := gateway.NewLogger(t.Config.Log, sink, logFormat)
 	ctx := context.Background()
 	gw, err := gateway.New(ctx, gateway.Options{Table: t, Logger: log, AccessLog: sink, EventLog: sink, LogFormat: logFormat})
 	if err != nil {
@@ -231,14 +236,15 @@ func serve(t *routes.Table, file, logFormat string, watch bool, stderr io.Writer
 	return waitAndStop(gw, sig, r, t.Config.HTTP.ShutdownGrace, log)
 }
 
-// eventLog is the log of cfg on stderr, event and access lines alike,
-// through one LogSink: a stderr that stalls (a pipe nobody reads, a log
-// shipper that hung) then drops lines, counted, and never holds up a
-// request or a SIGTERM. flush writes what is waiting, within
-// logFlushTimeout, before the process exits.
-func eventLog(cfg routes.LogConfig, stderr io.Writer, format string) (log *slog.Logger, sink *gateway.LogSink, flush func()) {
+// stderrSink is the one way serve and demo write to stderr, the log's
+// event and access lines and the errors before it, through one LogSink:
+// a stderr that stalls (a pipe nobody reads, a log shipper that hung)
+// then drops lines, counted, and never holds up a request, a SIGTERM or
+// an exit. flush writes what is waiting, within logFlushTimeout, before
+// the process exits.
+func stderrSink(stderr io.Writer) (sink *gateway.LogSink, flush func()) {
 	sink = gateway.NewLogSink(stderr)
-	return gateway.NewLogger(cfg, sink, format), sink, func() {
+	return sink, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), logFlushTimeout)
 		defer cancel()
 		sink.Close(ctx)
