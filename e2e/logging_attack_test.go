@@ -385,16 +385,17 @@ routes:
 	}
 }
 
-// TestALogStormDoesNotSlowRequests: an upstream that fails every request
-// at full load makes natsgate write a warning and an access line per
-// request. Two gateways run side by side, one at log level info (every
+// TestALogStormIsAnsweredAndBoundedInMemory: an upstream that fails every
+// request at full load makes natsgate write a warning and an access line
+// per request. Two gateways run side by side, one at log level info (every
 // line written, to a pipe a real reader, cat, drains) and one at level
 // error (none written), and take the same load in alternating rounds:
-// the lines must cost the requests far less than an order of magnitude
-// at the median, and the gateway that logs must not grow its memory
-// without bound. The bounds are loose: only a log that makes requests
-// wait on it, or queues without limit, fails them.
-func TestALogStormDoesNotSlowRequests(t *testing.T) {
+// every request is answered, the storm is counted, and the gateway that
+// logs must not grow its memory past the other's by more than its bounded
+// log buffers could explain. What the lines cost in time is the
+// benchmark's to say (BENCHMARKS.md, D against G), not a test's: the
+// medians are only logged.
+func TestALogStormIsAnsweredAndBoundedInMemory(t *testing.T) {
 	ns := startNATS(t, natsOptions{})
 	dead := freePort(t)
 	body := fmt.Sprintf(`upstreams:
@@ -458,9 +459,6 @@ routes:
 	hwmInfo, hwmQuiet := info.g.Memory("VmHWM"), quiet.g.Memory("VmHWM")
 	t.Logf("p50 at level info %v, at level error %v, over %d requests each; %v upstream failures at info, %v lines dropped; peak RSS %d MiB at info, %d MiB at error",
 		p50(info.took), p50(quiet.took), len(info.took), warned, dropped, hwmInfo>>20, hwmQuiet>>20)
-	if p50(info.took) > 5*p50(quiet.took)+5*time.Millisecond {
-		t.Errorf("the median request took %v with every line logged and %v with none", p50(info.took), p50(quiet.took))
-	}
 	if warned < float64(len(info.took)) {
 		t.Errorf("%v upstream failures counted for %d requests: the storm did not happen", warned, len(info.took))
 	}

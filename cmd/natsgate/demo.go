@@ -64,7 +64,10 @@ func demo(stdout, stderr io.Writer, logFormat string, traffic bool) int {
 		_ = gw.Shutdown(ctx)
 		return 1
 	}
-	printDemoIntro(stdout, natsURL, gw.Addr(), gw.AdminAddr(), t.Config.Admin.Token, traffic)
+	// On a goroutine of its own: a stdout nobody reads (a full pipe, a
+	// terminal paused with Ctrl-S) must not keep the demo from its signal
+	// loop, where SIGTERM stops it.
+	go printDemoIntro(stdout, natsURL, gw.Addr(), gw.AdminAddr(), t.Config.Admin.Token, traffic)
 	if traffic { // steady sample traffic until the demo stops
 		defer startTraffic("http://"+gw.Addr(), t, trafficOptions{}, log)()
 	}
