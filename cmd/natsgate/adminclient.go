@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -43,6 +44,44 @@ type adminProblem struct {
 type adminEndpoint struct {
 	Base, Token string
 	TLS         *tls.Config // nil: the default (plain HTTP, or an https URL checked against the system's roots)
+}
+
+// adminCertFlags registers --cert and --key on fs: a client certificate
+// for an admin listener that asks for one (admin.tls.client_ca_file).
+func adminCertFlags(fs *flag.FlagSet) (cert, key *string) {
+	cert = fs.String("cert", "", "a PEM client certificate `FILE`, for an admin listener that asks for one")
+	key = fs.String("key", "", "the PEM key `FILE` of --cert")
+	return cert, key
+}
+
+// adminCertUsage is the usage text of adminCertFlags, for the commands'
+// usage pages.
+const adminCertUsage = `  --cert FILE, --key FILE
+                      a client certificate and its key, for an admin
+                      listener with admin.tls.client_ca_file (every request
+                      with client_auth require, changes with mutations)
+`
+
+// withClientCert adds the client certificate in certFile and keyFile to
+// the endpoint's TLS; both or neither must be given.
+func (e *adminEndpoint) withClientCert(certFile, keyFile string) error {
+	if certFile == "" && keyFile == "" {
+		return nil
+	}
+	if certFile == "" || keyFile == "" {
+		return errors.New("--cert and --key go together")
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return fmt.Errorf("--cert %s, --key %s: %w", certFile, keyFile, err)
+	}
+	if e.TLS == nil {
+		e.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	} else {
+		e.TLS = e.TLS.Clone()
+	}
+	e.TLS.Certificates = []tls.Certificate{pair}
+	return nil
 }
 
 // client is an HTTP client for the endpoint, bounded by timeout.

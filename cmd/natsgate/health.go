@@ -17,16 +17,20 @@ const healthTimeout = 5 * time.Second
 // reached. It is the image's HEALTHCHECK: the distroless image has no
 // shell and no curl.
 func healthCmd(args []string, stdout, stderr io.Writer) int {
-	f := newCommandFlags("health", "natsgate health [--admin ADDR | -c FILE]",
+	f := newCommandFlags("health", "natsgate health [--admin ADDR | -c FILE] [--cert FILE --key FILE]",
 		"health asks a running gateway's admin listener for /readyz and exits 0 when\n"+
 			"it is ready, 1 when it is not ready (NATS not connected, shutting down)\n"+
 			"or cannot be reached.")
 	admin := f.String("admin", "", "the admin listener, `ADDR` or URL (default: admin.listen from --config, else 127.0.0.1:9090)")
 	config := f.configFlag()
+	cert, key := adminCertFlags(f.FlagSet)
 	if code, done := f.parse(args, stdout, stderr); done {
 		return code
 	}
 	e, err := adminTarget(*config, *admin, "")
+	if err == nil {
+		err = e.withClientCert(*cert, *key)
+	}
 	if err != nil {
 		printConfigError(stderr, err)
 		return 1

@@ -17,7 +17,7 @@ import (
 )
 
 const reportUsage = `Usage:
-  natsgate report [--admin URL | -c FILE] [--format text|markdown|json]
+  natsgate report [--admin URL | -c FILE] [--format text|markdown|json] [--cert FILE --key FILE]
 
 report prints where the migration stands, from GET /admin/report over the
 fleet's last 15 minutes: a summary line, then per route its stage, rollout
@@ -31,7 +31,7 @@ it is ready to move or blocked.
   --format F          text (a table), markdown (a GitHub table, to paste into
                       a migration's tracking issue) or json (the admin
                       API's JSON as received); default text
-`
+` + adminCertUsage
 
 var reportFormats = []string{"text", "markdown", "json"}
 
@@ -45,6 +45,7 @@ func reportCmd(args []string, stdout, stderr io.Writer) int {
 	config := fs.String("config", "", "natsgate configuration file")
 	fs.StringVar(config, "c", "", "short for --config")
 	format := fs.String("format", "text", "text, markdown or json")
+	cert, key := adminCertFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, reportUsage)
@@ -62,6 +63,9 @@ func reportCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	e, err := adminTarget(*config, *admin, "")
+	if err == nil {
+		err = e.withClientCert(*cert, *key)
+	}
 	if err != nil {
 		printConfigError(stderr, err)
 		return 1

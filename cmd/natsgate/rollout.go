@@ -16,7 +16,7 @@ import (
 )
 
 const rolloutUsage = `Usage:
-  natsgate rollout status|start|pause|resume|abort ROUTE [--admin URL] [--token T] [-c FILE] [--json]
+  natsgate rollout status|start|pause|resume|abort ROUTE [--admin URL] [--token T] [-c FILE] [--json] [--cert FILE --key FILE]
 
 status shows a route's rollout plan as the fleet's leader runs it: its state,
 step, gates and last decisions. start, pause, resume and abort move it.
@@ -28,7 +28,7 @@ step, gates and last decisions. start, pause, resume and abort move it.
                       $NATSGATE_ADMIN_TOKEN)
   -c, --config FILE   read the admin address and token from a natsgate config
   --json              print the admin API's JSON as received
-`
+` + adminCertUsage
 
 // rolloutHistoryShown is how many of the last decisions status prints.
 const rolloutHistoryShown = 5
@@ -80,6 +80,7 @@ func rolloutCmd(args []string, stdout, stderr io.Writer) int {
 	config := fs.String("config", "", "natsgate configuration file")
 	fs.StringVar(config, "c", "", "short for --config")
 	asJSON := fs.Bool("json", false, "print the JSON as received")
+	cert, key := adminCertFlags(fs)
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -111,6 +112,9 @@ func rolloutCmd(args []string, stdout, stderr io.Writer) int {
 	}
 
 	e, err := adminTarget(*config, *admin, *token)
+	if err == nil {
+		err = e.withClientCert(*cert, *key)
+	}
 	if err != nil {
 		printConfigError(stderr, err)
 		return 1

@@ -127,3 +127,43 @@ routes:
 		t.Errorf("natsgate health against a listener with another certificate: exit %d, want 1 saying so\nstderr:\n%s", code, stderr)
 	}
 }
+
+// TestCommandsSendAClientCertificate: an admin listener with
+// client_auth: require refuses a command without a client certificate at
+// the handshake; with --cert and --key it is answered. --cert without
+// --key is bad usage, said at once.
+func TestCommandsSendAClientCertificate(t *testing.T) {
+	ns := natstest.RunServer(t)
+	dir := t.TempDir()
+	cert, key := selfSigned(t, dir, "admin")
+	clientCert, clientKey := selfSigned(t, dir, "ops") // its own authority
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminAddr := ln.Addr().String()
+	ln.Close()
+	file := writeConfig(t, fmt.Sprintf(`nats: {url: %s}
+http: {listen: "127.0.0.1:0"}
+admin:
+  listen: %s
+  tls: {cert_file: %s, key_file: %s, client_ca_file: %s, client_auth: require}
+routes:
+  - {name: get-user, method: GET, path: "/users/{id}", nats: {subject: "users.{id}.get"}}
+`, ns.ClientURL(), adminAddr, cert, key, clientCert))
+	g := startServe(t, "serve", "--config", file, "--log-format", "json")
+	g.waitFor(t, "natsgate serving")
+
+	if code, _, stderr := runBin(t, "health", "--config", file); code != 1 || !strings.Contains(stderr, "cannot reach") {
+		t.Errorf("natsgate health without a client certificate against client_auth require: exit %d, want 1\nstderr:\n%s", code, stderr)
+	}
+	if code, stdout, stderr := runBin(t, "health", "--config", file, "--cert", clientCert, "--key", clientKey); code != 0 {
+		t.Errorf("natsgate health --cert --key: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if code, stdout, stderr := runBin(t, "report", "--config", file, "--cert", clientCert, "--key", clientKey, "--format", "json"); code != 0 || !strings.Contains(stdout, "get-user") {
+		t.Errorf("natsgate report --cert --key: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if code, _, stderr := runBin(t, "health", "--config", file, "--cert", clientCert); code != 1 || !strings.Contains(stderr, "--cert and --key go together") {
+		t.Errorf("natsgate health --cert without --key: exit %d, want 1 saying both are needed\nstderr:\n%s", code, stderr)
+	}
+}
