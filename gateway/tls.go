@@ -177,6 +177,13 @@ func newCertificate(l listenerTLS, log *slog.Logger, expiry prometheus.Gauge) (*
 		return nil, fmt.Errorf("%s.tls: %w", l.listener, err)
 	}
 	c.use(cert, certPEM, keyPEM)
+	// At start there is no older pair to keep serving: one outside its
+	// validity is served, and said loudly, as every client will refuse it
+	// (natsgate_tls_certificate_expiry_seconds shows it too).
+	if _, err := inValidity(cert.Leaf, l.certFile, time.Now()); err != nil {
+		log.Error("TLS certificate outside its validity; it is served, as there is no other, and clients will refuse it",
+			"listener", l.listener, "cert_file", l.certFile, "error", err)
+	}
 	return c, nil
 }
 
