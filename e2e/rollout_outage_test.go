@@ -58,6 +58,22 @@ func startOutageRollout(t *testing.T, f *rolloutFleet, l *load) rolloutView {
 	return v
 }
 
+// finishOutageRollout waits, on replica from, for the outage rollout to
+// finish and every replica to serve nats, stops the load and checks the
+// run: the history, the canary's hold (within slack), and a cutover
+// bucket that never went back. It returns the load's exchanges.
+func finishOutageRollout(t *testing.T, f *rolloutFleet, l *load, from *gateway, slack time.Duration) []exchange {
+	t.Helper()
+	v := waitRollout(t, from, 50*time.Second, "done")
+	waitStage(t, f, "nats", f.ids...)
+	exs := l.Stop()
+	checkHistory(t, v, outageHistory...)
+	checkHold(t, v, slack)
+	checkStagesForward(t, f.ns)
+	t.Logf("%d requests, %d not answered 200 during the outage: %s", len(exs), len(failures(exs)), v)
+	return exs
+}
+
 // checkHold checks that the canary step lasted its hold and not much
 // more: counted from the stored since, not restarted by the outage.
 func checkHold(t *testing.T, v rolloutView, slack time.Duration) {
@@ -234,14 +250,8 @@ func TestRolloutOutageNATSPaused(t *testing.T) {
 	f.ns.Resume()
 	t.Log("nats-server paused 5 s and resumed, in the canary's hold")
 
-	v := waitRollout(t, f.replicas["a"], 50*time.Second, "done")
-	waitStage(t, f, "nats", f.ids...)
-	exs := l.Stop()
-	checkHistory(t, v, outageHistory...)
-	checkHold(t, v, 12*time.Second)
+	exs := finishOutageRollout(t, f, l, f.replicas["a"], 12*time.Second)
 	checkNoHang(t, exs, 8*time.Second)
-	checkStagesForward(t, f.ns)
-	t.Logf("%d requests, %d not answered 200 during the outage: %s", len(exs), len(failures(exs)), v)
 }
 
 // The nats-server is killed in the canary step's hold and started again
@@ -261,14 +271,8 @@ func TestRolloutOutageNATSRestarted(t *testing.T) {
 	f.ns.Start()
 	t.Log("nats-server killed and started again on its store, in the canary's hold")
 
-	v := waitRollout(t, f.replicas["a"], 50*time.Second, "done")
-	waitStage(t, f, "nats", f.ids...)
-	exs := l.Stop()
-	checkHistory(t, v, outageHistory...)
-	checkHold(t, v, 12*time.Second)
+	exs := finishOutageRollout(t, f, l, f.replicas["a"], 12*time.Second)
 	checkNoHang(t, exs, 8*time.Second)
-	checkStagesForward(t, f.ns)
-	t.Logf("%d requests, %d not answered 200 during the outage: %s", len(exs), len(failures(exs)), v)
 }
 
 // Every natsgate replica is killed (SIGKILL) in the canary step's hold
@@ -291,13 +295,7 @@ func TestRolloutOutageEveryReplicaKilled(t *testing.T) {
 	}
 	t.Log("every replica killed and started again, in the canary's hold")
 
-	v := waitRollout(t, f.replicas["b"], 50*time.Second, "done")
-	waitStage(t, f, "nats", f.ids...)
-	exs := l.Stop()
-	checkHistory(t, v, outageHistory...)
-	checkHold(t, v, 12*time.Second)
-	checkStagesForward(t, f.ns)
-	t.Logf("%d requests: %s", len(exs), v)
+	finishOutageRollout(t, f, l, f.replicas["b"], 12*time.Second)
 }
 
 // The leader is frozen (SIGSTOP) for three TTLs in the canary step's
@@ -326,13 +324,7 @@ func TestRolloutOutageLeaderFrozen(t *testing.T) {
 	f.replicas[leader].Signal(syscall.SIGCONT)
 	t.Logf("leader %s frozen and woken in the canary's hold; %s led meanwhile", leader, other)
 
-	v = waitRollout(t, f.replicas[other], 50*time.Second, "done")
-	waitStage(t, f, "nats", f.ids...)
-	exs := l.Stop()
-	checkHistory(t, v, outageHistory...)
-	checkHold(t, v, 12*time.Second)
-	checkStagesForward(t, f.ns)
-	t.Logf("%d requests: %s", len(exs), v)
+	finishOutageRollout(t, f, l, f.replicas[other], 12*time.Second)
 }
 
 // The fleet comes back in the wrong order: every replica and the
@@ -392,13 +384,7 @@ func TestRolloutOutageReplicasStartBeforeJetStream(t *testing.T) {
 	}
 	t.Log("replicas started before JetStream, in the canary's hold")
 
-	v := waitRollout(t, f.replicas["a"], 50*time.Second, "done")
-	waitStage(t, f, "nats", f.ids...)
-	exs := l.Stop()
-	checkHistory(t, v, outageHistory...)
-	checkHold(t, v, 20*time.Second)
-	checkStagesForward(t, f.ns)
-	t.Logf("%d requests: %s", len(exs), v)
+	finishOutageRollout(t, f, l, f.replicas["a"], 20*time.Second)
 }
 
 // rewrite replaces a file's contents.

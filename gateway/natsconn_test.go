@@ -95,14 +95,14 @@ func writeConfig(t *testing.T, text string) string {
 
 // serveTable starts a gateway on a loaded table, logging to logOut, and
 // stops it when the test ends.
-func serveTable(t *testing.T, table *routes.Table, logOut io.Writer) (*Server, error) {
+func serveTable(t *testing.T, table *routes.Table, logOut io.Writer) *Server {
 	t.Helper()
 	if logOut == nil {
 		logOut = io.Discard
 	}
 	gw, err := New(context.Background(), Options{Table: table, Logger: slog.New(slog.NewJSONHandler(logOut, nil)), Registry: prometheus.NewRegistry(), AccessLog: io.Discard})
 	if err != nil {
-		return nil, err
+		t.Fatalf("gateway: %v", err)
 	}
 	if err := gw.Start(); err != nil {
 		t.Fatalf("gateway start: %v", err)
@@ -112,7 +112,18 @@ func serveTable(t *testing.T, table *routes.Table, logOut io.Writer) (*Server, e
 		defer cancel()
 		_ = gw.Shutdown(ctx)
 	})
-	return gw, nil
+	return gw
+}
+
+// loadConnConfig loads connConfig(nats) from a file, as natsgate serve
+// does, failing the test on any error.
+func loadConnConfig(t *testing.T, nats string) *routes.Table {
+	t.Helper()
+	table, err := LoadConfig(writeConfig(t, connConfig(nats)))
+	if err != nil {
+		t.Fatalf("LoadConfig: %v", err)
+	}
+	return table
 }
 
 // echoWorker answers conn.echo with "echo" on a connection of its own.
@@ -243,15 +254,9 @@ func TestContextConnects(t *testing.T) {
 			writeContext(t, xdg, "dev", ctxJSON)
 			echoWorker(t, ns, workerOpts...)
 
-			table, err := LoadConfig(writeConfig(t, connConfig(tt.natsCfg)))
-			if err != nil {
-				t.Fatalf("LoadConfig: %v", err)
-			}
+			table := loadConnConfig(t, tt.natsCfg)
 			logs := &syncBuffer{}
-			gw, err := serveTable(t, table, logs)
-			if err != nil {
-				t.Fatalf("gateway: %v", err)
-			}
+			gw := serveTable(t, table, logs)
 			if gw.embedded != nil {
 				t.Fatal("an embedded server was started although a context names the NATS system")
 			}
@@ -277,18 +282,12 @@ func TestConfigFieldsOverrideContext(t *testing.T) {
 	echoWorker(t, ns, nats.UserInfo("worker", "w"))
 	writeContext(t, xdg, "stale", fmt.Sprintf(`{"url": %q, "user": "alice", "password": "wrong", "inbox_prefix": "_INBOX"}`, deadURL(t)))
 
-	table, err := LoadConfig(writeConfig(t, connConfig(fmt.Sprintf("  context: stale\n  url: %s\n  user: alice\n  password: s3cret\n", ns.ClientURL()))))
-	if err != nil {
-		t.Fatalf("LoadConfig: %v", err)
-	}
+	table := loadConnConfig(t, fmt.Sprintf("  context: stale\n  url: %s\n  user: alice\n  password: s3cret\n", ns.ClientURL()))
 	if got := table.Config.NATS.URL; got != ns.ClientURL() {
 		t.Errorf("nats.url = %q, want the config's %q", got, ns.ClientURL())
 	}
 	logs := &syncBuffer{}
-	gw, err := serveTable(t, table, logs)
-	if err != nil {
-		t.Fatalf("gateway: %v", err)
-	}
+	gw := serveTable(t, table, logs)
 	if code, body := getEcho(t, gw); code != http.StatusOK {
 		t.Fatalf("GET /echo = %d %s, want 200", code, body)
 	}
@@ -305,15 +304,9 @@ func TestNATSURLFromEnvironment(t *testing.T) {
 	echoWorker(t, ns)
 	t.Setenv("NATS_URL", ns.ClientURL())
 
-	table, err := LoadConfig(writeConfig(t, connConfig("  name: natsgate-test\n")))
-	if err != nil {
-		t.Fatalf("LoadConfig: %v", err)
-	}
+	table := loadConnConfig(t, "  name: natsgate-test\n")
 	logs := &syncBuffer{}
-	gw, err := serveTable(t, table, logs)
-	if err != nil {
-		t.Fatalf("gateway: %v", err)
-	}
+	gw := serveTable(t, table, logs)
 	if gw.embedded != nil {
 		t.Fatal("an embedded server was started although NATS_URL is set")
 	}
@@ -333,17 +326,11 @@ func TestNATSURLList(t *testing.T) {
 	echoWorker(t, ns)
 	dead := deadURL(t)
 
-	table, err := LoadConfig(writeConfig(t, connConfig(fmt.Sprintf("  url:\n    - %s\n    - %s\n", dead, ns.ClientURL()))))
-	if err != nil {
-		t.Fatalf("LoadConfig: %v", err)
-	}
+	table := loadConnConfig(t, fmt.Sprintf("  url:\n    - %s\n    - %s\n", dead, ns.ClientURL()))
 	if want := dead + "," + ns.ClientURL(); table.Config.NATS.URL != want {
 		t.Errorf("nats.url = %q, want %q", table.Config.NATS.URL, want)
 	}
-	gw, err := serveTable(t, table, nil)
-	if err != nil {
-		t.Fatalf("gateway: %v", err)
-	}
+	gw := serveTable(t, table, nil)
 	if code, body := getEcho(t, gw); code != http.StatusOK || body != "echo" {
 		t.Fatalf("GET /echo = %d %q, want 200 \"echo\"", code, body)
 	}
@@ -377,14 +364,8 @@ func TestInboxPrefix(t *testing.T) {
 		{"without the prefix", "", http.StatusGatewayTimeout},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			table, err := LoadConfig(writeConfig(t, connConfig(fmt.Sprintf("  url: %s\n  user: gw\n  password: gw\n%s", ns.ClientURL(), tt.prefix))))
-			if err != nil {
-				t.Fatalf("LoadConfig: %v", err)
-			}
-			gw, err := serveTable(t, table, nil)
-			if err != nil {
-				t.Fatalf("gateway: %v", err)
-			}
+			table := loadConnConfig(t, fmt.Sprintf("  url: %s\n  user: gw\n  password: gw\n%s", ns.ClientURL(), tt.prefix))
+			gw := serveTable(t, table, nil)
 			if code, body := getEcho(t, gw); code != tt.want {
 				t.Fatalf("GET /echo = %d %s, want %d", code, body, tt.want)
 			}
