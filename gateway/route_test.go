@@ -99,7 +99,7 @@ func bareCompiled(t testing.TB, config string) (*compiled, *routes.Table) {
 		t.Fatal(err)
 	}
 	s := &Server{}
-	c := &compiled{handlers: map[string]*routeHandler{}, byPattern: map[string]*routeHandler{}, mux: chi.NewRouter()}
+	c := &compiled{handlers: map[string]*routeHandler{}, byPattern: map[routeKey]*routeHandler{}, mux: chi.NewRouter()}
 	for _, rt := range table.Routes {
 		c.handlers[rt.Name] = &routeHandler{gw: s, rt: rt}
 	}

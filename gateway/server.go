@@ -116,10 +116,13 @@ type compiled struct {
 	mux      *chi.Mux
 	handlers map[string]*routeHandler
 	// byPattern finds the handler of the pattern chi's tree matched, by
-	// method and pattern ("GET /users/{id}", "* /files/*"), so that a
-	// routed request is served without chi's ServeHTTP (see route).
-	byPattern map[string]*routeHandler
+	// method ("*" for a route of any method) and pattern, so that a routed
+	// request is served without chi's ServeHTTP (see route).
+	byPattern map[routeKey]*routeHandler
 }
+
+// routeKey is a route's method and path pattern, as registered with chi.
+type routeKey struct{ method, pattern string }
 
 // routeContexts are chi routing contexts for route, reused.
 var routeContexts = sync.Pool{New: func() any { return chi.NewRouteContext() }}
@@ -158,9 +161,9 @@ func (c *compiled) match(r *http.Request) (*routeHandler, *chi.Context) {
 	rctx := routeContexts.Get().(*chi.Context)
 	rctx.Reset()
 	pattern := c.mux.Find(rctx, r.Method, path)
-	h := c.byPattern[r.Method+" "+pattern]
+	h := c.byPattern[routeKey{r.Method, pattern}]
 	if h == nil && pattern != "" {
-		h = c.byPattern["* "+pattern]
+		h = c.byPattern[routeKey{"*", pattern}]
 	}
 	if h == nil {
 		routeContexts.Put(rctx)
@@ -346,7 +349,7 @@ func closedForGood(last error) error {
 
 // compile builds the router and handlers of a table.
 func (s *Server) compile(t *routes.Table) (*compiled, error) {
-	c := &compiled{table: t, handlers: make(map[string]*routeHandler, len(t.Routes)), byPattern: make(map[string]*routeHandler, len(t.Routes))}
+	c := &compiled{table: t, handlers: make(map[string]*routeHandler, len(t.Routes)), byPattern: make(map[routeKey]*routeHandler, len(t.Routes))}
 	mux := chi.NewRouter()
 	mux.NotFound(s.notFound)
 	mux.MethodNotAllowed(s.methodNotAllowed)
@@ -391,7 +394,7 @@ func (s *Server) compile(t *routes.Table) (*compiled, error) {
 func (c *compiled) registerRoutes(rs []*routes.Route) {
 	register(c.mux, rs, func(rt *routes.Route) http.Handler { return c.handlers[rt.Name] })
 	for _, rt := range rs {
-		c.byPattern[rt.Method+" "+rt.Path] = c.handlers[rt.Name]
+		c.byPattern[routeKey{rt.Method, rt.Path}] = c.handlers[rt.Name]
 	}
 }
 
