@@ -33,9 +33,10 @@ type exchange struct {
 	aborted  bool          // the answer broke off after its head went out: the connection is to be aborted
 	broken   bool          // the upstream broke its answer off: logged at error level
 	body     *bytes.Buffer // the request body as read for NATS, kept for a fallback
-	// params are the path parameters the route matched, chi's: read while
-	// the handler runs, never after it returned (they are reused).
-	params *chi.RouteParams
+	// route is chi's routing context, with the path parameters the route
+	// matched: read while the handler runs, never after it returned (it
+	// is reused).
+	route *chi.Context
 	// hv backs the single-valued response headers natsgate sets (request
 	// id, Content-Length, Server-Timing), so they cost no slice each.
 	hv [3]string
@@ -67,23 +68,20 @@ type routeHandler struct {
 }
 
 // ServeHTTP serves a request chi routed (see compiled.route for the ones
-// natsgate routes itself), with the parameters chi put in its context.
+// natsgate routes itself), with the routing context chi put in its
+// context.
 func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var params *chi.RouteParams
-	if rctx := chi.RouteContext(r.Context()); rctx != nil {
-		params = &rctx.URLParams
-	}
-	h.serveHTTP(w, r, params)
+	h.serveHTTP(w, r, chi.RouteContext(r.Context()))
 }
 
-// serveHTTP serves a request with the path parameters its route matched.
-func (h *routeHandler) serveHTTP(w http.ResponseWriter, r *http.Request, params *chi.RouteParams) {
+// serveHTTP serves a request with the routing context of its match.
+func (h *routeHandler) serveHTTP(w http.ResponseWriter, r *http.Request, route *chi.Context) {
 	start := time.Now()
 	trace, drop := traceContext(r.Header)
 	if drop {
 		r = withoutTraceContext(r) // not passed on to NATS nor the upstream
 	}
-	st := &served{ex: exchange{start: start, reqID: requestID(r), traceID: trace, params: params, nats: -1, worker: -1, upstream: -1}}
+	st := &served{ex: exchange{start: start, reqID: requestID(r), traceID: trace, route: route, nats: -1, worker: -1, upstream: -1}}
 	ex, sw := &st.ex, &st.sw
 	ex.hv[0] = ex.reqID
 	w.Header()[HeaderRequestID] = ex.hv[0:1:1]
@@ -165,7 +163,7 @@ func (h *routeHandler) replayBody(r *http.Request, ex *exchange) {
 // decoded twice. Values may not hold white space, control or format
 // characters, nor invalid UTF-8 (routes.CheckParamValue): they travel in
 // NATS headers. The values are put in room, when it is large enough.
-func pathParams(r *http.Request, params *chi.RouteParams, names []string, room []string) ([]string, []string, error) {
+func pathParams(r *http.Request, route *chi.Context, names []string, room []string) ([]string, []string, error) {
 	escaped := r.URL.RawPath != ""
 	values := room[:0:len(room)]
 	if len(names) > len(room) {
@@ -173,7 +171,7 @@ func pathParams(r *http.Request, params *chi.RouteParams, names []string, room [
 	}
 	values = values[:len(names)]
 	for i, name := range names {
-		v := urlParam(params, name)
+		v := route.URLParam(name)
 		if escaped {
 			u, err := url.PathUnescape(v)
 			if err != nil {
@@ -187,20 +185,6 @@ func pathParams(r *http.Request, params *chi.RouteParams, names []string, room [
 		values[i] = v
 	}
 	return names, values, nil
-}
-
-// urlParam is the value of the parameter name, the last one matched
-// under that name as chi's own URLParam gives it, or "" when there is none.
-func urlParam(params *chi.RouteParams, name string) string {
-	if params == nil {
-		return ""
-	}
-	for i := len(params.Keys) - 1; i >= 0; i-- {
-		if params.Keys[i] == name {
-			return params.Values[i]
-		}
-	}
-	return ""
 }
 
 // setServerTiming writes the hops natsgate measured, so devtools and curl

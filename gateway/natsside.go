@@ -103,7 +103,7 @@ func (n *natsSide) send(w *statusWriter, r *http.Request, ex *exchange) error {
 	var names, values []string
 	if len(rt.Params) > 0 {
 		var err error
-		names, values, err = pathParams(r, ex.params, rt.Params, ex.out.params[:])
+		names, values, err = pathParams(r, ex.route, rt.Params, ex.out.params[:])
 		if err != nil {
 			return err
 		}

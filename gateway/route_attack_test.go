@@ -55,7 +55,7 @@ func newRouteReference(t testing.TB) *routeReference {
 	rr.ref.MethodNotAllowed(func(http.ResponseWriter, *http.Request) { rr.got = "405" })
 	register(rr.ref, table.Routes, func(rt *routes.Route) http.Handler {
 		return http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
-			rr.got = rt.Name + " " + paramsString(&chi.RouteContext(r.Context()).URLParams, rt.Params)
+			rr.got = rt.Name + " " + paramsString(chi.RouteContext(r.Context()), rt.Params)
 		})
 	})
 	return rr
@@ -83,7 +83,7 @@ func (rr *routeReference) agree(r *http.Request) error {
 		}
 		return nil
 	}
-	mine := h.rt.Name + " " + paramsString(&rctx.URLParams, h.rt.Params)
+	mine := h.rt.Name + " " + paramsString(rctx, h.rt.Params)
 	routeContexts.Put(rctx)
 	if mine != want {
 		return fmt.Errorf("%s %q: match serves %q, chi %q", r.Method, target, mine, want)

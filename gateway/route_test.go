@@ -41,7 +41,7 @@ routes:
 	ref.MethodNotAllowed(func(http.ResponseWriter, *http.Request) { got = served{route: "405"} })
 	register(ref, table.Routes, func(rt *routes.Route) http.Handler {
 		return http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
-			got = served{route: rt.Name, params: paramsString(&chi.RouteContext(r.Context()).URLParams, rt.Params)}
+			got = served{route: rt.Name, params: paramsString(chi.RouteContext(r.Context()), rt.Params)}
 		})
 	})
 
@@ -67,7 +67,7 @@ routes:
 			}
 			continue
 		}
-		mine := served{route: h.rt.Name, params: paramsString(&rctx.URLParams, h.rt.Params)}
+		mine := served{route: h.rt.Name, params: paramsString(rctx, h.rt.Params)}
 		routeContexts.Put(rctx)
 		if mine != want {
 			t.Errorf("%s %s: match gives %+v, chi %+v", tc.method, tc.target, mine, want)
@@ -75,12 +75,12 @@ routes:
 	}
 }
 
-// paramsString is a route's parameters as urlParam reads them from
-// params, for comparison.
-func paramsString(params *chi.RouteParams, names []string) string {
+// paramsString is a route's parameters as chi's URLParam reads them
+// from rctx, for comparison.
+func paramsString(rctx *chi.Context, names []string) string {
 	var b strings.Builder
 	for _, n := range names {
-		b.WriteString(n + "=" + urlParam(params, n) + ";")
+		b.WriteString(n + "=" + rctx.URLParam(n) + ";")
 	}
 	return b.String()
 }

@@ -141,7 +141,7 @@ func (c *compiled) route(w http.ResponseWriter, r *http.Request) bool {
 	if h == nil {
 		return false
 	}
-	h.serveHTTP(w, r, &rctx.URLParams)
+	h.serveHTTP(w, r, rctx)
 	routeContexts.Put(rctx)
 	return true
 }

@@ -145,7 +145,7 @@ func (h *routeHandler) serveShadow(w *statusWriter, r *http.Request, ex *exchang
 	// its parameters and headers cost the client's answer nothing.
 	c.h, c.reqID, c.method, c.path, c.reqBody = h, ex.reqID, r.Method, r.URL.EscapedPath(), reqBody
 	c.legacy = Answer{Status: w.status, Truncated: c.answer.truncated}
-	c.names, c.values, c.perr = pathParams(r, ex.params, h.rt.Params, c.out.params[:])
+	c.names, c.values, c.perr = pathParams(r, ex.route, h.rt.Params, c.out.params[:])
 	if c.perr == nil {
 		c.out.msg.Header = natsHeaders.Get().(nats.Header)
 		one := c.out.values[:]
