@@ -32,6 +32,11 @@ func microWorker(t *testing.T, ns *server.Server, name, version string, endpoint
 			t.Fatal(err)
 		}
 	}
+	// The endpoints' subscriptions reach the server asynchronously; a
+	// look sent before they land would not see this worker.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 type microEndpoint struct {
