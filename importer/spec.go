@@ -11,7 +11,10 @@ import (
 
 	"github.com/pb33f/libopenapi"
 	"github.com/pb33f/libopenapi/datamodel"
+	v2 "github.com/pb33f/libopenapi/datamodel/high/v2"
+	v3 "github.com/pb33f/libopenapi/datamodel/high/v3"
 	"github.com/pb33f/libopenapi/index"
+	"github.com/pb33f/libopenapi/orderedmap"
 )
 
 // ErrUnreadableSpec is wrapped by every error about a spec the importer
@@ -112,18 +115,7 @@ func readV3(doc libopenapi.Document, file string) (*apiSpec, error) {
 		s.serverURL, s.basePath = splitServer(raw)
 	}
 	if d.Paths != nil {
-		for path, item := range d.Paths.PathItems.FromOldest() {
-			if item == nil {
-				continue
-			}
-			for method, op := range item.GetOperations().FromOldest() {
-				o := specOp{method: strings.ToUpper(method), path: path}
-				if op != nil {
-					o.operationID, o.summary = op.OperationId, op.Summary
-				}
-				s.ops = append(s.ops, o)
-			}
-		}
+		s.ops = pathOps(d.Paths.PathItems, func(op *v3.Operation) (string, string) { return op.OperationId, op.Summary })
 	}
 	return s, nil
 }
@@ -150,20 +142,39 @@ func readV2(doc libopenapi.Document, file string) (*apiSpec, error) {
 		s.serverURL, _ = splitServer(scheme + "://" + d.Host)
 	}
 	if d.Paths != nil {
-		for path, item := range d.Paths.PathItems.FromOldest() {
-			if item == nil {
-				continue
-			}
-			for method, op := range item.GetOperations().FromOldest() {
-				o := specOp{method: strings.ToUpper(method), path: path}
-				if op != nil {
-					o.operationID, o.summary = op.OperationId, op.Summary
-				}
-				s.ops = append(s.ops, o)
-			}
-		}
+		s.ops = pathOps(d.Paths.PathItems, func(op *v2.Operation) (string, string) { return op.OperationId, op.Summary })
 	}
 	return s, nil
+}
+
+// pathItem is a path item of either model version: its operations by
+// method, in the file's order.
+type pathItem[O comparable] interface {
+	comparable
+	GetOperations() *orderedmap.Map[string, O]
+}
+
+// pathOps lists the operations of every path, in the file's order, for
+// either model version; meta reads an operation's id and summary. A path
+// or operation the model left nil (an empty entry in the file) adds
+// nothing, or an operation with neither.
+func pathOps[P pathItem[O], O comparable](items *orderedmap.Map[string, P], meta func(O) (id, summary string)) []specOp {
+	var ops []specOp
+	var noItem P
+	var noOp O
+	for path, item := range items.FromOldest() {
+		if item == noItem {
+			continue
+		}
+		for method, op := range item.GetOperations().FromOldest() {
+			o := specOp{method: strings.ToUpper(method), path: path}
+			if op != noOp {
+				o.operationID, o.summary = meta(op)
+			}
+			ops = append(ops, o)
+		}
+	}
+	return ops
 }
 
 // splitServer cuts a server URL into the upstream (scheme://host, when
