@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/natsgate/natsgate/gateway"
 )
 
 const rolloutUsage = `Usage:
@@ -32,39 +34,6 @@ step, gates and last decisions. start, pause, resume and abort move it.
 
 // rolloutHistoryShown is how many of the last decisions status prints.
 const rolloutHistoryShown = 5
-
-// rolloutStatus is the admin API's answer about a route's rollout.
-type rolloutStatus struct {
-	Route   string         `json:"route"`
-	State   string         `json:"state"`
-	Step    int            `json:"step"`
-	Steps   int            `json:"steps"`
-	Stage   string         `json:"stage"`
-	Percent int            `json:"percent"`
-	Since   string         `json:"since"`
-	Leader  string         `json:"leader"`
-	Gates   []rolloutGate  `json:"gates"`
-	History []rolloutEvent `json:"history"`
-}
-
-// rolloutGate is one gate's last verdict: Value and OK are null while
-// there is no verdict (too few requests in the window).
-type rolloutGate struct {
-	Name  string   `json:"name"`
-	Value *float64 `json:"value"`
-	Limit *float64 `json:"limit"`
-	OK    *bool    `json:"ok"`
-}
-
-// rolloutEvent is one decision in the plan's audit history.
-type rolloutEvent struct {
-	At       string `json:"at"`
-	From     string `json:"from"`
-	To       string `json:"to"`
-	Decision string `json:"decision"`
-	Reason   string `json:"reason"`
-	By       string `json:"by"`
-}
 
 var rolloutActions = []string{"status", "start", "pause", "resume", "abort"}
 
@@ -144,7 +113,7 @@ func rolloutCmd(args []string, stdout, stderr io.Writer) int {
 // the others. It returns the decoded answer and its bytes, or an error
 // that says what failed: the URL it could not reach, or the problem body's
 // title and detail.
-func rolloutCall(e adminEndpoint, endpoint, action string) (*rolloutStatus, []byte, error) {
+func rolloutCall(e adminEndpoint, endpoint, action string) (*gateway.RolloutStatus, []byte, error) {
 	var req *http.Request
 	var err error
 	if action == "status" {
@@ -167,7 +136,7 @@ func rolloutCall(e adminEndpoint, endpoint, action string) (*rolloutStatus, []by
 	if err != nil {
 		return nil, nil, err
 	}
-	var st rolloutStatus
+	var st gateway.RolloutStatus
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return nil, nil, fmt.Errorf("%s answered what is not a rollout status: %v", endpoint, err)
 	}
@@ -199,10 +168,10 @@ func rolloutActor() string {
 }
 
 // rolloutLine is the one-line summary: state, step and stage.
-func rolloutLine(st *rolloutStatus) string {
+func rolloutLine(st *gateway.RolloutStatus) string {
 	line := fmt.Sprintf("%s: %s, step %d/%d", st.Route, st.State, st.Step, st.Steps)
 	if st.Stage != "" {
-		line += ": " + st.Stage
+		line += ": " + string(st.Stage)
 		if st.Stage == "canary" {
 			line += fmt.Sprintf(" %d%%", st.Percent)
 		}
@@ -212,12 +181,12 @@ func rolloutLine(st *rolloutStatus) string {
 
 // printRolloutStatus prints status for a person: the summary line, since
 // when, each gate's verdict and the last few decisions.
-func printRolloutStatus(w io.Writer, st *rolloutStatus, now time.Time) {
+func printRolloutStatus(w io.Writer, st *gateway.RolloutStatus, now time.Time) {
 	fmt.Fprintln(w, rolloutLine(st))
-	if st.Since != "" {
-		since := shortTime(st.Since)
-		if t, err := time.Parse(time.RFC3339, st.Since); err == nil && !now.Before(t) {
-			since += fmt.Sprintf(" (%s ago)", now.Sub(t).Truncate(time.Second))
+	if st.Since != nil {
+		since := shortTime(*st.Since)
+		if !now.Before(*st.Since) {
+			since += fmt.Sprintf(" (%s ago)", now.Sub(*st.Since).Truncate(time.Second))
 		}
 		fmt.Fprintf(w, "  since %s\n", since)
 	}
@@ -233,7 +202,7 @@ func printRolloutStatus(w io.Writer, st *rolloutStatus, now time.Time) {
 			} else if g.OK != nil {
 				verdict = "FAIL"
 			}
-			fmt.Fprintf(w, "  %-22s value %-10s limit %-10s %s\n", g.Name, number(g.Value), number(g.Limit), verdict)
+			fmt.Fprintf(w, "  %-22s value %-10s limit %-10s %s\n", g.Name, number(g.Value), number(&g.Limit), verdict)
 		}
 	}
 	if len(st.History) > 0 {
@@ -258,13 +227,8 @@ func printRolloutStatus(w io.Writer, st *rolloutStatus, now time.Time) {
 	}
 }
 
-// shortTime prints an RFC 3339 time to the second, in UTC; anything else
-// as it came.
-func shortTime(s string) string {
-	t, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return s
-	}
+// shortTime prints a time in RFC 3339 to the second, in UTC.
+func shortTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 

@@ -147,7 +147,7 @@ func TestRolloutStatus(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("--json: exit %d: %s", code, stderr)
 	}
-	var st rolloutStatus
+	var st gateway.RolloutStatus
 	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
 		t.Fatalf("--json printed %q: %v", stdout, err)
 	}
@@ -192,7 +192,7 @@ func TestRolloutActions(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("status: exit %d: %s", code, stderr)
 	}
-	var st rolloutStatus
+	var st gateway.RolloutStatus
 	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
 		t.Fatalf("--json printed %q: %v", stdout, err)
 	}
@@ -324,7 +324,7 @@ func TestPrintRolloutStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st rolloutStatus
+	var st gateway.RolloutStatus
 	if err := json.Unmarshal(raw, &st); err != nil {
 		t.Fatal(err)
 	}
