@@ -275,12 +275,16 @@ func FuzzAccessLine(f *testing.F) {
 }
 
 // Requests write lines at once from many goroutines: every line arrives
-// whole, none is lost or interleaved with another (run under -race).
+// whole and apart from the others (run under -race), and none is lost
+// unaccounted: a line the sink had no room for (the writer goroutine not
+// scheduled while eight others fill its bounded buffer, as on a loaded
+// machine) is counted as dropped.
 func TestAccessLogConcurrentWriters(t *testing.T) {
 	var mu sync.Mutex
 	var buf bytes.Buffer
 	w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return buf.Write(p) })
-	l := newAccessLog(w, false, prometheus.NewCounter(prometheus.CounterOpts{Name: "d"}))
+	dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "d"})
+	l := newAccessLog(w, false, dropped)
 	entries := accessEntries()
 	const writers, each = 8, 500
 	var wg sync.WaitGroup
@@ -297,8 +301,8 @@ func TestAccessLogConcurrentWriters(t *testing.T) {
 	wg.Wait()
 	l.Close()
 	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
-	if len(lines) != writers*each*2 {
-		t.Fatalf("%d lines, want %d", len(lines), writers*each*2)
+	if lost := testutil.ToFloat64(dropped); buf.Len() == 0 || len(lines)+int(lost) != writers*each*2 {
+		t.Fatalf("%d lines written and %v counted dropped, want %d in all, some written", len(lines), lost, writers*each*2)
 	}
 	for _, line := range lines {
 		var v map[string]any
