@@ -57,9 +57,9 @@
 //	Content-Type                kept; a non-empty body without one is sent
 //	                            as application/octet-stream, never sniffed
 //	anything else               becomes a response header, except
-//	                            hop-by-hop headers, those a Connection
-//	                            header names, Http-*, Nats-* and
-//	                            X-Request-Id
+//	                            hop-by-hop headers and Content-Length,
+//	                            those a Connection header names, Http-*,
+//	                            Nats-*, X-Request-Id and X-Natsgate-Backend
 //
 // A header value holding a control byte other than tab is dropped.
 // Spellings of one name that differ only in case become one HTTP header.
