@@ -6,8 +6,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // TestDockerHealthCheckLoadsTheServedConfig runs the image's HEALTHCHECK
@@ -66,4 +69,91 @@ func TestVersionStampedAtLinkTime(t *testing.T) {
 	if !strings.HasPrefix(string(out), "natsgate v9.8.7-test") || !strings.Contains(string(out), "0123456789abcdef") {
 		t.Errorf("natsgate version printed %q: want v9.8.7-test and the revision 0123456789abcdef", out)
 	}
+}
+
+// TestComposeHealthCheckLoadsTheServedConfig runs the health check of the
+// compose file's natsgate service (its own healthcheck, else the image's
+// HEALTHCHECK) with only the environment that service sets: it must load
+// the very config the service serves and get as far as dialling its admin
+// listener. The image's check reads /etc/natsgate/natsgate.yaml, which
+// needs NATS_URL and LEGACY_URL; a service serving another file and
+// setting neither would be unhealthy from its first check.
+func TestComposeHealthCheckLoadsTheServedConfig(t *testing.T) {
+	raw, err := os.ReadFile("../../configs/docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Command     []string          `yaml:"command"`
+			Environment map[string]string `yaml:"environment"`
+			Healthcheck struct {
+				Test []string `yaml:"test"`
+			} `yaml:"healthcheck"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(raw, &compose); err != nil {
+		t.Fatal(err)
+	}
+	svc, ok := compose.Services["natsgate"]
+	if !ok {
+		t.Fatal("configs/docker-compose.yml has no natsgate service")
+	}
+	test := svc.Healthcheck.Test
+	if len(test) == 0 {
+		dockerfile, err := os.ReadFile("../../Dockerfile")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`(?s)HEALTHCHECK[^\n]*\\\n\s*CMD (\[[^\]]*\])`).FindSubmatch(dockerfile)
+		if m == nil || json.Unmarshal(m[1], &test) != nil {
+			t.Fatal("no HEALTHCHECK ... CMD [...] in the Dockerfile")
+		}
+	} else if test[0] != "CMD" {
+		t.Fatalf("the natsgate service's healthcheck %q: want the exec form [\"CMD\", ...]", test)
+	} else {
+		test = test[1:]
+	}
+	if len(test) < 2 || !strings.HasSuffix(test[0], "/natsgate") {
+		t.Fatalf("health check %q: want natsgate and its arguments", test)
+	}
+	served, checked := flagValue(svc.Command, "--config"), flagValue(test[1:], "--config")
+	if served == "" || served != checked {
+		t.Errorf("the service serves --config %q and its health check reads %q: want the same file", served, checked)
+	}
+	// Only what the service's environment sets: the developer's own
+	// NATS_URL or LEGACY_URL must not make the check pass here.
+	for _, name := range []string{"NATS_URL", "LEGACY_URL", "NATSGATE_ADMIN_TOKEN"} {
+		t.Setenv(name, "")
+		os.Unsetenv(name)
+	}
+	for name, value := range svc.Environment {
+		value = regexp.MustCompile(`^\$\{[A-Z_]+:-(.*)\}$`).ReplaceAllString(value, "$1") // compose's ${VAR:-default}
+		t.Setenv(name, value)
+	}
+	args := slices.Clone(test[1:])
+	for i, a := range args {
+		args[i] = strings.Replace(a, "/etc/natsgate/", "../../configs/", 1)
+	}
+	code, stdout, stderr := runBin(t, args...)
+	dialled := code == 1 && strings.Contains(stderr, "cannot reach") && strings.Contains(stderr, "/readyz") ||
+		code == 0 && strings.Contains(stdout, "/readyz: ready")
+	if !dialled {
+		t.Errorf("natsgate %s with the service's environment: exit %d, want it to dial the admin listener the config names\nstdout:\n%s\nstderr:\n%s",
+			strings.Join(args, " "), code, stdout, stderr)
+	}
+}
+
+// flagValue is the value of flag in args, given as "flag value" or
+// "flag=value"; "" when absent.
+func flagValue(args []string, flag string) string {
+	for i, a := range args {
+		if a == flag && i+1 < len(args) {
+			return args[i+1]
+		}
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
