@@ -397,27 +397,32 @@ func (r *rollouts) observe(route string, rec *rolloutRecord) {
 	r.mu.Unlock()
 }
 
+// applyTarget writes the stage rec calls for and marks it applied,
+// returning the record's new revision. The record may have been read long
+// ago, by a leader that stalled meanwhile: it is confirmed to be still the
+// latest, by compare-and-set, before the stage is written, or a stale
+// writer would put back a stage the rollout has left.
+func (r *rollouts) applyTarget(ctx context.Context, rt *routes.Route, rec *rolloutRecord, rev uint64) (uint64, error) {
+	nrev, err := r.save(ctx, rt.Name, rec, rev)
+	if err != nil {
+		return rev, err
+	}
+	if err := r.apply(ctx, rt, rec.Target); err != nil {
+		return nrev, err
+	}
+	rec.Applied = true
+	return r.save(ctx, rt.Name, rec, nrev)
+}
+
 // act is the leader's round for one route.
 func (r *rollouts) act(ctx context.Context, rt *routes.Route, rec *rolloutRecord, rev uint64) error {
 	plan := rt.Rollout
 	now := time.Now().UTC()
 	if !rec.Applied && rec.State != RolloutIdle && rec.State != RolloutPaused {
-		// The record was read earlier, perhaps long ago by a leader that
-		// stalled meanwhile: confirm it is still the latest, by
-		// compare-and-set, before writing the stage it calls for, or a
-		// stale leader would put back a stage the rollout has left.
-		nrev, err := r.save(ctx, rt.Name, rec, rev)
-		if err != nil {
+		var err error
+		if rev, err = r.applyTarget(ctx, rt, rec, rev); err != nil {
 			return err
 		}
-		if err := r.apply(ctx, rt, rec.Target); err != nil {
-			return err
-		}
-		rec.Applied = true
-		if nrev, err = r.save(ctx, rt.Name, rec, nrev); err != nil {
-			return err
-		}
-		rev = nrev
 	}
 	if rec.State != RolloutRunning {
 		return nil
@@ -734,10 +739,23 @@ func (s *Server) changeRollout(ctx context.Context, rt *routes.Route, action, by
 		}
 		d.Decision = action
 		rec.History = append(rec.History, d)
-		if _, err := r.save(ctx, rt.Name, rec, rev); errors.Is(err, errRolloutConflict) {
+		nrev, err := r.save(ctx, rt.Name, rec, rev)
+		if errors.Is(err, errRolloutConflict) {
 			continue
 		} else if err != nil {
 			return nil, err
+		}
+		if action == decisionAbort {
+			// The brake takes hold here, not at the leader's next round:
+			// the leader may be stalled, or gone with no successor yet.
+			// If this loses a race (a start since), the record that won
+			// says what to do and the leader does it.
+			applied := *rec
+			if _, err := r.applyTarget(ctx, rt, &applied, nrev); err == nil {
+				rec = &applied
+			} else if !errors.Is(err, errRolloutConflict) {
+				s.log.Warn("rollout: putting an aborted route back on legacy; the leader will retry", "route", rt.Name, "error", err)
+			}
 		}
 		r.decided(rt.Name, d)
 		r.observe(rt.Name, rec)

@@ -362,3 +362,53 @@ func TestRolloutBucketDeletedIsCreatedAgain(t *testing.T) {
 		t.Fatalf("start after the bucket was deleted: %d %s", code, body)
 	}
 }
+
+// An abort is the operator's brake: the replica that takes it puts the
+// route back on legacy before it answers, whether or not it leads and
+// whether or not a leader is acting. Here another replica holds the lead
+// and never acts (its key is written by the test and does not expire
+// within the test), so nothing but the abort itself can move the route.
+func TestRolloutAbortIsAppliedByTheReplicaThatTookIt(t *testing.T) {
+	ns := natstest.RunServer(t)
+	up := jsonLegacy(t)
+	rolloutWorker(t, ns, nil)
+	js, err := jetstream.New(natstest.Connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "natsgate_leader", History: 1, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, leaderKey, []byte("a-replica-that-never-acts")); err != nil {
+		t.Fatal(err)
+	}
+	plan := `      steps:
+        - {stage: canary, percent: 10, hold: 10m}
+        - {stage: nats}`
+	cfg := strings.Replace(rolloutConfig("a", up.URL, plan), "leader_ttl: 2s", "leader_ttl: 1h", 1)
+	cfg = strings.Replace(cfg, "    upstream: old\n", "    upstream: old\n    cutover: canary\n    canary_percent: 10\n", 1)
+	a := startGateway(t, ns, cfg)
+	if code, body := rolloutAction(t, a, "start"); code != 200 {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	if code, body := rolloutAction(t, a, "abort"); code != 200 {
+		t.Fatalf("abort: %d %s", code, body)
+	}
+	if got := string(stageOf(a, "get").Stage); got != "legacy" {
+		t.Errorf("stage %s once the abort was answered, want legacy", got)
+	}
+	if st := getRollout(t, a); st.State != RolloutAborted {
+		t.Errorf("rollout %s after the abort, want aborted", st.State)
+	}
+	// A start right after begins from the legacy stage the abort left.
+	if code, body := rolloutAction(t, a, "start"); code != 200 {
+		t.Fatalf("start again: %d %s", code, body)
+	}
+	st := getRollout(t, a)
+	if last := st.History[len(st.History)-1]; last.Decision != "start" || last.From != "legacy" {
+		t.Errorf("the second start %+v, want it from legacy", last)
+	}
+}
