@@ -337,7 +337,7 @@ routes:
 	}()
 	select {
 	case <-holding:
-	case <-time.After(5 * time.Second):
+	case <-time.After(15 * time.Second):
 		t.Fatal("the held request never reached the worker")
 	}
 	port := ns.Addr().(*net.TCPAddr).Port
@@ -356,7 +356,7 @@ routes:
 			t.Errorf("answered after %v: want at once, not at the 5s timeout", a.took)
 		}
 	})
-	natstest.Eventually(t, 5*time.Second, "the gateway to see the connection drop", func() bool {
+	natstest.Eventually(t, 15*time.Second, "the gateway to see the connection drop", func() bool {
 		resp, _ := do(t, "GET", gw.AdminURL+"/readyz", nil, nil)
 		return resp.StatusCode == 503
 	})
@@ -433,7 +433,7 @@ routes:
 	if err := json.Unmarshal([]byte(body), &ack); err != nil || ack["subject"] != "events.signup" {
 		t.Errorf("body %s, want {\"subject\":\"events.signup\"}", body)
 	}
-	m, err := sub.NextMsg(5 * time.Second)
+	m, err := sub.NextMsg(15 * time.Second)
 	if err != nil {
 		t.Fatalf("the subscriber got nothing: %v", err)
 	}
@@ -618,7 +618,7 @@ routes:
 			t.Fatalf("got %d %s", resp.StatusCode, body)
 		}
 	})
-	natstest.Eventually(t, 5*time.Second, "the accepted uploads to arrive", func() bool { return rec.has("uploads.new") && rec.has("uploads.big") })
+	natstest.Eventually(t, 15*time.Second, "the accepted uploads to arrive", func() bool { return rec.has("uploads.new") && rec.has("uploads.big") })
 	if got := rec.subjects(); len(got) != 2 {
 		t.Errorf("published %v, want only the two accepted uploads", got)
 	}
@@ -710,7 +710,7 @@ routes:
 
 	// The good requests above are the only messages published.
 	want := []string{"users.%.get", "users.%25.get", "users.zoë.get", "users.a/b.get"}
-	natstest.Eventually(t, 5*time.Second, "the good requests to be recorded", func() bool { return len(rec.subjects()) >= len(want) })
+	natstest.Eventually(t, 15*time.Second, "the good requests to be recorded", func() bool { return len(rec.subjects()) >= len(want) })
 	if got := rec.subjects(); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("published %q, want only %q", got, want)
 	}
@@ -823,7 +823,7 @@ routes:
 	}()
 	select {
 	case <-holding:
-	case <-time.After(5 * time.Second):
+	case <-time.After(15 * time.Second):
 		close(release)
 		t.Fatal("the first request never reached the worker")
 	}
@@ -975,7 +975,7 @@ routes:
 	for i := 0; i < 2; i++ {
 		select {
 		case <-holding:
-		case <-time.After(5 * time.Second):
+		case <-time.After(15 * time.Second):
 			t.Fatal("the worker did not get both requests")
 		}
 	}
@@ -1028,7 +1028,7 @@ routes:
 	}()
 	select {
 	case <-holding:
-	case <-time.After(5 * time.Second):
+	case <-time.After(15 * time.Second):
 		t.Fatal("the request never reached the worker")
 	}
 	cancel()
