@@ -92,7 +92,7 @@ func killGatewayNode(t *testing.T, leaderToo bool) {
 	g := startGateway(t, gatewayConfig{NATSURL: strings.Join(urls, ","), NATS: natsExtra, Body: body})
 	var victim *natsServer
 	var others []*natsServer
-	eventually(t, 5*time.Second, "the gateway's connection to show in /connz", func() bool {
+	eventually(t, 15*time.Second, "the gateway's connection to show in /connz", func() bool {
 		victim, others = nil, nil
 		for _, n := range nodes {
 			if n.hasConnection("natsgate-e2e") {
@@ -112,7 +112,7 @@ func killGatewayNode(t *testing.T, leaderToo bool) {
 	startWorker(t, others[0].URL(), "w1", time.Second)
 	startWorker(t, others[1].URL(), "w2", time.Second)
 	client := newClient(t)
-	eventually(t, 5*time.Second, "a 200 from get-user", func() bool { return do(client, "GET", g.URL+"/users/1", "", nil).status == 200 })
+	eventually(t, 15*time.Second, "a 200 from get-user", func() bool { return do(client, "GET", g.URL+"/users/1", "", nil).status == 200 })
 
 	const getters, posters = 3, 2
 	gets := startLoad(getters, 100000, 30*time.Second, getUser(client, g.URL))

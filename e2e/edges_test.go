@@ -65,7 +65,7 @@ routes:
 		resp.Body.Close()
 		return resp.Header.Get("X-Natsgate-Backend")
 	}
-	eventually(t, 5*time.Second, "get-user answered over NATS", func() bool { return backend(g.URL) == "nats" })
+	eventually(t, 15*time.Second, "get-user answered over NATS", func() bool { return backend(g.URL) == "nats" })
 
 	put := func(adminURL, auth string) int {
 		req, _ := http.NewRequest("PUT", adminURL+"/admin/routes/get-user/cutover", strings.NewReader(`{"cutover":"legacy"}`))
@@ -95,7 +95,7 @@ routes:
 	if code := put(g.AdminURL, "Bearer "+token); code != 200 {
 		t.Fatalf("PUT with the token: %d, want 200", code)
 	}
-	eventually(t, 2*time.Second, "get-user to answer from legacy", func() bool { return backend(g.URL) == "legacy" })
+	eventually(t, 15*time.Second, "get-user to answer from legacy", func() bool { return backend(g.URL) == "legacy" })
 	if code := httpStatus(client, g.AdminURL+"/admin/routes"); code != 200 {
 		t.Errorf("GET /admin/routes needs no token: %d", code)
 	}

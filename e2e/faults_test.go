@@ -79,7 +79,7 @@ func TestNATSKilledAndRestarted(t *testing.T) {
 	startWorker(t, ns.URL(), "w1", time.Second)
 	g := startGateway(t, gatewayConfig{NATSURL: ns.URL(), Body: requestRoute})
 	client := newClient(t)
-	eventually(t, 5*time.Second, "a 200 from get-user", func() bool {
+	eventually(t, 15*time.Second, "a 200 from get-user", func() bool {
 		return do(client, "GET", g.URL+"/users/1", "", nil).status == 200
 	})
 	goroutines := baselineGoroutines(t, client, g.AdminURL)
@@ -87,7 +87,7 @@ func TestNATSKilledAndRestarted(t *testing.T) {
 	const clients = 4
 	l := startLoad(clients, 100000, 30*time.Second, getUser(client, g.URL))
 	defer l.Stop()
-	eventually(t, 5*time.Second, "steady load", func() bool { return l.Count(200) >= 20 })
+	eventually(t, 15*time.Second, "steady load", func() bool { return l.Count(200) >= 20 })
 
 	killed := time.Now()
 	ns.Kill()
@@ -185,14 +185,14 @@ routes:
 		return do(client, "GET", g.URL+"/slow", "", nil)
 	})
 	defer l.Stop()
-	eventually(t, 5*time.Second, "steady load", func() bool { return l.Count(200) >= 2*clients })
+	eventually(t, 15*time.Second, "steady load", func() bool { return l.Count(200) >= 2*clients })
 
 	killStart := time.Now()
 	victim.Kill()
 	killed := time.Now()
 	// Run on until every request in flight at the kill has had its timeout.
 	n := len(l.Snapshot())
-	eventually(t, 5*time.Second, "load after the kill", func() bool {
+	eventually(t, 15*time.Second, "load after the kill", func() bool {
 		return time.Since(killed) > 1500*time.Millisecond && len(l.Snapshot()) > n+2*clients
 	})
 	results := l.Stop()
@@ -238,7 +238,7 @@ func TestReloadBrokenAndGood(t *testing.T) {
 	cfg.NATSURL = ns.URL()
 	g := startGateway(t, cfg)
 	client := newClient(t)
-	eventually(t, 5*time.Second, "a 200 from get-user", func() bool {
+	eventually(t, 15*time.Second, "a 200 from get-user", func() bool {
 		return do(client, "GET", g.URL+"/users/1", "", nil).status == 200
 	})
 	l := startLoad(4, 1000, 30*time.Second, func(c, i int) exchange {
@@ -248,7 +248,7 @@ func TestReloadBrokenAndGood(t *testing.T) {
 		return do(client, "GET", fmt.Sprintf("%s/users/%d", g.URL, 1+i%1000), "", nil)
 	})
 	defer l.Stop()
-	eventually(t, 5*time.Second, "steady load", func() bool { return l.Count(200) >= 10 })
+	eventually(t, 15*time.Second, "steady load", func() bool { return l.Count(200) >= 10 })
 
 	// A broken file: an unparsable duration on line 4 of the routes.
 	broken := g.render(gatewayConfig{NATSURL: ns.URL(), Body: requestRoute + `  - name: broken
@@ -259,7 +259,7 @@ func TestReloadBrokenAndGood(t *testing.T) {
 	badLine := strings.Count(broken[:strings.Index(broken, "5 parsecs")], "\n") + 1
 	g.WriteConfig(broken)
 	g.Signal(syscall.SIGHUP)
-	eventually(t, 5*time.Second, "natsgate_config_reloads_total{result=\"error\"} to be 1", func() bool {
+	eventually(t, 15*time.Second, "natsgate_config_reloads_total{result=\"error\"} to be 1", func() bool {
 		return scrape(t, client, g.AdminURL, "natsgate_config_reloads_total", `result="error"`) == 1
 	})
 	logLine := ""
@@ -287,7 +287,7 @@ func TestReloadBrokenAndGood(t *testing.T) {
 `})
 	g.WriteConfig(good)
 	g.Signal(syscall.SIGHUP)
-	eventually(t, 5*time.Second, "the new route to answer", func() bool {
+	eventually(t, 15*time.Second, "the new route to answer", func() bool {
 		return do(client, "GET", g.URL+"/v2/users/3", "", nil).status == 200
 	})
 	if n := scrape(t, client, g.AdminURL, "natsgate_config_reloads_total", `result="ok"`); n != 1 {
@@ -295,7 +295,7 @@ func TestReloadBrokenAndGood(t *testing.T) {
 	}
 	// Let the slow requests that straddled the reload finish.
 	n := len(l.Snapshot())
-	eventually(t, 5*time.Second, "load after the reload", func() bool { return len(l.Snapshot()) > n+4 })
+	eventually(t, 15*time.Second, "load after the reload", func() bool { return len(l.Snapshot()) > n+4 })
 	results := l.Stop()
 	for _, e := range results {
 		if e.status != 200 {
@@ -327,12 +327,12 @@ routes:
     fallback: true
 `, legacy.URL)})
 	client := newClient(t)
-	eventually(t, 5*time.Second, "get-user answered over NATS", func() bool {
+	eventually(t, 15*time.Second, "get-user answered over NATS", func() bool {
 		return do(client, "GET", g.URL+"/users/1", "", nil).backend == "nats"
 	})
 	l := startLoad(3, 100000, 30*time.Second, getUser(client, g.URL))
 	defer l.Stop()
-	eventually(t, 5*time.Second, "steady load", func() bool { return l.Count(200) >= 20 })
+	eventually(t, 15*time.Second, "steady load", func() bool { return l.Count(200) >= 20 })
 
 	ns.Kill()
 	killed := time.Now()

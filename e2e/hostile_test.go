@@ -72,7 +72,7 @@ func (s *spy) Msgs() []*nats.Msg {
 func (s *spy) waitFor(t *testing.T, subject string) *nats.Msg {
 	t.Helper()
 	var found *nats.Msg
-	eventually(t, 5*time.Second, "a message on "+subject, func() bool {
+	eventually(t, 15*time.Second, "a message on "+subject, func() bool {
 		for _, m := range s.Msgs() {
 			if m.Subject == subject {
 				found = m
@@ -100,7 +100,7 @@ func TestHostilePathParams(t *testing.T) {
 	startWorker(t, ns.URL(), "w1", time.Second)
 	g := startGateway(t, gatewayConfig{NATSURL: ns.URL(), HTTP: hostileHTTP, Body: hostileConfig})
 	client := newClient(t)
-	eventually(t, 5*time.Second, "a 200 from get-user", func() bool { return do(client, "GET", g.URL+"/users/1", "", nil).status == 200 })
+	eventually(t, 15*time.Second, "a 200 from get-user", func() bool { return do(client, "GET", g.URL+"/users/1", "", nil).status == 200 })
 	sp := startSpy(t, ns.URL(), ">")
 
 	// Requests in flight all along must keep succeeding.

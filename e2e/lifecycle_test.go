@@ -137,7 +137,7 @@ func TestNATSDownPastReconnects(t *testing.T) {
 		// more attempts than nats.go's default limit of 60.
 		g := startGateway(t, gatewayConfig{NATSURL: ns.URL(), NATS: "  reconnect_wait: 20ms", Body: requestRoute})
 		client := newClient(t)
-		eventually(t, 5*time.Second, "a 200", func() bool { return do(client, "GET", g.URL+"/users/1", "", nil).status == 200 })
+		eventually(t, 15*time.Second, "a 200", func() bool { return do(client, "GET", g.URL+"/users/1", "", nil).status == 200 })
 		ns.Kill()
 		deadline := time.Now().Add(5 * time.Second)
 		for time.Now().Before(deadline) {
@@ -157,7 +157,7 @@ func TestNATSDownPastReconnects(t *testing.T) {
 			t.Fatalf("/readyz not 200 within %v of NATS coming back", took)
 		}
 		// The worker's own reconnect wait is nats.go's default 2 s.
-		eventually(t, 5*time.Second, "a 200 after NATS came back", func() bool {
+		eventually(t, 15*time.Second, "a 200 after NATS came back", func() bool {
 			return do(client, "GET", g.URL+"/users/1", "", nil).status == 200
 		})
 	})

@@ -581,7 +581,7 @@ routes:
 		}
 		limit += 37
 	}
-	eventually(t, 5*time.Second, "lines dropped at the full disk", func() bool {
+	eventually(t, 15*time.Second, "lines dropped at the full disk", func() bool {
 		v, err := scrapeErr(client, g.AdminURL, "natsgate_log_dropped_total")
 		return err == nil && v > 0
 	})

@@ -656,7 +656,7 @@ routes:
 	if took, ok := within(10*time.Second, func() bool { return httpStatus(client, g.AdminURL+"/readyz") == 200 }); !ok {
 		t.Fatalf("natsgate not ready %v after NATS came up (started while NATS was down); output:\n%s", took, tail(g.Output(), 1500))
 	}
-	eventually(t, 5*time.Second, "GET /users/7 200", func() bool { return httpStatus(client, g.URL+"/users/7") == 200 })
+	eventually(t, 15*time.Second, "GET /users/7 200", func() bool { return httpStatus(client, g.URL+"/users/7") == 200 })
 }
 
 // nats-server killed and restarted twice within a second: the route serves
@@ -676,7 +676,7 @@ routes:
 		return do(client, "GET", g.URL+"/users/7", "", nil)
 	})
 	defer l.Stop()
-	eventually(t, 5*time.Second, "load", func() bool { return l.Count(200) > 20 })
+	eventually(t, 15*time.Second, "load", func() bool { return l.Count(200) > 20 })
 	ns.Kill()
 	ns.StartNoWait()
 	time.Sleep(300 * time.Millisecond)
@@ -716,7 +716,7 @@ func TestStreamDeletedWhilePosting(t *testing.T) {
 		return postOrder(client, g.URL, fmt.Sprintf("k-%d-%d", c, i))
 	})
 	defer l.Stop()
-	eventually(t, 5*time.Second, "202s", func() bool { return l.Count(202) > 20 })
+	eventually(t, 15*time.Second, "202s", func() bool { return l.Count(202) > 20 })
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {
 		t.Fatal(err)

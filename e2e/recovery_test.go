@@ -97,13 +97,13 @@ routes:
 `})
 	client := newClient(t)
 	monitor := &http.Client{Timeout: time.Second}
-	eventually(t, 5*time.Second, "a 200 from get-user", func() bool {
+	eventually(t, 15*time.Second, "a 200 from get-user", func() bool {
 		return do(client, "GET", g.URL+"/users/1", "", nil).status == 200
 	})
 	// A few clients, one request at a time each: steady, bounded load.
 	l := startLoad(3, 1<<20, 2*time.Minute, getUser(client, g.URL))
 	defer l.Stop()
-	eventually(t, 5*time.Second, "steady load", func() bool { return l.Count(200) >= 20 })
+	eventually(t, 15*time.Second, "steady load", func() bool { return l.Count(200) >= 20 })
 
 	var recoveries, returns []time.Duration
 	for i := 1; i <= restarts; i++ {
@@ -216,12 +216,12 @@ routes:
 `})
 	client := newClient(t)
 	ready := &http.Client{Timeout: time.Second}
-	eventually(t, 5*time.Second, "a 200 from get-user", func() bool {
+	eventually(t, 15*time.Second, "a 200 from get-user", func() bool {
 		return do(client, "GET", g.URL+"/users/1", "", nil).status == 200
 	})
 	l := startLoad(3, 1<<20, time.Minute, getUser(client, g.URL))
 	defer l.Stop()
-	eventually(t, 5*time.Second, "steady load", func() bool { return l.Count(200) >= 20 })
+	eventually(t, 15*time.Second, "steady load", func() bool { return l.Count(200) >= 20 })
 
 	logMark := len(g.Output())
 	ns.Pause()

@@ -73,7 +73,7 @@ func failAndStop(t *testing.T, g *gateway, cmd *exec.Cmd, exited chan struct{}, 
 			t.Fatalf("request %d to a dead upstream: %d", i, resp.StatusCode)
 		}
 	}
-	eventually(t, 5*time.Second, "lost log lines counted", func() bool {
+	eventually(t, 15*time.Second, "lost log lines counted", func() bool {
 		v, err := scrapeErr(client, g.AdminURL, "natsgate_log_dropped_total")
 		return err == nil && v >= 100
 	})

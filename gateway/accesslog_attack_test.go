@@ -114,7 +114,7 @@ func TestShutdownEndsWhenTheAccessLogSinkBlocksForEver(t *testing.T) {
 	// The reader hangs up: the blocked write fails, and its lines are
 	// dropped like the rest. Nothing was written, so all are dropped.
 	_ = pr.CloseWithError(errors.New("reader gone"))
-	natstest.Eventually(t, 5*time.Second, "every unwritten line counted as dropped", func() bool {
+	natstest.Eventually(t, 15*time.Second, "every unwritten line counted as dropped", func() bool {
 		return droppedLines(t, gw) == served
 	})
 }

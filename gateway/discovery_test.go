@@ -255,7 +255,7 @@ func TestRolloutStartRefusedWithoutResponders(t *testing.T) {
 	if code, body := put(`{"action":"start","force":true}`); code != 200 || !strings.Contains(body, `"state": "running"`) {
 		t.Fatalf("start forced: %d %s, want 200 running", code, body)
 	}
-	natstest.Eventually(t, 5*time.Second, "a forced audit line", func() bool {
+	natstest.Eventually(t, 15*time.Second, "a forced audit line", func() bool {
 		return strings.Contains(logs.String(), `"msg":"audit: rollout start"`) && strings.Contains(logs.String(), `"forced":true`)
 	})
 	// Pause and abort are never refused.

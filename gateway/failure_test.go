@@ -270,7 +270,7 @@ routes:
 	port := ns.Addr().(*net.TCPAddr).Port
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	natstest.Eventually(t, 5*time.Second, "the gateway to see the connection drop", func() bool { return !gw.Conn().IsConnected() })
+	natstest.Eventually(t, 15*time.Second, "the gateway to see the connection drop", func() bool { return !gw.Conn().IsConnected() })
 	again := natstest.Options(t)
 	again.Port = port
 	ns2 := natstest.RunServerWith(t, again)

@@ -40,6 +40,7 @@ func forgedPeer(id string, routes int, slot int64) []byte {
 // until gw has heard every one.
 func sendForged(t *testing.T, gw *testGateway, n, routes int, slot int64) {
 	t.Helper()
+	waitFleetListening(t, gw) // each is sent once
 	pub := natstest.Connect(t, gw.NS)
 	for p := range n {
 		id := fmt.Sprintf("p%02d", p)
@@ -91,8 +92,10 @@ func TestFleetStatusWithManyPeerRoutes(t *testing.T) {
 	st := getFleet(t, b)
 	took := time.Since(start)
 	t.Logf("/admin/fleet took %v", took)
-	if took > 3*time.Second {
-		t.Errorf("/admin/fleet took %v with 20 peers of 2000 routes, want well under 3s", took)
+	// About half a second with -race on an idle machine; the quadratic
+	// drift took 15s. The bound leaves room for a loaded one.
+	if took > 8*time.Second {
+		t.Errorf("/admin/fleet took %v with 20 peers of 2000 routes, want well under 8s", took)
 	}
 	if len(st.Replicas) != 21 {
 		t.Errorf("%d replicas listed, want b and 20 peers", len(st.Replicas))

@@ -71,6 +71,18 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// waitFleetListening waits until the server has gw's subscription to the
+// fleet's stats. A replica flushes it at start, but gives up after a
+// second, which a loaded machine can take: a message another connection
+// publishes before the server has the subscription reaches nobody, and a
+// test that sends it once would wait for nothing.
+func waitFleetListening(t testing.TB, gw *testGateway) {
+	t.Helper()
+	waitFor(t, 15*time.Second, "the server to have "+gw.fleet.id+"'s fleet subscription", func() bool {
+		return gw.NS.GlobalAccount().SubscriptionInterest(gw.fleet.prefix + "probe")
+	})
+}
+
 // sendGets sends n GET /get to a gateway, each answered 200.
 func sendGets(t testing.TB, gw *testGateway, n int) {
 	t.Helper()
@@ -344,6 +356,7 @@ func TestFleetIgnoresHostileMessages(t *testing.T) {
 	ns := natstest.RunServer(t)
 	echo(t, ns, "get", 0)
 	b := startGateway(t, ns, fleetConfig("b", "get", ""))
+	waitFleetListening(t, b) // the good message is sent once
 	pub := natstest.Connect(t, ns)
 	for _, m := range hostileFleetMessages {
 		if err := pub.Publish("natsgate.fleet.stats."+m.subjectID, []byte(m.data)); err != nil && len(m.data) < fleetMaxMessage {

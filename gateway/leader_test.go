@@ -126,7 +126,10 @@ func TestLeaderExactlyOne(t *testing.T) {
 // its next attempt: well within one TTL, far sooner than the key could
 // have expired.
 func TestLeaderCleanStopHandsOver(t *testing.T) {
-	const ttl = 10 * time.Second
+	// The others campaign every third of the TTL: one is due within 10s,
+	// the bound is 15s, and an expired key would take 20s at the least,
+	// so a loaded machine still tells a hand-over from an expiry.
+	const ttl = 30 * time.Second
 	ns := natstest.RunServer(t)
 	gws := startReplicas(t, ns, ttl, "a", "b", "c")
 	l := waitLeader(t, 15*time.Second, gws)
@@ -174,7 +177,9 @@ func TestLeaderDeadLeaderReplaced(t *testing.T) {
 			rest := without(gws, l)
 			tc.kill(l)
 			killed := time.Now()
-			waitFor(t, 2*ttl, "the dead leader to stop saying it leads", func() bool { return !l.IsLeader() })
+			// It stops at nine tenths of a TTL after its last renewal;
+			// the bound only catches a lead that never lapses.
+			waitFor(t, 5*ttl, "the dead leader to stop saying it leads", func() bool { return !l.IsLeader() })
 			// Two TTLs is the promise; the bound is generous for a
 			// loaded machine, and still fails if the key never expires.
 			next := waitLeader(t, 5*2*ttl, rest)

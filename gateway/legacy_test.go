@@ -161,7 +161,7 @@ routes:
 func accessLine(t *testing.T, log *syncBuffer, reqID string) map[string]any {
 	t.Helper()
 	var line map[string]any
-	natstest.Eventually(t, 5*time.Second, "the access log line of "+reqID, func() bool {
+	natstest.Eventually(t, 15*time.Second, "the access log line of "+reqID, func() bool {
 		for _, l := range strings.Split(log.String(), "\n") {
 			var m map[string]any
 			if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "request" && m["request_id"] == reqID {
@@ -525,7 +525,7 @@ routes:
 	if !strings.Contains(body, "upstream old") {
 		t.Errorf("the problem body does not name the upstream: %s", body)
 	}
-	waitFor(t, 5*time.Second, "the cause in the log", func() bool {
+	waitFor(t, 15*time.Second, "the cause in the log", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return strings.Contains(logs.String(), "refused")

@@ -175,7 +175,7 @@ func TestAccessLog(t *testing.T) {
 		do(t, "GET", o.gw.URL+path+"?token=sekrit-query", nil, h)
 	}
 	var lines []map[string]any
-	natstest.Eventually(t, 5*time.Second, "three access log lines", func() bool {
+	natstest.Eventually(t, 15*time.Second, "three access log lines", func() bool {
 		lines = lines[:0]
 		for _, l := range strings.Split(strings.TrimSpace(o.log.String()), "\n") {
 			var m map[string]any
@@ -288,7 +288,7 @@ func TestTraceContextAndExemplars(t *testing.T) {
 		{"natsgate_upstream_request_duration_seconds", "version"},
 	} {
 		// The access log and metrics are written after the response; poll.
-		natstest.Eventually(t, 5*time.Second, tc.family+" exemplar for "+tc.route, func() bool {
+		natstest.Eventually(t, 15*time.Second, tc.family+" exemplar for "+tc.route, func() bool {
 			for _, id := range exemplarTraces(t, o.gw.Registry, tc.family, tc.route) {
 				if id == traceID {
 					return true
@@ -297,7 +297,7 @@ func TestTraceContextAndExemplars(t *testing.T) {
 			return false
 		})
 	}
-	natstest.Eventually(t, 5*time.Second, "nobody's request counted", func() bool {
+	natstest.Eventually(t, 15*time.Second, "nobody's request counted", func() bool {
 		mfs, _ := o.gw.Registry.Gather()
 		for _, mf := range mfs {
 			if mf.GetName() == "natsgate_http_requests_total" {
@@ -390,7 +390,7 @@ func TestTraceparentValidation(t *testing.T) {
 
 			// Metrics are recorded after the answer: wait for both
 			// requests to be counted, then read the exemplars.
-			natstest.Eventually(t, 5*time.Second, "both requests counted", func() bool {
+			natstest.Eventually(t, 15*time.Second, "both requests counted", func() bool {
 				return testutil.ToFloat64(o.gw.metrics.Requests.WithLabelValues("get-user", "GET", "200", "nats")) == 1 &&
 					testutil.ToFloat64(o.gw.metrics.Requests.WithLabelValues("version", "GET", "200", "legacy")) == 1
 			})

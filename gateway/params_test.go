@@ -74,7 +74,7 @@ routes:
 		}
 	}
 	want := []string{"users.zoë.get", "users.日本.get", "files.get"}
-	natstest.Eventually(t, 5*time.Second, "the good requests to be recorded", func() bool { return len(rec.subjects()) >= len(want) })
+	natstest.Eventually(t, 15*time.Second, "the good requests to be recorded", func() bool { return len(rec.subjects()) >= len(want) })
 	if got := rec.subjects(); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("published %q, want only %q", got, want)
 	}

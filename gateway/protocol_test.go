@@ -93,7 +93,7 @@ routes:
 	var m *nats.Msg
 	select {
 	case m = <-got:
-	case <-time.After(5 * time.Second):
+	case <-time.After(15 * time.Second):
 		t.Fatal("the worker got nothing")
 	}
 	if m.Subject != "orgs.acme-co.users.7" {
@@ -196,7 +196,7 @@ routes:
 	if resp.StatusCode != 202 {
 		t.Fatalf("publish: %d %s", resp.StatusCode, body)
 	}
-	m, err := sub.NextMsg(5 * time.Second)
+	m, err := sub.NextMsg(15 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -475,7 +475,7 @@ routes:
 		select {
 		case m := <-got:
 			return m
-		case <-time.After(5 * time.Second):
+		case <-time.After(15 * time.Second):
 			t.Fatalf("request %d: no message reached the worker", i)
 			return nil
 		}
@@ -498,7 +498,7 @@ routes:
 			}
 			// The copy is compared, and its map free again, before the
 			// next request takes one.
-			natstest.Eventually(t, 5*time.Second, "the copy's outcome", func() bool { return testutil.ToFloat64(match) == float64(i/2+1) })
+			natstest.Eventually(t, 15*time.Second, "the copy's outcome", func() bool { return testutil.ToFloat64(match) == float64(i/2+1) })
 			continue
 		}
 		resp, body := do(t, "GET", gw.URL+"/ping", nil, http.Header{"X-Request-Id": {id}, "Accept-Encoding": {"identity"}})

@@ -46,7 +46,7 @@ routes:
 	if err := os.WriteFile(path, []byte(two), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 5*time.Second, "route b after the file changed", func() bool {
+	natstest.Eventually(t, 15*time.Second, "route b after the file changed", func() bool {
 		resp, body := do(t, "GET", gw.URL+"/b", nil, nil)
 		return resp.StatusCode == 200 && body == "svc.b"
 	})
@@ -55,7 +55,7 @@ routes:
 		t.Fatal(err)
 	}
 	failed := gw.metrics.ConfigReloads.WithLabelValues("error")
-	natstest.Eventually(t, 5*time.Second, "the broken file to be counted", func() bool { return testutil.ToFloat64(failed) == 1 })
+	natstest.Eventually(t, 15*time.Second, "the broken file to be counted", func() bool { return testutil.ToFloat64(failed) == 1 })
 	if resp, body := do(t, "GET", gw.URL+"/b", nil, nil); resp.StatusCode != 200 || body != "svc.b" {
 		t.Fatalf("after a broken file: %d %q, want the old routes serving", resp.StatusCode, body)
 	}

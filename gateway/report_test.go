@@ -41,7 +41,7 @@ func TestRoutesGaugeFollowsStages(t *testing.T) {
 		t.Helper()
 		want := fmt.Sprintf("legacy=%d shadow=%d canary=%d nats=%d", l, sh, c, n)
 		var got string
-		natstest.Eventually(t, 5*time.Second, "natsgate_routes "+when+": "+want, func() bool {
+		natstest.Eventually(t, 15*time.Second, "natsgate_routes "+when+": "+want, func() bool {
 			got = routesGauge(gw)
 			return got == want
 		})

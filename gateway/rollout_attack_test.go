@@ -74,7 +74,7 @@ func TestRolloutRecordWithStepOutOfRange(t *testing.T) {
 			if !a.IsLeader() {
 				t.Fatalf("the replica no longer leads after reading the record")
 			}
-			waitFor(t, 5*time.Second, "the rollout to read "+tc.want, func() bool { return getRollout(t, a).State == tc.want })
+			waitFor(t, 15*time.Second, "the rollout to read "+tc.want, func() bool { return getRollout(t, a).State == tc.want })
 			if st := getRollout(t, a); st.Step < 0 || st.Step > st.Steps {
 				t.Errorf("GET rollout shows step %d of %d", st.Step, st.Steps)
 			}

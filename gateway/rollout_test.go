@@ -211,7 +211,7 @@ func TestRolloutMovesAHealthyRouteToNATS(t *testing.T) {
 		t.Errorf("%d of %d client requests failed, first: %s", n, tr.sent.Load(), tr.first)
 	}
 	for _, gw := range []*testGateway{a, b} {
-		waitFor(t, 5*time.Second, "nats on "+gw.AdminURL, func() bool { return string(stageOf(gw, "get").Stage) == "nats" })
+		waitFor(t, 15*time.Second, "nats on "+gw.AdminURL, func() bool { return string(stageOf(gw, "get").Stage) == "nats" })
 	}
 	var advances float64
 	for _, gw := range []*testGateway{a, b} {
@@ -245,10 +245,10 @@ func TestRolloutRollsBackOnErrors(t *testing.T) {
 	if last.Decision != "rollback" || last.To != "legacy" || !strings.Contains(last.Reason, "max_error_rate_delta") || !strings.Contains(last.Reason, "limit 0.05") {
 		t.Errorf("last decision %+v, want a rollback to legacy naming max_error_rate_delta and its limit", last)
 	}
-	waitFor(t, 5*time.Second, "legacy", func() bool { return string(stageOf(a, "get").Stage) == "legacy" })
+	waitFor(t, 15*time.Second, "legacy", func() bool { return string(stageOf(a, "get").Stage) == "legacy" })
 	// The gauge follows the stored record at the end of the round that
 	// wrote the stage.
-	waitFor(t, 5*time.Second, "natsgate_rollout_step 0 after the rollback", func() bool {
+	waitFor(t, 15*time.Second, "natsgate_rollout_step 0 after the rollback", func() bool {
 		return testutil.ToFloat64(a.metrics.RolloutStep.WithLabelValues("get")) == 0
 	})
 }

@@ -31,7 +31,7 @@ func TestShadowMismatchNamesTheJSONPointer(t *testing.T) {
 		t.Fatalf("client answer: %d %q", resp.StatusCode, body)
 	}
 	var out struct{ Mismatches []Mismatch }
-	natstest.Eventually(t, 5*time.Second, "one mismatch listed", func() bool {
+	natstest.Eventually(t, 15*time.Second, "one mismatch listed", func() bool {
 		_, body := do(t, "GET", gw.AdminURL+"/admin/routes/get-user/mismatches", nil, nil)
 		return json.Unmarshal([]byte(body), &out) == nil && len(out.Mismatches) == 1
 	})

@@ -86,7 +86,7 @@ routes:
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// What the attacker does next: HTTP/2 to the upstream, any path.
 		_, _ = io.WriteString(conn, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-		natstest.Eventually(t, 5*time.Second, "the upstream to read the preface", func() bool { return sawPreface.Load() })
+		natstest.Eventually(t, 15*time.Second, "the upstream to read the preface", func() bool { return sawPreface.Load() })
 		t.Fatalf("the gateway switched the connection to h2c with the upstream (upstream read the HTTP/2 preface: %v); "+
 			"the client now reaches every path of the upstream past the route", sawPreface.Load())
 	}

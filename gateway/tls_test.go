@@ -448,12 +448,12 @@ routes:
 			}
 		})
 	}
-	m, err := events.NextMsg(5 * time.Second)
+	m, err := events.NextMsg(15 * time.Second)
 	if err != nil {
 		t.Fatalf("the publish subscriber got nothing: %v", err)
 	}
 	checkNoClientControl(t, "publish over h2", m.Header)
-	natstest.Eventually(t, 5*time.Second, "the shadow copy to reach the worker", func() bool { return shadowCopies.Load() > 0 })
+	natstest.Eventually(t, 15*time.Second, "the shadow copy to reach the worker", func() bool { return shadowCopies.Load() > 0 })
 
 	t.Run("legacy answer streamed", func(t *testing.T) {
 		resp, err := c.Get(gw.HTTPS + "/legacy/stream")
@@ -549,7 +549,7 @@ func TestAdminMutualTLS(t *testing.T) {
 			if err != nil || resp.StatusCode != 200 {
 				t.Fatalf("PUT with the right certificate: %v %v %s", resp, err, body)
 			}
-			natstest.Eventually(t, 5*time.Second, "the cutover to apply", func() bool { return stageOf(gw.testGateway, "get-user").Stage == "nats" })
+			natstest.Eventually(t, 15*time.Second, "the cutover to apply", func() bool { return stageOf(gw.testGateway, "get-user").Stage == "nats" })
 		})
 	}
 	t.Run("mutations", func(t *testing.T) {

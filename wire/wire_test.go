@@ -106,7 +106,7 @@ routes:
 			var s seen
 			select {
 			case s = <-got:
-			case <-time.After(5 * time.Second):
+			case <-time.After(15 * time.Second):
 				t.Fatal("the worker saw no request")
 			}
 			tc.want.RequestID = resp.Header.Get("X-Request-Id")
@@ -171,7 +171,7 @@ routes:
 					t.Errorf("worker read shadow %v, id %q, route %q; want shadow %v, id 7, route get-user",
 						r.Shadow(), r.Param("id"), r.Route(), tc.wantShadow)
 				}
-			case <-time.After(5 * time.Second):
+			case <-time.After(15 * time.Second):
 				t.Fatal("the worker saw no request")
 			}
 		})

@@ -42,6 +42,11 @@ func TestValidateConnect(t *testing.T) {
 	if err := svc.AddEndpoint("get", micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(nil) }), micro.WithEndpointSubject("users.*.get")); err != nil {
 		t.Fatal(err)
 	}
+	// validate asks $SRV.INFO on a connection of its own: the server must
+	// have the service's subscriptions first.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

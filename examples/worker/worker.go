@@ -65,8 +65,8 @@ func (f *FailEvery) Next() bool {
 	return uint64(float64(n)*f.rate) > uint64(float64(n-1)*f.rate)
 }
 
-// Start registers the sample service on nc and returns it; Stop it to
-// leave the queue group.
+// Start registers the sample service on nc and returns it once the server
+// has its endpoints' subscriptions; Stop it to leave the queue group.
 func Start(nc *nats.Conn, opts Options) (micro.Service, error) {
 	if opts.SlowDelay == 0 {
 		opts.SlowDelay = 3 * time.Second
@@ -116,6 +116,13 @@ func Start(nc *nats.Conn, opts Options) (micro.Service, error) {
 			_ = svc.Stop()
 			return nil, fmt.Errorf("endpoint %s: %w", e.name, err)
 		}
+	}
+	// The endpoints subscribed on nc; a round trip makes sure the server
+	// has them, so a request sent on another connection once Start has
+	// returned (the gateway's) finds this worker, not no responders.
+	if err := nc.Flush(); err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("flush the endpoints' subscriptions: %w", err)
 	}
 	return svc, nil
 }

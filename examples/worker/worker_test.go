@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -70,5 +71,37 @@ routes:
 	}
 	if st := msg.Header.Get(wire.HeaderServerTiming); !strings.HasPrefix(st, "worker;dur=") {
 		t.Errorf("users.12.get on NATS: Server-Timing %q, want the worker's time", st)
+	}
+}
+
+// When Start returns, the server has every endpoint's subscription: a
+// request sent at once on another connection (the gateway's) finds the
+// worker instead of no responders. sample-worker prints "serving on"
+// after Start, and the demo and the end-to-end tests take that line to
+// mean the worker can be reached.
+func TestStartReturnsOnceReachable(t *testing.T) {
+	ns := natstest.RunServer(t)
+	client := natstest.Connect(t, ns)
+	for i := range 20 {
+		nc := natstest.Connect(t, ns)
+		svc, err := worker.Start(nc, worker.Options{Instance: fmt.Sprint("w", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := client.Request("users.7.get", nil, 5*time.Second)
+		if err != nil {
+			t.Fatalf("start %d: a request right after Start: %v", i, err)
+		}
+		if !strings.Contains(string(msg.Data), `"id":7`) {
+			t.Fatalf("start %d: a request right after Start: %q, want user 7", i, msg.Data)
+		}
+		// The next start must be the only member of the queue group.
+		if err := svc.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		nc.Close()
 	}
 }
