@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -65,17 +66,57 @@ func buildBinaries(dir string) error {
 	return nil
 }
 
-// freePort asks the kernel for a free loopback port. Another process could
-// take it before the child binds it; the window is short and the child's
-// start-up fails loudly if it happens.
+// freePort picks a free loopback port for a child to bind, one no other
+// call in this test binary was given (see childPortRange for where, and
+// why not port 0's).
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	ports.Lock()
+	defer ports.Unlock()
+	if ports.low == 0 {
+		ports.low, ports.high = childPortRange()
+		ports.given = map[int]bool{}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	for range 1000 {
+		p := ports.low + rand.IntN(ports.high-ports.low)
+		if ports.given[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue // someone else's, now
+		}
+		ln.Close()
+		ports.given[p] = true
+		return p
+	}
+	t.Fatalf("no free port in %d-%d after 1000 tries", ports.low, ports.high)
+	return 0
+}
+
+// ports are the ports freePort has handed out, each once per test binary.
+var ports struct {
+	sync.Mutex
+	low, high int
+	given     map[int]bool
+}
+
+// childPortRange is where freePort picks: below the kernel's ephemeral
+// range, which every outgoing connection and every listener on port 0 (the
+// other packages' tests, run alongside) draws from. A child is handed its
+// port before it binds it, and a port from that range could be taken in
+// between by any connection made on the machine; below it only another
+// listener naming it can, which is what the check in freePort rules out.
+func childPortRange() (low, high int) {
+	low, high = 20000, 32768 // Linux's default ephemeral range starts at 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if first, err := strconv.Atoi(f[0]); err == nil && first > 11000 {
+				low, high = max(10000, first-12768), first
+			}
+		}
+	}
+	return low, high
 }
 
 // logBuffer collects a child's output, safe for concurrent use.

@@ -274,7 +274,9 @@ routes:
 	again := natstest.Options(t)
 	again.Port = port
 	ns2 := natstest.RunServerWith(t, again)
-	natstest.Eventually(t, 10*time.Second, "the gateway to reconnect", func() bool { return gw.Conn().IsConnected() })
+	// natsgate_nats_connected turns 1 once the gateway has taken the new
+	// connection into use; the connection itself says so a little before.
+	natstest.Eventually(t, 10*time.Second, "the gateway to reconnect", func() bool { return testutil.ToFloat64(gw.metrics.NATSConnected) == 1 })
 	respond(t, natstest.Connect(t, ns2), "users.*.get", func(*nats.Msg) *nats.Msg { return &nats.Msg{Data: []byte("ok")} })
 	if resp, body := do(t, "GET", gw.URL+"/users/1", nil, nil); resp.StatusCode != 200 {
 		t.Fatalf("with NATS and a worker back: %d %s, want 200 (the breaker starts closed again)", resp.StatusCode, body)

@@ -284,10 +284,13 @@ func (s *Server) dial() error {
 			s.log.Warn("NATS disconnected", "error", err)
 		},
 		reconnected: func() {
+			// The breakers close before the new epoch lets requests
+			// through: one let in first would meet a breaker still open
+			// from the connection that dropped.
+			s.resetNATSBreakers()
 			s.conn.newEpoch()
 			s.metrics.NATSConnected.Set(1)
 			s.log.Info("NATS reconnected", "url", s.conn.nc.ConnectedUrlRedacted())
-			s.resetNATSBreakers()
 		},
 		closed: func() {
 			s.metrics.NATSConnected.Set(0)
