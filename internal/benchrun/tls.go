@@ -2,25 +2,17 @@ package benchrun
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/natsgate/natsgate/gateway"
 	"github.com/natsgate/natsgate/internal/loadgen"
+	"github.com/natsgate/natsgate/internal/testpki"
 	"github.com/natsgate/natsgate/routes"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -45,10 +37,15 @@ func (r *rig) startTLS(ctx context.Context, clients int) error {
 		return err
 	}
 	r.tls = &tlsSide{dir: dir}
-	certFile, keyFile, pool, err := selfSignedPair(dir)
+	pair, err := testpki.SelfSigned("natsgate-bench")
 	if err != nil {
 		return err
 	}
+	certFile, keyFile, err := pair.WriteFiles(dir, "bench.crt", "bench.key")
+	if err != nil {
+		return err
+	}
+	pool := pair.Pool()
 	cfg := gatewayConfig(r.ns.ClientURL(), r.legacy.url, r.gwName+"-tls", false)
 	cfg = strings.Replace(cfg, "http:\n  listen: 127.0.0.1:0\n",
 		"http:\n  listen: 127.0.0.1:0\n  tls: {cert_file: "+strconv.Quote(certFile)+", key_file: "+strconv.Quote(keyFile)+"}\n", 1)
@@ -100,41 +97,4 @@ func tlsClients(n int, pool *x509.CertPool, h2 bool) loadgen.Clients {
 		tr.Protocols = p
 	}
 	return cs
-}
-
-// selfSignedPair writes a self-signed ECDSA P-256 certificate for
-// 127.0.0.1 and its key to dir.
-func selfSignedPair(dir string) (certFile, keyFile string, pool *x509.CertPool, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "natsgate-bench"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return "", "", nil, err
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return "", "", nil, err
-	}
-	certFile, keyFile = filepath.Join(dir, "bench.crt"), filepath.Join(dir, "bench.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		return "", "", nil, err
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		return "", "", nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return "", "", nil, fmt.Errorf("the bench certificate: %w", err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool, nil
 }
