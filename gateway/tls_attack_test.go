@@ -6,13 +6,8 @@ package gateway
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/internal/natstest"
+	"github.com/natsgate/natsgate/internal/testpki"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -98,35 +94,6 @@ routes:
 	}
 }
 
-// issueValid signs a server certificate for 127.0.0.1 valid from
-// notBefore to notAfter: one that has expired, or is not valid yet.
-func (ca *testCA) issueValid(t *testing.T, notBefore, notAfter time.Time) issued {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(testSerial.Add(1)),
-		Subject:      pkix.Name{CommonName: "natsgate"},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return issued{certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		keyPEM: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), serial: tmpl.SerialNumber, notAfter: notAfter}
-}
-
 // shownSerial is the serial of the certificate a new handshake is shown,
 // whether or not it verifies.
 func shownSerial(t *testing.T, addr string) *big.Int {
@@ -148,28 +115,28 @@ func TestRotationToAnUnusablePairKeepsTheOldOne(t *testing.T) {
 	gw := startTLSGateway(t, "http:\n  tls: {cert_file: $CERT, key_file: $KEY}\nroutes:"+tlsRoute)
 	gw.stopCertWatch() // only ReloadCertificates (SIGHUP) reads the files here
 	now := time.Now()
-	expired := gw.ca.issueValid(t, now.Add(-48*time.Hour), now.Add(-time.Hour))
-	early := gw.ca.issueValid(t, now.Add(time.Hour), now.Add(48*time.Hour))
-	half := gw.ca.issue(t, "natsgate", false, time.Hour)
+	expired := mustIssue(t, gw.ca, "natsgate", testpki.Valid(now.Add(-48*time.Hour), now.Add(-time.Hour)))
+	early := mustIssue(t, gw.ca, "natsgate", testpki.Valid(now.Add(time.Hour), now.Add(48*time.Hour)))
+	half := issue(t, gw.ca, "natsgate", false, time.Hour)
 	expiry := func() float64 { return testutil.ToFloat64(gw.metrics.TLSCertificateExpiry.WithLabelValues("http")) }
 	for _, tc := range []struct {
 		name, inLog string
 		cert, key   []byte
 	}{
-		{"expired", "expired", expired.certPEM, expired.keyPEM},
-		{"not valid yet", "not valid before", early.certPEM, early.keyPEM},
+		{"expired", "expired", expired.CertPEM, expired.KeyPEM},
+		{"not valid yet", "not valid before", early.CertPEM, early.KeyPEM},
 		{"emptied", "", nil, nil},
-		{"written halfway", "", half.certPEM[:len(half.certPEM)/2], half.keyPEM},
+		{"written halfway", "", half.CertPEM[:len(half.CertPEM)/2], half.KeyPEM},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			logged := len(gw.log.String())
 			writeFile(t, gw.certFile, tc.cert)
 			writeFile(t, gw.keyFile, tc.key)
 			gw.ReloadCertificates()
-			if got := shownSerial(t, gw.Addr()); got.Cmp(gw.served.serial) != 0 {
-				t.Errorf("serving serial %v after rotating to an unusable pair, want the old %v", got, gw.served.serial)
+			if got := shownSerial(t, gw.Addr()); got.Cmp(gw.served.Cert.SerialNumber) != 0 {
+				t.Errorf("serving serial %v after rotating to an unusable pair, want the old %v", got, gw.served.Cert.SerialNumber)
 			}
-			if got, want := expiry(), float64(gw.served.notAfter.Unix()); got != want {
+			if got, want := expiry(), float64(gw.served.Cert.NotAfter.Unix()); got != want {
 				t.Errorf("the expiry gauge is %v, want the served pair's %v", got, want)
 			}
 			msg := gw.log.String()[logged:]
@@ -182,23 +149,23 @@ func TestRotationToAnUnusablePairKeepsTheOldOne(t *testing.T) {
 		// Issued a moment ahead of this host's clock: refused, then
 		// taken by a later reload once it is valid, without new files.
 		due := time.Now().Add(2 * time.Second)
-		soon := gw.ca.issueValid(t, due, time.Now().Add(time.Hour))
-		writeFile(t, gw.certFile, soon.certPEM)
-		writeFile(t, gw.keyFile, soon.keyPEM)
+		soon := mustIssue(t, gw.ca, "natsgate", testpki.Valid(due, time.Now().Add(time.Hour)))
+		writeFile(t, gw.certFile, soon.CertPEM)
+		writeFile(t, gw.keyFile, soon.KeyPEM)
 		gw.ReloadCertificates()
-		if shownSerial(t, gw.Addr()).Cmp(soon.serial) == 0 && time.Now().Before(due) {
+		if shownSerial(t, gw.Addr()).Cmp(soon.Cert.SerialNumber) == 0 && time.Now().Before(due) {
 			t.Fatalf("a pair not valid yet was served at once")
 		}
 		natstest.Eventually(t, 15*time.Second, "the pair to be taken once valid", func() bool {
 			gw.ReloadCertificates()
-			return shownSerial(t, gw.Addr()).Cmp(soon.serial) == 0
+			return shownSerial(t, gw.Addr()).Cmp(soon.Cert.SerialNumber) == 0
 		})
 	})
 	t.Run("symlink swap", func(t *testing.T) {
 		// <dir>/..data -> ..v1 holds the pair; cert_file and key_file are
 		// links through ..data, and the swap renames a new link over it.
 		dir := t.TempDir()
-		next := gw.ca.issue(t, "natsgate", false, 2*time.Hour)
+		next := issue(t, gw.ca, "natsgate", false, 2*time.Hour)
 		v1 := filepath.Join(dir, "..v1")
 		if err := os.Mkdir(v1, 0o700); err != nil {
 			t.Fatal(err)
@@ -216,10 +183,10 @@ func TestRotationToAnUnusablePairKeepsTheOldOne(t *testing.T) {
 			}
 		}
 		gw.ReloadCertificates()
-		if got := shownSerial(t, gw.Addr()); got.Cmp(next.serial) != 0 {
-			t.Fatalf("serving serial %v after the first link, want %v", got, next.serial)
+		if got := shownSerial(t, gw.Addr()); got.Cmp(next.Cert.SerialNumber) != 0 {
+			t.Fatalf("serving serial %v after the first link, want %v", got, next.Cert.SerialNumber)
 		}
-		after := gw.ca.issue(t, "natsgate", false, 3*time.Hour)
+		after := issue(t, gw.ca, "natsgate", false, 3*time.Hour)
 		v2 := filepath.Join(dir, "..v2")
 		if err := os.Mkdir(v2, 0o700); err != nil {
 			t.Fatal(err)
@@ -232,10 +199,10 @@ func TestRotationToAnUnusablePairKeepsTheOldOne(t *testing.T) {
 			t.Fatal(err)
 		}
 		gw.ReloadCertificates()
-		if got := shownSerial(t, gw.Addr()); got.Cmp(after.serial) != 0 {
-			t.Errorf("serving serial %v after the swap, want %v", got, after.serial)
+		if got := shownSerial(t, gw.Addr()); got.Cmp(after.Cert.SerialNumber) != 0 {
+			t.Errorf("serving serial %v after the swap, want %v", got, after.Cert.SerialNumber)
 		}
-		if got, want := expiry(), float64(after.notAfter.Unix()); got != want {
+		if got, want := expiry(), float64(after.Cert.NotAfter.Unix()); got != want {
 			t.Errorf("the expiry gauge is %v after the swap, want %v", got, want)
 		}
 	})
@@ -261,7 +228,7 @@ func TestStalledHandshakesAreClosed(t *testing.T) {
 		{"no ClientHello", gw.Addr(), func(c net.Conn) (net.Conn, error) { return c, nil }},
 		{"half a ClientHello", gw.Addr(), func(c net.Conn) (net.Conn, error) { _, err := c.Write(halfHello); return c, err }},
 		{"h2 without a preface", gw.Addr(), func(c net.Conn) (net.Conn, error) {
-			tc := tls.Client(c, &tls.Config{RootCAs: gw.ca.pool, ServerName: "127.0.0.1", NextProtos: []string{"h2"}})
+			tc := tls.Client(c, &tls.Config{RootCAs: gw.ca.Pool(), ServerName: "127.0.0.1", NextProtos: []string{"h2"}})
 			if err := tc.Handshake(); err != nil {
 				return nil, err
 			}
@@ -488,7 +455,7 @@ func TestH2RequestsRefusedBeforeTheRoute(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := reached.Load()
-			h := dialH2(t, gw.Addr(), gw.ca.pool)
+			h := dialH2(t, gw.Addr(), gw.ca.Pool())
 			var block []byte
 			for i := 0; i+1 < len(tc.fields); i += 2 {
 				block = append(block, 0)
@@ -572,7 +539,7 @@ upstreams:
 routes:
   - {name: stream, method: GET, path: /stream, upstream: legacy}
 `)
-	h := dialH2(t, gw.Addr(), gw.ca.pool, 0x4, 0) // SETTINGS_INITIAL_WINDOW_SIZE = 0
+	h := dialH2(t, gw.Addr(), gw.ca.Pool(), 0x4, 0) // SETTINGS_INITIAL_WINDOW_SIZE = 0
 	start := time.Now()
 	h.headers(1, true, ":method", "GET", ":scheme", "https", ":authority", gw.Addr(), ":path", "/stream")
 	ended := ""
@@ -607,20 +574,20 @@ func TestAdminMutualTLSTricks(t *testing.T) {
 	start := func(t *testing.T, mode string) *tlsGateway {
 		t.Helper()
 		dir := t.TempDir()
-		writeFile(t, filepath.Join(dir, "clients.pem"), clients.pem)
+		writeFile(t, filepath.Join(dir, "clients.pem"), clients.PEM)
 		return startTLSGateway(t, adminTLSConfig(legacy.URL, filepath.Join(dir, "clients.pem"), mode))
 	}
 	t.Run("require", func(t *testing.T) {
 		gw := start(t, "require")
-		expired := clients.issue(t, "ops", true, -time.Minute).tlsCert(t)
-		serverOnly := clients.issue(t, "ops", false, time.Hour).tlsCert(t)
-		good := clients.issue(t, "ops", true, time.Hour).tlsCert(t)
+		expired := issue(t, clients, "ops", true, -time.Minute).TLSCertificate()
+		serverOnly := issue(t, clients, "ops", false, time.Hour).TLSCertificate()
+		good := issue(t, clients, "ops", true, time.Hour).TLSCertificate()
 		for name, cert := range map[string]tls.Certificate{"expired": expired, "server only": serverOnly} {
-			if resp, _, err := get(t, tlsClient(gw.ca.pool, true, cert), "GET", gw.AdminHTTPS+"/healthz", nil, nil); err == nil {
+			if resp, _, err := get(t, tlsClient(gw.ca.Pool(), true, cert), "GET", gw.AdminHTTPS+"/healthz", nil, nil); err == nil {
 				t.Errorf("a client certificate %s was served: %d", name, resp.StatusCode)
 			}
 		}
-		if resp, _, err := get(t, tlsClient(gw.ca.pool, true, good), "GET", gw.AdminHTTPS+"/healthz", nil, nil); err != nil || resp.StatusCode != 200 {
+		if resp, _, err := get(t, tlsClient(gw.ca.Pool(), true, good), "GET", gw.AdminHTTPS+"/healthz", nil, nil); err != nil || resp.StatusCode != 200 {
 			t.Fatalf("control, a good client certificate: %v %v", resp, err)
 		}
 	})
@@ -648,7 +615,7 @@ func TestAdminMutualTLSTricks(t *testing.T) {
 			for k, v := range tc.header {
 				h[k] = v
 			}
-			resp, got, err := get(t, tlsClient(gw.ca.pool, tc.h2), tc.method, gw.AdminHTTPS+"/admin/routes/get-user/cutover", strings.NewReader(body), h)
+			resp, got, err := get(t, tlsClient(gw.ca.Pool(), tc.h2), tc.method, gw.AdminHTTPS+"/admin/routes/get-user/cutover", strings.NewReader(body), h)
 			if err == nil && resp.StatusCode < 300 {
 				t.Errorf("%s without a certificate: %d %s", tc.name, resp.StatusCode, got)
 			}
@@ -668,7 +635,7 @@ func TestHostileHTTPSUpstreams(t *testing.T) {
 	ca := newTestCA(t, "upstream CA")
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
-	writeFile(t, caFile, ca.pem)
+	writeFile(t, caFile, ca.PEM)
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "served") })
 	plain := httptest.NewServer(ok)
 	t.Cleanup(plain.Close)
@@ -679,9 +646,9 @@ func TestHostileHTTPSUpstreams(t *testing.T) {
 		t.Cleanup(s.Close)
 		return s
 	}
-	tls10 := startTLS(&tls.Config{Certificates: []tls.Certificate{ca.issue(t, "up", false, time.Hour).tlsCert(t)}, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS10})
-	expired := startTLS(&tls.Config{Certificates: []tls.Certificate{ca.issue(t, "up", false, -time.Minute).tlsCert(t)}})
-	good := startTLS(&tls.Config{Certificates: []tls.Certificate{ca.issue(t, "up", false, time.Hour).tlsCert(t)}})
+	tls10 := startTLS(&tls.Config{Certificates: []tls.Certificate{issue(t, ca, "up", false, time.Hour).TLSCertificate()}, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS10})
+	expired := startTLS(&tls.Config{Certificates: []tls.Certificate{issue(t, ca, "up", false, -time.Minute).TLSCertificate()}})
+	good := startTLS(&tls.Config{Certificates: []tls.Certificate{issue(t, ca, "up", false, time.Hour).TLSCertificate()}})
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

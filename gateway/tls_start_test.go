@@ -18,7 +18,7 @@ import (
 func TestExpiredCertificateAtStartIsLogged(t *testing.T) {
 	ca := newTestCA(t, "natsgate test CA")
 	dir := t.TempDir()
-	certFile, keyFile := tlsFiles(t, dir, "server", ca.issue(t, "natsgate", false, -time.Minute))
+	certFile, keyFile := tlsFiles(t, dir, "server", issue(t, ca, "natsgate", false, -time.Minute))
 	ns := natstest.RunServer(t)
 	log := &syncBuffer{}
 	startGatewayLogging(t, ns, `

@@ -1,18 +1,12 @@
 package gateway
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,96 +21,40 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/internal/natstest"
+	"github.com/natsgate/natsgate/internal/testpki"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-	pool *x509.CertPool
-}
-
-var testSerial atomic.Int64
-
-func newTestCA(t *testing.T, name string) *testCA {
+// newTestCA is a certificate authority named name, made for one test.
+func newTestCA(t *testing.T, name string) *testpki.CA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testpki.NewCA(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(testSerial.Add(1)),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pool: x509.NewCertPool()}
-	ca.pool.AddCert(cert)
 	return ca
 }
 
-// issued is a certificate and key signed by a testCA, in PEM.
-type issued struct {
-	certPEM, keyPEM []byte
-	serial          *big.Int
-	notAfter        time.Time
-}
-
-func (p issued) tlsCert(t *testing.T) tls.Certificate {
+// issue signs a server certificate for 127.0.0.1 and localhost, the CA
+// after it (a chain is fine in cert_file), or a client certificate, valid
+// from an hour ago for validFor.
+func issue(t *testing.T, ca *testpki.CA, cn string, client bool, validFor time.Duration) *testpki.Pair {
 	t.Helper()
-	c, err := tls.X509KeyPair(p.certPEM, p.keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// issue signs a server certificate for 127.0.0.1 and localhost, or a
-// client certificate, valid for validFor.
-func (ca *testCA) issue(t *testing.T, cn string, client bool, validFor time.Duration) issued {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Whole seconds: the metric is in seconds.
-	notAfter := time.Now().Add(validFor).Truncate(time.Second)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(testSerial.Add(1)),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
+	usage := testpki.WithChain()
 	if client {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	} else {
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-		tmpl.DNSNames = []string{"localhost"}
+		usage = testpki.ClientAuth()
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	return mustIssue(t, ca, cn, usage, testpki.ValidFor(validFor))
+}
+
+// mustIssue is ca.Issue, failing t on an error.
+func mustIssue(t *testing.T, ca *testpki.CA, cn string, opts ...testpki.Option) *testpki.Pair {
+	t.Helper()
+	p, err := ca.Issue(cn, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The chain: the leaf, then the CA (a chain is fine in cert_file).
-	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), ca.pem...)
-	return issued{certPEM: chain, keyPEM: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}),
-		serial: tmpl.SerialNumber, notAfter: notAfter}
+	return p
 }
 
 func writeFile(t *testing.T, path string, data []byte) {
@@ -127,11 +65,12 @@ func writeFile(t *testing.T, path string, data []byte) {
 }
 
 // tlsFiles writes a pair to dir as <name>.crt and <name>.key.
-func tlsFiles(t *testing.T, dir, name string, p issued) (certFile, keyFile string) {
+func tlsFiles(t *testing.T, dir, name string, p *testpki.Pair) (certFile, keyFile string) {
 	t.Helper()
-	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	writeFile(t, certFile, p.certPEM)
-	writeFile(t, keyFile, p.keyPEM)
+	certFile, keyFile, err := p.WriteFiles(dir, name+".crt", name+".key")
+	if err != nil {
+		t.Fatal(err)
+	}
 	return certFile, keyFile
 }
 
@@ -171,8 +110,8 @@ type tlsGateway struct {
 	*testGateway
 	HTTPS, AdminHTTPS string // https:// base URLs
 	certFile, keyFile string
-	ca                *testCA
-	served            issued
+	ca                *testpki.CA
+	served            *testpki.Pair
 	log               *syncBuffer
 	dir               string
 }
@@ -183,9 +122,9 @@ func startTLSGateway(t *testing.T, yamlText string) *tlsGateway {
 	t.Helper()
 	ca := newTestCA(t, "natsgate test CA")
 	dir := t.TempDir()
-	served := ca.issue(t, "natsgate", false, 24*time.Hour)
+	served := issue(t, ca, "natsgate", false, 24*time.Hour)
 	certFile, keyFile := tlsFiles(t, dir, "server", served)
-	writeFile(t, filepath.Join(dir, "ca.pem"), ca.pem)
+	writeFile(t, filepath.Join(dir, "ca.pem"), ca.PEM)
 	// Quoted: a test's folder may hold spaces and commas.
 	yamlText = strings.NewReplacer("$CERT", strconv.Quote(certFile), "$KEY", strconv.Quote(keyFile)).Replace(yamlText)
 	ns := natstest.RunServer(t)
@@ -238,7 +177,7 @@ func TestTLSVersions(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("min %s client %s", tc.minVersion, tls.VersionName(tc.client)), func(t *testing.T) {
 			gw := startTLSGateway(t, "http:\n  tls: {cert_file: $CERT, key_file: $KEY, min_version: \""+tc.minVersion+"\"}\nroutes:"+tlsRoute)
-			conn, err := tls.Dial("tcp", gw.Addr(), &tls.Config{RootCAs: gw.ca.pool, MinVersion: tls.VersionTLS10, MaxVersion: tc.client})
+			conn, err := tls.Dial("tcp", gw.Addr(), &tls.Config{RootCAs: gw.ca.Pool(), MinVersion: tls.VersionTLS10, MaxVersion: tc.client})
 			if !tc.ok {
 				if err == nil {
 					conn.Close()
@@ -264,7 +203,7 @@ func TestHTTP2ByALPN(t *testing.T) {
 	gw := startTLSGateway(t, "http:\n  tls: {cert_file: $CERT, key_file: $KEY}\nadmin:\n  tls: {cert_file: $CERT, key_file: $KEY}\nroutes:"+tlsRoute)
 	userWorker(t, gw)
 	for _, h2 := range []bool{true, false} {
-		c := tlsClient(gw.ca.pool, h2)
+		c := tlsClient(gw.ca.Pool(), h2)
 		resp, body, err := get(t, c, "GET", gw.HTTPS+"/users/7", nil, nil)
 		if err != nil {
 			t.Fatalf("h2 %v: %v", h2, err)
@@ -397,7 +336,7 @@ routes:
 	if err := worker.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	c := tlsClient(gw.ca.pool, true)
+	c := tlsClient(gw.ca.Pool(), true)
 
 	for _, tc := range []struct {
 		name, method, path, body string
@@ -522,8 +461,8 @@ func TestAdminMutualTLS(t *testing.T) {
 	legacy := startLegacy(t)
 	clients := newTestCA(t, "clients CA")
 	other := newTestCA(t, "another CA")
-	right := clients.issue(t, "ops", true, time.Hour).tlsCert(t)
-	wrong := other.issue(t, "ops", true, time.Hour).tlsCert(t)
+	right := issue(t, clients, "ops", true, time.Hour).TLSCertificate()
+	wrong := issue(t, other, "ops", true, time.Hour).TLSCertificate()
 	put := func(c *http.Client, url string) (*http.Response, string, error) {
 		return get(t, c, "PUT", url+"/admin/routes/get-user/cutover", strings.NewReader(`{"cutover":"nats"}`),
 			http.Header{"Authorization": {"Bearer secret"}, HeaderRequestID: {"put-1"}})
@@ -533,19 +472,19 @@ func TestAdminMutualTLS(t *testing.T) {
 	start := func(t *testing.T, mode string) *tlsGateway {
 		t.Helper()
 		dir := t.TempDir()
-		writeFile(t, filepath.Join(dir, "clients.pem"), clients.pem)
+		writeFile(t, filepath.Join(dir, "clients.pem"), clients.PEM)
 		return startTLSGateway(t, adminTLSConfig(legacy.URL, filepath.Join(dir, "clients.pem"), mode))
 	}
 	for _, h2 := range []bool{false, true} {
 		t.Run(fmt.Sprintf("require/h2=%v", h2), func(t *testing.T) {
 			gw := start(t, "require")
-			if _, _, err := get(t, tlsClient(gw.ca.pool, h2), "GET", gw.AdminHTTPS+"/healthz", nil, nil); err == nil {
+			if _, _, err := get(t, tlsClient(gw.ca.Pool(), h2), "GET", gw.AdminHTTPS+"/healthz", nil, nil); err == nil {
 				t.Error("a client without a certificate was served")
 			}
-			if _, _, err := get(t, tlsClient(gw.ca.pool, h2, wrong), "GET", gw.AdminHTTPS+"/healthz", nil, nil); err == nil {
+			if _, _, err := get(t, tlsClient(gw.ca.Pool(), h2, wrong), "GET", gw.AdminHTTPS+"/healthz", nil, nil); err == nil {
 				t.Error("a client with a certificate from another CA was served")
 			}
-			resp, body, err := put(tlsClient(gw.ca.pool, h2, right), gw.AdminHTTPS)
+			resp, body, err := put(tlsClient(gw.ca.Pool(), h2, right), gw.AdminHTTPS)
 			if err != nil || resp.StatusCode != 200 {
 				t.Fatalf("PUT with the right certificate: %v %v %s", resp, err, body)
 			}
@@ -554,11 +493,11 @@ func TestAdminMutualTLS(t *testing.T) {
 	}
 	t.Run("mutations", func(t *testing.T) {
 		gw := start(t, "mutations")
-		anon := tlsClient(gw.ca.pool, true)
+		anon := tlsClient(gw.ca.Pool(), true)
 		if resp, _, err := get(t, anon, "GET", gw.AdminHTTPS+"/admin/routes", nil, nil); err != nil || resp.StatusCode != 200 {
 			t.Fatalf("GET without a certificate: %v %v", resp, err)
 		}
-		for _, c := range []*http.Client{anon, tlsClient(gw.ca.pool, true, wrong)} {
+		for _, c := range []*http.Client{anon, tlsClient(gw.ca.Pool(), true, wrong)} {
 			resp, body, err := put(c, gw.AdminHTTPS)
 			if err == nil && resp.StatusCode == 200 {
 				t.Fatalf("PUT without a verified certificate was served: %s", body)
@@ -570,7 +509,7 @@ func TestAdminMutualTLS(t *testing.T) {
 		if stageOf(gw.testGateway, "get-user").Stage != "legacy" {
 			t.Fatal("a refused PUT moved the route")
 		}
-		resp, body, err := put(tlsClient(gw.ca.pool, true, right), gw.AdminHTTPS)
+		resp, body, err := put(tlsClient(gw.ca.Pool(), true, right), gw.AdminHTTPS)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("PUT with the right certificate: %v %v %s", resp, err, body)
 		}
@@ -586,11 +525,11 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 	expiry := func() float64 {
 		return testutil.ToFloat64(gw.metrics.TLSCertificateExpiry.WithLabelValues("http"))
 	}
-	if got, want := expiry(), float64(gw.served.notAfter.Unix()); got != want {
+	if got, want := expiry(), float64(gw.served.Cert.NotAfter.Unix()); got != want {
 		t.Errorf("natsgate_tls_certificate_expiry_seconds = %v, want %v", got, want)
 	}
-	if got := servedSerial(t, gw.Addr(), gw.ca.pool); got.Cmp(gw.served.serial) != 0 {
-		t.Fatalf("serving serial %v, want %v", got, gw.served.serial)
+	if got := servedSerial(t, gw.Addr(), gw.ca.Pool()); got.Cmp(gw.served.Cert.SerialNumber) != 0 {
+		t.Fatalf("serving serial %v, want %v", got, gw.served.Cert.SerialNumber)
 	}
 
 	// Load: four clients, two keeping connections alive (h2 and
@@ -600,7 +539,7 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 	var sent, failed atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
-	clients := []*http.Client{tlsClient(gw.ca.pool, true), tlsClient(gw.ca.pool, false), tlsClient(gw.ca.pool, true), tlsClient(gw.ca.pool, false)}
+	clients := []*http.Client{tlsClient(gw.ca.Pool(), true), tlsClient(gw.ca.Pool(), false), tlsClient(gw.ca.Pool(), true), tlsClient(gw.ca.Pool(), false)}
 	for i := 2; i < 4; i++ {
 		clients[i].Transport.(*http.Transport).DisableKeepAlives = true
 	}
@@ -633,11 +572,11 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 	}
 	natstest.Eventually(t, 10*time.Second, "load to start", func() bool { return sent.Load() > 50 })
 
-	next := gw.ca.issue(t, "natsgate", false, 48*time.Hour)
-	writeFile(t, gw.certFile, next.certPEM) // not atomic: the key follows
-	writeFile(t, gw.keyFile, next.keyPEM)
+	next := issue(t, gw.ca, "natsgate", false, 48*time.Hour)
+	writeFile(t, gw.certFile, next.CertPEM) // not atomic: the key follows
+	writeFile(t, gw.keyFile, next.KeyPEM)
 	natstest.Eventually(t, 15*time.Second, "new handshakes to get the new certificate", func() bool {
-		return servedSerial(t, gw.Addr(), gw.ca.pool).Cmp(next.serial) == 0
+		return servedSerial(t, gw.Addr(), gw.ca.Pool()).Cmp(next.Cert.SerialNumber) == 0
 	})
 	before := sent.Load()
 	natstest.Eventually(t, 10*time.Second, "load to go on after the rotation", func() bool { return sent.Load() > before+50 })
@@ -646,7 +585,7 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 	if n := failed.Load(); n > 0 {
 		t.Errorf("%d of %d requests failed during the rotation; the first: %v", n, sent.Load(), firstErr.Load())
 	}
-	if got, want := expiry(), float64(next.notAfter.Unix()); got != want {
+	if got, want := expiry(), float64(next.Cert.NotAfter.Unix()); got != want {
 		t.Errorf("natsgate_tls_certificate_expiry_seconds = %v after the rotation, want %v", got, want)
 	}
 	t.Logf("%d requests, none failed, across the rotation", sent.Load())
@@ -657,31 +596,31 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 // serving; a good pair afterwards is taken.
 func TestBrokenRotatedPairKeepsTheOldOne(t *testing.T) {
 	gw := startTLSGateway(t, "http:\n  tls: {cert_file: $CERT, key_file: $KEY}\nroutes:"+tlsRoute)
-	a, b := gw.ca.issue(t, "natsgate", false, time.Hour), gw.ca.issue(t, "natsgate", false, time.Hour)
+	a, b := issue(t, gw.ca, "natsgate", false, time.Hour), issue(t, gw.ca, "natsgate", false, time.Hour)
 	for _, tc := range []struct {
 		name      string
 		cert, key []byte
 	}{
-		{"mismatched key", a.certPEM, b.keyPEM},
-		{"not PEM", []byte("not a certificate"), a.keyPEM},
+		{"mismatched key", a.CertPEM, b.KeyPEM},
+		{"not PEM", []byte("not a certificate"), a.KeyPEM},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			writeFile(t, gw.certFile, tc.cert)
 			writeFile(t, gw.keyFile, tc.key)
 			gw.ReloadCertificates() // what SIGHUP does
-			if got := servedSerial(t, gw.Addr(), gw.ca.pool); got.Cmp(gw.served.serial) != 0 {
-				t.Fatalf("serving serial %v after a broken rotation, want the old %v", got, gw.served.serial)
+			if got := servedSerial(t, gw.Addr(), gw.ca.Pool()); got.Cmp(gw.served.Cert.SerialNumber) != 0 {
+				t.Fatalf("serving serial %v after a broken rotation, want the old %v", got, gw.served.Cert.SerialNumber)
 			}
 			if !strings.Contains(gw.log.String(), "TLS certificate not reloaded; the old one keeps serving") {
 				t.Errorf("the broken pair was not logged:\n%s", gw.log.String())
 			}
 		})
 	}
-	writeFile(t, gw.certFile, b.certPEM)
-	writeFile(t, gw.keyFile, b.keyPEM)
+	writeFile(t, gw.certFile, b.CertPEM)
+	writeFile(t, gw.keyFile, b.KeyPEM)
 	gw.ReloadCertificates()
-	if got := servedSerial(t, gw.Addr(), gw.ca.pool); got.Cmp(b.serial) != 0 {
-		t.Errorf("serving serial %v after a good rotation, want %v", got, b.serial)
+	if got := servedSerial(t, gw.Addr(), gw.ca.Pool()); got.Cmp(b.Cert.SerialNumber) != 0 {
+		t.Errorf("serving serial %v after a good rotation, want %v", got, b.Cert.SerialNumber)
 	}
 }
 
@@ -692,12 +631,12 @@ func TestReloadFileRereadsCertificates(t *testing.T) {
 	cfgFile := filepath.Join(gw.dir, "natsgate.yaml")
 	writeFile(t, cfgFile, []byte("http:\n  tls: {cert_file: "+gw.certFile+", key_file: "+gw.keyFile+"}\nroutes:"+tlsRoute))
 	gw.stopCertWatch() // so that only ReloadFile can read the new pair
-	next := gw.ca.issue(t, "natsgate", false, time.Hour)
-	writeFile(t, gw.certFile, next.certPEM)
-	writeFile(t, gw.keyFile, next.keyPEM)
+	next := issue(t, gw.ca, "natsgate", false, time.Hour)
+	writeFile(t, gw.certFile, next.CertPEM)
+	writeFile(t, gw.keyFile, next.KeyPEM)
 	gw.ReloadFile(cfgFile)
-	if got := servedSerial(t, gw.Addr(), gw.ca.pool); got.Cmp(next.serial) != 0 {
-		t.Errorf("serving serial %v after ReloadFile, want %v", got, next.serial)
+	if got := servedSerial(t, gw.Addr(), gw.ca.Pool()); got.Cmp(next.Cert.SerialNumber) != 0 {
+		t.Errorf("serving serial %v after ReloadFile, want %v", got, next.Cert.SerialNumber)
 	}
 }
 
@@ -706,7 +645,7 @@ func TestReloadFileRereadsCertificates(t *testing.T) {
 func TestLoadConfigChecksTLSFiles(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, "CA")
-	a, b := ca.issue(t, "a", false, time.Hour), ca.issue(t, "b", false, time.Hour)
+	a, b := issue(t, ca, "a", false, time.Hour), issue(t, ca, "b", false, time.Hour)
 	certA, keyA := tlsFiles(t, dir, "a", a)
 	_, keyB := tlsFiles(t, dir, "b", b)
 	notPEM := filepath.Join(dir, "not.pem")
@@ -752,10 +691,10 @@ func TestLoadConfigChecksTLSFiles(t *testing.T) {
 func TestLegacyUpstreamOverHTTPS(t *testing.T) {
 	ca := newTestCA(t, "upstream CA")
 	dir := t.TempDir()
-	serverPair := ca.issue(t, "upstream", false, time.Hour)
-	clientCert, clientKey := tlsFiles(t, dir, "client", ca.issue(t, "natsgate", true, time.Hour))
+	serverPair := issue(t, ca, "upstream", false, time.Hour)
+	clientCert, clientKey := tlsFiles(t, dir, "client", issue(t, ca, "natsgate", true, time.Hour))
 	caFile := filepath.Join(dir, "ca.pem")
-	writeFile(t, caFile, ca.pem)
+	writeFile(t, caFile, ca.PEM)
 	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		who := ""
 		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
@@ -763,7 +702,7 @@ func TestLegacyUpstreamOverHTTPS(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "legacy sees "+who)
 	}))
-	up.TLS = &tls.Config{Certificates: []tls.Certificate{serverPair.tlsCert(t)}, ClientCAs: ca.pool, ClientAuth: tls.VerifyClientCertIfGiven}
+	up.TLS = &tls.Config{Certificates: []tls.Certificate{serverPair.TLSCertificate()}, ClientCAs: ca.Pool(), ClientAuth: tls.VerifyClientCertIfGiven}
 	up.StartTLS()
 	t.Cleanup(up.Close)
 
@@ -815,12 +754,12 @@ routes:
 // (the demo has no TLS, so the rules check in cmd/natsgate relies on this).
 func TestTLSExpiryMetricOnMetrics(t *testing.T) {
 	gw := startTLSGateway(t, "http:\n  tls: {cert_file: $CERT, key_file: $KEY}\nadmin:\n  tls: {cert_file: $CERT, key_file: $KEY}\nroutes:"+tlsRoute)
-	_, body, err := get(t, tlsClient(gw.ca.pool, false), "GET", gw.AdminHTTPS+"/metrics", nil, nil)
+	_, body, err := get(t, tlsClient(gw.ca.Pool(), false), "GET", gw.AdminHTTPS+"/metrics", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range []string{"http", "admin"} {
-		want := fmt.Sprintf(`natsgate_tls_certificate_expiry_seconds{listener=%q} %s`, l, strconv.FormatFloat(float64(gw.served.notAfter.Unix()), 'g', -1, 64))
+		want := fmt.Sprintf(`natsgate_tls_certificate_expiry_seconds{listener=%q} %s`, l, strconv.FormatFloat(float64(gw.served.Cert.NotAfter.Unix()), 'g', -1, 64))
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
