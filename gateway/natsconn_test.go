@@ -2,17 +2,10 @@ package gateway
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 	"github.com/natsgate/natsgate/internal/natstest"
+	"github.com/natsgate/natsgate/internal/testpki"
 	"github.com/natsgate/natsgate/routes"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -233,8 +227,12 @@ func TestContextConnects(t *testing.T) {
 		{
 			name: "TLS with a client certificate, files under ~",
 			server: func(t *testing.T, home string) (*server.Server, string, []nats.Option) {
-				p := writePKI(t, home)
-				tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: p.serverCert, KeyFile: p.serverKey, CaFile: p.ca, Verify: true})
+				// The context names ~/ca.pem, ~/client.pem and ~/client-key.pem.
+				p, err := testpki.WriteMutual(home, "natsgate test CA")
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: p.ServerCert, KeyFile: p.ServerKey, CaFile: p.CA, Verify: true})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -242,7 +240,7 @@ func TestContextConnects(t *testing.T) {
 				opts.TLSConfig, opts.TLS, opts.TLSVerify = tc, true, true
 				ns := natstest.RunServerWith(t, opts)
 				return ns, fmt.Sprintf(`{"url": %q, "ca": "~/ca.pem", "cert": "~/client.pem", "key": "~/client-key.pem"}`, ns.ClientURL()),
-					[]nats.Option{nats.RootCAs(p.ca), nats.ClientCert(p.clientCert, p.clientKey)}
+					[]nats.Option{nats.RootCAs(p.CA), nats.ClientCert(p.ClientCert, p.ClientKey)}
 			},
 			natsCfg: "  context: dev\n",
 		},
@@ -408,61 +406,4 @@ func TestContextErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-// testPKI is a CA with a server and a client certificate, as PEM files.
-type testPKI struct {
-	ca, serverCert, serverKey, clientCert, clientKey string
-}
-
-// writePKI writes a CA, a server certificate for 127.0.0.1 and a client
-// certificate into dir, as ca.pem, server.pem, client.pem and their
-// -key.pem files.
-func writePKI(t *testing.T, dir string) testPKI {
-	t.Helper()
-	write := func(name string, block *pem.Block) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "natsgate test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: name},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyDER, _ := x509.MarshalECPrivateKey(key)
-		return write(name+".pem", &pem.Block{Type: "CERTIFICATE", Bytes: der}),
-			write(name+"-key.pem", &pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-	}
-	p := testPKI{ca: write("ca.pem", &pem.Block{Type: "CERTIFICATE", Bytes: caDER})}
-	p.serverCert, p.serverKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
-	p.clientCert, p.clientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
-	return p
 }
