@@ -19,6 +19,15 @@ import (
 // reads set, it must get as far as dialling the admin listener the config
 // names, not stop at the config or at a flag.
 func TestDockerHealthCheckLoadsTheServedConfig(t *testing.T) {
+	t.Setenv("NATS_URL", "nats://127.0.0.1:4222")
+	t.Setenv("LEGACY_URL", "http://127.0.0.1:1")
+	t.Setenv("NATSGATE_ADMIN_TOKEN", "t0ken-for-the-test")
+	runHealthCheck(t, dockerHealthCheck(t))
+}
+
+// dockerHealthCheck is the Dockerfile's HEALTHCHECK command line.
+func dockerHealthCheck(t *testing.T) []string {
+	t.Helper()
 	raw, err := os.ReadFile("../../Dockerfile")
 	if err != nil {
 		t.Fatal(err)
@@ -28,19 +37,28 @@ func TestDockerHealthCheckLoadsTheServedConfig(t *testing.T) {
 		t.Fatal("no HEALTHCHECK ... CMD [...] in the Dockerfile")
 	}
 	var argv []string
-	if err := json.Unmarshal(m[1], &argv); err != nil || len(argv) < 2 || !strings.HasSuffix(argv[0], "/natsgate") {
-		t.Fatalf("HEALTHCHECK CMD %s: want natsgate and its arguments (%v)", m[1], err)
+	if err := json.Unmarshal(m[1], &argv); err != nil {
+		t.Fatalf("HEALTHCHECK CMD %s: %v", m[1], err)
 	}
-	args := argv[1:]
+	return argv
+}
+
+// runHealthCheck runs a health check's command line, natsgate and its
+// arguments as the image has them, with the image's /etc/natsgate/ read
+// from configs/ (the Dockerfile copies it there). It must get as far as
+// dialling the admin listener the config names, not stop at the config
+// or at a flag. Nothing of the test's listens there; a gateway the
+// developer runs on this machine (the demo's admin is 127.0.0.1:9090)
+// may, and then the command reached it, which proves the same.
+func runHealthCheck(t *testing.T, argv []string) {
+	t.Helper()
+	if len(argv) < 2 || !strings.HasSuffix(argv[0], "/natsgate") {
+		t.Fatalf("health check %q: want natsgate and its arguments", argv)
+	}
+	args := slices.Clone(argv[1:])
 	for i, a := range args {
 		args[i] = strings.Replace(a, "/etc/natsgate/", "../../configs/", 1)
 	}
-	t.Setenv("NATS_URL", "nats://127.0.0.1:4222")
-	t.Setenv("LEGACY_URL", "http://127.0.0.1:1")
-	t.Setenv("NATSGATE_ADMIN_TOKEN", "t0ken-for-the-test")
-	// Nothing of the test's listens there; a gateway the developer runs
-	// on this machine (the demo's admin is 127.0.0.1:9090) may, and then
-	// the command reached it, which proves the same.
 	code, stdout, stderr := runBin(t, args...)
 	dialled := code == 1 && strings.Contains(stderr, "cannot reach") && strings.Contains(stderr, "/readyz") ||
 		code == 0 && strings.Contains(stdout, "/readyz: ready")
@@ -100,25 +118,15 @@ func TestComposeHealthCheckLoadsTheServedConfig(t *testing.T) {
 		t.Fatal("configs/docker-compose.yml has no natsgate service")
 	}
 	test := svc.Healthcheck.Test
-	if len(test) == 0 {
-		dockerfile, err := os.ReadFile("../../Dockerfile")
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := regexp.MustCompile(`(?s)HEALTHCHECK[^\n]*\\\n\s*CMD (\[[^\]]*\])`).FindSubmatch(dockerfile)
-		if m == nil || json.Unmarshal(m[1], &test) != nil {
-			t.Fatal("no HEALTHCHECK ... CMD [...] in the Dockerfile")
-		}
-	} else if test[0] != "CMD" {
+	switch {
+	case len(test) == 0:
+		test = dockerHealthCheck(t)
+	case test[0] != "CMD":
 		t.Fatalf("the natsgate service's healthcheck %q: want the exec form [\"CMD\", ...]", test)
-	} else {
+	default:
 		test = test[1:]
 	}
-	if len(test) < 2 || !strings.HasSuffix(test[0], "/natsgate") {
-		t.Fatalf("health check %q: want natsgate and its arguments", test)
-	}
-	served, checked := flagValue(svc.Command, "--config"), flagValue(test[1:], "--config")
-	if served == "" || served != checked {
+	if served, checked := flagValue(svc.Command, "--config"), flagValue(test, "--config"); served == "" || served != checked {
 		t.Errorf("the service serves --config %q and its health check reads %q: want the same file", served, checked)
 	}
 	// Only what the service's environment sets: the developer's own
@@ -131,17 +139,7 @@ func TestComposeHealthCheckLoadsTheServedConfig(t *testing.T) {
 		value = regexp.MustCompile(`^\$\{[A-Z_]+:-(.*)\}$`).ReplaceAllString(value, "$1") // compose's ${VAR:-default}
 		t.Setenv(name, value)
 	}
-	args := slices.Clone(test[1:])
-	for i, a := range args {
-		args[i] = strings.Replace(a, "/etc/natsgate/", "../../configs/", 1)
-	}
-	code, stdout, stderr := runBin(t, args...)
-	dialled := code == 1 && strings.Contains(stderr, "cannot reach") && strings.Contains(stderr, "/readyz") ||
-		code == 0 && strings.Contains(stdout, "/readyz: ready")
-	if !dialled {
-		t.Errorf("natsgate %s with the service's environment: exit %d, want it to dial the admin listener the config names\nstdout:\n%s\nstderr:\n%s",
-			strings.Join(args, " "), code, stdout, stderr)
-	}
+	runHealthCheck(t, test)
 }
 
 // flagValue is the value of flag in args, given as "flag value" or
