@@ -385,10 +385,15 @@ func (r *rollouts) observe(route string, rec *rolloutRecord) {
 	for _, d := range rolloutDecisions { // exported from 0, so increase() sees the first
 		r.s.metrics.RolloutDecisions.WithLabelValues(route, d)
 	}
+	// A decision dated past markAhead from now is left off the chart: it
+	// was written behind the replicas' back or by a clock far ahead, and
+	// taken as the newest marked it would keep every decision after it
+	// off until its date.
+	horizon := time.Now().Add(markAhead)
 	r.mu.Lock()
 	last := r.marked[route]
 	for _, d := range rec.History {
-		if d.At.After(last) {
+		if d.At.After(last) && !d.At.After(horizon) {
 			r.s.history.mark(route, "rollout", d.Decision+" → "+d.To)
 			last = d.At
 		}
@@ -396,6 +401,10 @@ func (r *rollouts) observe(route string, rec *rolloutRecord) {
 	r.marked[route] = last
 	r.mu.Unlock()
 }
+
+// markAhead is how far ahead of this replica's clock a decision's time
+// may be and still be marked: more than replicas' clocks drift apart.
+const markAhead = time.Minute
 
 // applyTarget writes the stage rec calls for and marks it applied,
 // returning the record's new revision. The record may have been read long

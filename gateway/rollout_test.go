@@ -412,3 +412,57 @@ func TestRolloutAbortIsAppliedByTheReplicaThatTookIt(t *testing.T) {
 		t.Errorf("the second start %+v, want it from legacy", last)
 	}
 }
+
+// A decision dated in the future, written into the rollout bucket behind
+// the gateway's back (or by a replica whose clock runs far ahead), must not
+// keep the decisions after it off the route's chart: the pause taken after
+// it is marked.
+func TestRolloutMarksSurviveAFutureDatedDecision(t *testing.T) {
+	ns := natstest.RunServer(t)
+	up := jsonLegacy(t)
+	a := startGateway(t, ns, rolloutConfig("a", up.URL, `      steps: [{stage: canary, percent: 10, hold: 10m}, {stage: nats}]`))
+	waitLeader(t, 10*time.Second, []*testGateway{a})
+	if code, body := rolloutAction(t, a, "start"); code != 200 {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	js, err := jetstream.New(natstest.Connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, "natsgate_rollouts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Forge the decision on the record as it stands, retrying if the
+	// leader wrote it meanwhile.
+	waitFor(t, 10*time.Second, "the forged decision written", func() bool {
+		e, err := kv.Get(ctx, "get")
+		if err != nil {
+			return false
+		}
+		var rec map[string]any
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		hist, _ := rec["history"].([]any)
+		rec["history"] = append(hist, map[string]any{"at": "2100-01-01T00:00:00Z", "from": "canary 10%", "to": "canary 10%", "decision": "advance", "by": "forger"})
+		b, _ := json.Marshal(rec)
+		_, err = kv.Update(ctx, "get", b, e.Revision())
+		return err == nil
+	})
+	// The pause is decided on the record with the forged decision in it,
+	// and marked (or not) in the same pass over its history.
+	if code, body := rolloutAction(t, a, "pause"); code != 200 {
+		t.Fatalf("pause: %d %s", code, body)
+	}
+	waitFor(t, 10*time.Second, "the pause on the chart", func() bool {
+		for _, ev := range a.history.route("get", "canary").Events {
+			if strings.HasPrefix(ev.Text, "pause") {
+				return true
+			}
+		}
+		return false
+	})
+}
