@@ -161,6 +161,9 @@ type rollouts struct {
 	// marked is, per route, the time of the newest decision put on the
 	// route's chart.
 	marked map[string]time.Time
+	// unrunnable is, per route, the revision of the last record warned
+	// about for a stage the route cannot run (see cannotRun).
+	unrunnable map[string]uint64
 
 	started    bool // Start ran; set before the round goroutine
 	stop, done chan struct{}
@@ -174,7 +177,7 @@ var ErrRolloutStore = errors.New("the rollout store is unavailable")
 var errRolloutConflict = errors.New("the rollout changed meanwhile")
 
 func newRollouts(s *Server) *rollouts {
-	r := &rollouts{s: s, bucket: s.cfg.Fleet.RolloutBucket, marked: map[string]time.Time{},
+	r := &rollouts{s: s, bucket: s.cfg.Fleet.RolloutBucket, marked: map[string]time.Time{}, unrunnable: map[string]uint64{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	if r.bucket == "" {
 		r.bucket = routes.DefaultFleetRolloutBucket
@@ -423,11 +426,49 @@ func (r *rollouts) applyTarget(ctx context.Context, rt *routes.Route, rec *rollo
 	return r.save(ctx, rt.Name, rec, nrev)
 }
 
+// runnable says why a route cannot run a stage, or nil when it can.
+// Every stage a plan names can run on its route (the config checks it at
+// load); a record written behind the replicas' back may name any.
+func runnable(rt *routes.Route, t stageTarget) error {
+	p := t.Percent
+	_, err := checkOverride(rt, string(t.Stage), &p)
+	return err
+}
+
+// cannotRun deals with a record whose target the route cannot run:
+// writing it would fail every round, so a running rollout is paused,
+// saying why (resume starts the step over at the plan's stage), and
+// one in another state is left as it is, warned about once.
+func (r *rollouts) cannotRun(ctx context.Context, rt *routes.Route, rec *rolloutRecord, rev uint64, now time.Time, why error) error {
+	if rec.State != RolloutRunning {
+		r.mu.Lock()
+		warned := r.unrunnable[rt.Name] == rev
+		r.unrunnable[rt.Name] = rev
+		r.mu.Unlock()
+		if !warned {
+			r.s.log.Warn("rollout: the stored record's stage cannot run on the route; left as it is", "route", rt.Name, "state", rec.State, "stage", rec.Target.String(), "error", why)
+		}
+		return nil
+	}
+	d := RolloutDecision{At: now, From: rec.Target.String(), To: rec.Target.String(), Decision: decisionPause, By: rolloutBy,
+		Reason: "the stage the record names cannot run on this route: " + why.Error()}
+	rec.State, rec.Since = RolloutPaused, now
+	rec.History = append(rec.History, d)
+	if _, err := r.save(ctx, rt.Name, rec, rev); err != nil {
+		return err
+	}
+	r.decided(rt.Name, d)
+	return nil
+}
+
 // act is the leader's round for one route.
 func (r *rollouts) act(ctx context.Context, rt *routes.Route, rec *rolloutRecord, rev uint64) error {
 	plan := rt.Rollout
 	now := time.Now().UTC()
 	if !rec.Applied && rec.State != RolloutIdle && rec.State != RolloutPaused {
+		if err := runnable(rt, rec.Target); err != nil {
+			return r.cannotRun(ctx, rt, rec, rev, now, err)
+		}
 		var err error
 		if rev, err = r.applyTarget(ctx, rt, rec, rev); err != nil {
 			return err

@@ -466,3 +466,55 @@ func TestRolloutMarksSurviveAFutureDatedDecision(t *testing.T) {
 		return false
 	})
 }
+
+// A running rollout whose stored target the route cannot run (written
+// behind the replicas' back: a stage that does not exist) is paused by
+// the leader, saying why, once: not tried again and warned about every
+// round for ever.
+func TestRolloutWithATargetTheRouteCannotRunIsPaused(t *testing.T) {
+	ns := natstest.RunServer(t)
+	up := jsonLegacy(t)
+	logs := &syncBuffer{}
+	a := startGatewayLogging(t, ns, "log: {format: json, level: info}\n"+rolloutConfig("a", up.URL, `      steps: [{stage: canary, percent: 10, hold: 10m}, {stage: nats}]`), logs)
+	waitLeader(t, 10*time.Second, []*testGateway{a})
+	if code, body := rolloutAction(t, a, "start"); code != 200 {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	waitFor(t, 10*time.Second, "canary", func() bool { return string(stageOf(a, "get").Stage) == "canary" })
+	js, err := jetstream.New(natstest.Connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, "natsgate_rollouts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the forged target written", func() bool {
+		e, err := kv.Get(ctx, "get")
+		if err != nil {
+			return false
+		}
+		var rec map[string]any
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		rec["target"], rec["applied"] = map[string]any{"stage": "warp"}, false
+		b, _ := json.Marshal(rec)
+		_, err = kv.Update(ctx, "get", b, e.Revision())
+		return err == nil
+	})
+	st := waitRollout(t, a, 10*time.Second, RolloutPaused)
+	if last := st.History[len(st.History)-1]; last.Decision != "pause" || !strings.Contains(last.Reason, "warp") {
+		t.Errorf("last decision %+v, want a pause naming the stage it cannot run", last)
+	}
+	if got := string(stageOf(a, "get").Stage); got != "canary" {
+		t.Errorf("stage %s, want the canary the route ran before the forged target kept", got)
+	}
+	// A few more rounds: the paused rollout is not acted on again.
+	time.Sleep(3 * rolloutTick)
+	if n := strings.Count(logs.String(), `"msg":"rollout: acting on the plan"`); n != 0 {
+		t.Errorf("%d warnings about acting on the plan, want none once paused:\n%s", n, logs.String())
+	}
+}
