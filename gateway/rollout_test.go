@@ -425,32 +425,9 @@ func TestRolloutMarksSurviveAFutureDatedDecision(t *testing.T) {
 	if code, body := rolloutAction(t, a, "start"); code != 200 {
 		t.Fatalf("start: %d %s", code, body)
 	}
-	js, err := jetstream.New(natstest.Connect(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, "natsgate_rollouts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Forge the decision on the record as it stands, retrying if the
-	// leader wrote it meanwhile.
-	waitFor(t, 10*time.Second, "the forged decision written", func() bool {
-		e, err := kv.Get(ctx, "get")
-		if err != nil {
-			return false
-		}
-		var rec map[string]any
-		if err := json.Unmarshal(e.Value(), &rec); err != nil {
-			t.Fatal(err)
-		}
+	forgeRollout(t, ns, func(rec map[string]any) {
 		hist, _ := rec["history"].([]any)
 		rec["history"] = append(hist, map[string]any{"at": "2100-01-01T00:00:00Z", "from": "canary 10%", "to": "canary 10%", "decision": "advance", "by": "forger"})
-		b, _ := json.Marshal(rec)
-		_, err = kv.Update(ctx, "get", b, e.Revision())
-		return err == nil
 	})
 	// The pause is decided on the record with the forged decision in it,
 	// and marked (or not) in the same pass over its history.
@@ -481,29 +458,8 @@ func TestRolloutWithATargetTheRouteCannotRunIsPaused(t *testing.T) {
 		t.Fatalf("start: %d %s", code, body)
 	}
 	waitFor(t, 10*time.Second, "canary", func() bool { return string(stageOf(a, "get").Stage) == "canary" })
-	js, err := jetstream.New(natstest.Connect(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, "natsgate_rollouts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "the forged target written", func() bool {
-		e, err := kv.Get(ctx, "get")
-		if err != nil {
-			return false
-		}
-		var rec map[string]any
-		if err := json.Unmarshal(e.Value(), &rec); err != nil {
-			t.Fatal(err)
-		}
+	forgeRollout(t, ns, func(rec map[string]any) {
 		rec["target"], rec["applied"] = map[string]any{"stage": "warp"}, false
-		b, _ := json.Marshal(rec)
-		_, err = kv.Update(ctx, "get", b, e.Revision())
-		return err == nil
 	})
 	st := waitRollout(t, a, 10*time.Second, RolloutPaused)
 	if last := st.History[len(st.History)-1]; last.Decision != "pause" || !strings.Contains(last.Reason, "warp") {
@@ -517,4 +473,36 @@ func TestRolloutWithATargetTheRouteCannotRunIsPaused(t *testing.T) {
 	if n := strings.Count(logs.String(), `"msg":"rollout: acting on the plan"`); n != 0 {
 		t.Errorf("%d warnings about acting on the plan, want none once paused:\n%s", n, logs.String())
 	}
+}
+
+// forgeRollout edits the stored rollout record of route get behind the
+// gateways' back, as someone with write access to the bucket would: edit
+// changes the record as JSON, and the write is tried again on the record
+// as it then stands when a leader wrote it meanwhile.
+func forgeRollout(t *testing.T, ns *server.Server, edit func(rec map[string]any)) {
+	t.Helper()
+	js, err := jetstream.New(natstest.Connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, "natsgate_rollouts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the forged record written", func() bool {
+		e, err := kv.Get(ctx, "get")
+		if err != nil {
+			return false
+		}
+		var rec map[string]any
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		edit(rec)
+		b, _ := json.Marshal(rec)
+		_, err = kv.Update(ctx, "get", b, e.Revision())
+		return err == nil
+	})
 }
