@@ -315,14 +315,19 @@ func (r *reloader) stop() { close(r.done) }
 // stderr whose reader went away (a log shipper restarted, a closed pipe)
 // then fails the log's writes with EPIPE, counted as dropped lines, where
 // Go's default for those two descriptors is to end the process. A gateway
-// does not stop serving because its log reader did.
+// does not stop serving because its log reader did. The stop function
+// leaves SIGPIPE caught: the log's last lines are written after it, and a
+// clean shutdown must not end in a death by SIGPIPE.
 func notifySignals() (<-chan os.Signal, func()) {
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	pipe := make(chan os.Signal, 1)
-	signal.Notify(pipe, syscall.SIGPIPE)
-	return sig, func() { signal.Stop(sig); signal.Stop(pipe) }
+	signal.Notify(brokenPipes, syscall.SIGPIPE)
+	return sig, func() { signal.Stop(sig) }
 }
+
+// brokenPipes receives the SIGPIPEs notifySignals asks for, for the rest
+// of the process's life; nothing reads it (a full channel drops them).
+var brokenPipes = make(chan os.Signal, 1)
 
 // waitAndStop serves until a stop signal on sig or a fatal error, then
 // shuts down within the grace period. SIGHUP asks r for a reload and goes
