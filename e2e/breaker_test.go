@@ -110,9 +110,7 @@ routes:
 	if v := scrape(t, client, g.AdminURL, "natsgate_breaker_state", `route="slow"`, `target="nats"`); v != 0 {
 		t.Errorf("natsgate_breaker_state for slow is %v, want 0 (closed)", v)
 	}
-	if !strings.Contains(g.Output(), `"to":"closed"`) {
-		t.Errorf("the breaker's closing was not logged")
-	}
+	eventually(t, 15*time.Second, "the breaker's closing logged", func() bool { return strings.Contains(g.Output(), `"to":"closed"`) })
 }
 
 func median(d []time.Duration) time.Duration {

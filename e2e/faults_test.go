@@ -262,12 +262,17 @@ func TestReloadBrokenAndGood(t *testing.T) {
 	eventually(t, 15*time.Second, "natsgate_config_reloads_total{result=\"error\"} to be 1", func() bool {
 		return scrape(t, client, g.AdminURL, "natsgate_config_reloads_total", `result="error"`) == 1
 	})
+	// The counter moves before the log line has passed natsgate's log
+	// writer and the pipe: wait for the line.
 	logLine := ""
-	for _, line := range strings.Split(g.Output(), "\n") {
-		if strings.Contains(line, "config reload failed") {
-			logLine = line
+	eventually(t, 15*time.Second, "the reload failure logged", func() bool {
+		for _, line := range strings.Split(g.Output(), "\n") {
+			if strings.Contains(line, "config reload failed") {
+				logLine = line
+			}
 		}
-	}
+		return logLine != ""
+	})
 	wantPos := fmt.Sprintf("%s:%d", g.ConfigFile, badLine)
 	if !strings.Contains(logLine, wantPos) {
 		t.Errorf("the reload error should name %s; the log says: %s", wantPos, logLine)

@@ -167,12 +167,18 @@ func TestReloadOfHostileFileLogsOneShortLine(t *testing.T) {
 		eventually(t, 10*time.Second, fmt.Sprintf("reload error %d to be counted", i+1), func() bool {
 			return scrape(t, client, g.AdminURL, "natsgate_config_reloads_total", `result="error"`) == float64(i+1)
 		})
+		// The counter moves before the log line has passed natsgate's
+		// log writer and the pipe: wait for the line.
 		var failed []string
-		for _, line := range strings.Split(g.Output(), "\n") {
-			if strings.Contains(line, "config reload failed") {
-				failed = append(failed, line)
+		eventually(t, 10*time.Second, fmt.Sprintf("reload failure %d logged", i+1), func() bool {
+			failed = nil
+			for _, line := range strings.Split(g.Output(), "\n") {
+				if strings.Contains(line, "config reload failed") {
+					failed = append(failed, line)
+				}
 			}
-		}
+			return len(failed) >= i+1
+		})
 		if len(failed) != i+1 {
 			t.Fatalf("%d reload failures logged, want %d", len(failed), i+1)
 		}
