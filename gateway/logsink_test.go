@@ -31,7 +31,8 @@ func TestSharedLogSinkOutlivesTheServerAndCountsEveryDrop(t *testing.T) {
 		t.Fatal("no event line dropped with the sink blocked: the test proves nothing")
 	}
 	out := &syncBuffer{}
-	go func() { _, _ = io.Copy(out, pr) }() // the sink drains from here on
+	copied := make(chan struct{})
+	go func() { _, _ = io.Copy(out, pr); close(copied) }() // the sink drains from here on
 
 	gw, _ := startGatewayLogs(t, Options{Logger: log, AccessLog: sink, EventLog: sink})
 	if got := testutil.ToFloat64(gw.metrics.LogDropped); got < float64(before) {
@@ -47,6 +48,10 @@ func TestSharedLogSinkOutlivesTheServerAndCountsEveryDrop(t *testing.T) {
 	}
 	log.Info("stopped") // after Shutdown, as natsgate serve logs it
 	sink.Close(ctx)
+	// The pipe hands the last bytes to the copy before they are in out:
+	// end the pipe and wait for the copy to finish.
+	pw.Close()
+	<-copied
 	got := out.String()
 	for _, want := range []string{`"msg":"request","route":"get-user"`, `"msg":"stopped"`} {
 		if !strings.Contains(got, want) {
