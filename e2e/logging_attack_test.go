@@ -315,17 +315,7 @@ routes:
 	})
 	dropped := scrape(t, client, g.AdminURL, "natsgate_log_dropped_total")
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-exited:
-		if code := cmd.ProcessState.ExitCode(); code != 0 {
-			t.Errorf("natsgate exited with %d after SIGTERM, want 0", code)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("natsgate still runs 20 s after SIGTERM (shutdown_grace is 3s)")
-	}
+	stopCleanly(t, cmd, exited, "with its log reader stopped and continued")
 	select {
 	case <-readerDone:
 	case <-time.After(10 * time.Second):

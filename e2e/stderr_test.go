@@ -77,6 +77,14 @@ func failAndStop(t *testing.T, g *gateway, cmd *exec.Cmd, exited chan struct{}, 
 		v, err := scrapeErr(client, g.AdminURL, "natsgate_log_dropped_total")
 		return err == nil && v >= 100
 	})
+	stopCleanly(t, cmd, exited, "with its stderr "+what)
+}
+
+// stopCleanly sends natsgate (cmd, whose end closes exited) SIGTERM and
+// wants it to exit 0 within 20 s, its shutdown grace being 3 s; when
+// names the circumstances for the failure message.
+func stopCleanly(t *testing.T, cmd *exec.Cmd, exited chan struct{}, when string) {
+	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +94,7 @@ func failAndStop(t *testing.T, g *gateway, cmd *exec.Cmd, exited chan struct{}, 
 			t.Errorf("natsgate exited with %d after SIGTERM, want 0", code)
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatalf("natsgate still runs 20 s after SIGTERM with its stderr %s (shutdown_grace is 3s)", what)
+		t.Fatalf("natsgate still runs 20 s after SIGTERM %s (shutdown_grace is 3s)", when)
 	}
 }
 
