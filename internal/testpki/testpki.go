@@ -131,15 +131,22 @@ func NewCA(cn string) (*CA, error) {
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, fmt.Errorf("the CA certificate %q: %w", cn, err)
-	}
-	cert, err := x509.ParseCertificate(der)
+	der, cert, err := sign(tmpl, key, tmpl, key)
 	if err != nil {
 		return nil, fmt.Errorf("the CA certificate %q: %w", cn, err)
 	}
 	return &CA{Cert: cert, PEM: certPEM(der), key: key}, nil
+}
+
+// sign makes the certificate tmpl describes for key, signed by parent's
+// parentKey, and parses it back.
+func sign(tmpl *x509.Certificate, key *ecdsa.PrivateKey, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) ([]byte, *x509.Certificate, error) {
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	return der, cert, err
 }
 
 // Pool is a pool trusting the CA alone: a client's RootCAs or a server's
@@ -205,11 +212,7 @@ func newPair(cn string, s settings, parent *x509.Certificate, parentKey *ecdsa.P
 	if parent == nil {
 		parent, parentKey = tmpl, key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		return nil, fmt.Errorf("the certificate %q: %w", cn, err)
-	}
-	cert, err := x509.ParseCertificate(der)
+	der, cert, err := sign(tmpl, key, parent, parentKey)
 	if err != nil {
 		return nil, fmt.Errorf("the certificate %q: %w", cn, err)
 	}
