@@ -36,7 +36,7 @@ func main() {
 	flag.StringVar(&opts.Scenarios, "scenarios", "ABCDGEFHI", "scenarios to run: A direct, B reverse proxy, C minimal bridge, D natsgate request as shipped, G the same with the access log off, E natsgate legacy, F natsgate shadow, H G over HTTPS with HTTP/1.1, I G over HTTPS with h2")
 	flag.DurationVar(&opts.Duration, "duration", 1500*time.Millisecond, "measured time per cell and round")
 	flag.DurationVar(&opts.Warmup, "warmup", 300*time.Millisecond, "warm-up before each cell")
-	flag.IntVar(&opts.Rounds, "rounds", 4, "rounds of the whole matrix, scenarios interleaved; req/s is the median of a cell's rounds, latencies are over all of them")
+	flag.IntVar(&opts.Rounds, "rounds", 6, "rounds of the whole matrix, scenarios interleaved, in reverse order every second round; req/s is the median of a cell's rounds, latencies are over all of them, and a target is the median of its two cells' ratios round by round")
 	flag.IntVar(&opts.Workers, "workers", 2, "workers in the queue group")
 	flag.DurationVar(&opts.ProfileDuration, "profile", 4*time.Second, "CPU and allocation profile time per natsgate scenario (0: none)")
 	flag.IntVar(&opts.ProfileConcurrency, "profile-c", 64, "concurrency while profiling")

@@ -49,9 +49,10 @@ type Options struct {
 	Duration time.Duration
 	// Warmup before each cell's measurement. Default 300ms.
 	Warmup time.Duration
-	// Rounds: the matrix runs this many times, scenarios interleaved, and
-	// each cell's rounds are merged, so that a burst of noise from the
-	// shared machine does not land on one scenario only. Default 4.
+	// Rounds: the matrix runs this many times, scenarios interleaved (in
+	// reverse order every second round), and each cell's rounds are
+	// merged, so that a burst of noise from the shared machine does not
+	// land on one scenario only. Default 6.
 	Rounds int
 	// Workers in the queue group. Default 2.
 	Workers int
@@ -92,7 +93,7 @@ func (o *Options) fill() {
 		o.Warmup = 300 * time.Millisecond
 	}
 	if o.Rounds <= 0 {
-		o.Rounds = 4
+		o.Rounds = 6
 	}
 	if o.Workers <= 0 {
 		o.Workers = 2
@@ -166,17 +167,25 @@ type Cell struct {
 	// each scenario adds.
 	CPUPerReq    time.Duration
 	AllocsPerReq float64
-	// rounds are each round's throughput; see Throughput.
-	rounds  []float64
-	sent    uint64
-	cpu     time.Duration
-	mallocs uint64
+	// rounds are each round's throughput (see Throughput), and roundP99
+	// and roundCPU each round's p99 and CPU a request, in round order:
+	// the targets pair them with another scenario's same round.
+	rounds   []float64
+	roundP99 []float64
+	roundCPU []float64
+	sent     uint64
+	cpu      time.Duration
+	mallocs  uint64
 }
 
 // Throughput is the median of the rounds' throughputs: a neighbour's burst
 // of CPU on a shared machine then moves one round, not the figure.
-func (c *Cell) Throughput() float64 {
-	r := slices.Clone(c.rounds)
+func (c *Cell) Throughput() float64 { return median(c.rounds) }
+
+// median is the middle of v, or the mean of its two middle values; 0 for
+// none.
+func median(v []float64) float64 {
+	r := slices.Clone(v)
 	slices.Sort(r)
 	if n := len(r); n == 0 {
 		return 0
@@ -247,7 +256,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 	for round := 1; round <= opts.Rounds; round++ {
 		for _, conc := range opts.Concurrency {
-			for _, sc := range rep.Scenarios {
+			for _, sc := range roundOrder(rep.Scenarios, round) {
 				if err := ctx.Err(); err != nil {
 					return nil, err
 				}
@@ -260,8 +269,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 					fmtDur(cell.Result.Latency.Quantile(0.5)), fmtDur(cell.Result.Latency.Quantile(0.99)),
 					fmtDur(cell.Result.Latency.Quantile(0.999)), cell.Result.Errors)
 				cell.rounds = []float64{cell.Result.Throughput()}
+				cell.roundP99 = []float64{float64(cell.Result.Latency.Quantile(0.99))}
+				if cell.sent > 0 {
+					cell.roundCPU = []float64{float64(cell.cpu) / float64(cell.sent)}
+				}
 				if prev := rep.Cells[sc.Key][conc]; prev != nil {
 					prev.rounds = append(prev.rounds, cell.rounds...)
+					prev.roundP99 = append(prev.roundP99, cell.roundP99...)
+					prev.roundCPU = append(prev.roundCPU, cell.roundCPU...)
 					prev.Result.Merge(cell.Result)
 					prev.sent += cell.sent
 					prev.cpu += cell.cpu
@@ -317,6 +332,19 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, err
 	}
 	return rep, nil
+}
+
+// roundOrder is the order a round measures the scenarios in: as listed in
+// odd rounds, reversed in even ones. A machine that slows or speeds up
+// through a round then favours no scenario over the run, as it would
+// favour those measured first if every round ran in one order.
+func roundOrder(scs []Scenario, round int) []Scenario {
+	if round%2 == 1 {
+		return scs
+	}
+	r := slices.Clone(scs)
+	slices.Reverse(r)
+	return r
 }
 
 // probe checks that a scenario answers 200 with the benchmark's body, so a

@@ -31,35 +31,56 @@ var Targets = []Target{
 	{Name: "F/E p99", Goal: "≤ 1.05", limit: 1.05, atMost: true, a: "F", b: "E", p99: true},
 }
 
-// Ratio computes a target's ratio at one concurrency; ok is false when a
-// scenario is missing.
+// Ratio computes a target's ratio at one concurrency: the median, over
+// the rounds, of the ratio of the two scenarios' cells in the same round
+// (req/s, or p99 for a latency target). The two cells of a round ran
+// within seconds of each other, so the pair shares the machine's speed of
+// the moment, which on a shared virtual machine moves by tens of percent
+// between rounds. ok is false when a scenario is missing.
 func (t Target) Ratio(rep *Report, conc int) (ratio float64, met, ok bool) {
 	a, b := rep.Cell(t.a, conc), rep.Cell(t.b, conc)
 	if a == nil || b == nil {
 		return 0, false, false
 	}
 	if t.p99 {
-		ratio = float64(a.Result.Latency.Quantile(0.99)) / float64(b.Result.Latency.Quantile(0.99))
+		ratio = pairedRatio(a.roundP99, b.roundP99)
 	} else {
-		ratio = a.Throughput() / b.Throughput()
+		ratio = pairedRatio(a.rounds, b.rounds)
 	}
-	if t.atMost {
-		return ratio, ratio <= t.limit, true
-	}
-	return ratio, ratio >= t.limit, true
+	return ratio, t.meets(ratio), true
 }
 
 // CPURatio is a throughput target's ratio computed from the CPU each
-// request costs (b's over a's): the throughput ratio the two would show
-// given the same share of the CPU. On a machine shared with other work the
-// share each cell gets varies; the work per request does much less.
+// request costs (b's over a's, paired by round as in Ratio): the
+// throughput ratio the two would show given the same share of the CPU. On
+// a machine shared with other work the share each cell gets varies; the
+// work per request does much less.
 func (t Target) CPURatio(rep *Report, conc int) (ratio float64, met, ok bool) {
 	a, b := rep.Cell(t.a, conc), rep.Cell(t.b, conc)
-	if t.p99 || a == nil || b == nil || a.CPUPerReq == 0 {
+	if t.p99 || a == nil || b == nil || len(a.roundCPU) == 0 {
 		return 0, false, false
 	}
-	ratio = float64(b.CPUPerReq) / float64(a.CPUPerReq)
-	return ratio, ratio >= t.limit, true
+	ratio = pairedRatio(b.roundCPU, a.roundCPU)
+	return ratio, t.meets(ratio), true
+}
+
+func (t Target) meets(ratio float64) bool {
+	if t.atMost {
+		return ratio <= t.limit
+	}
+	return ratio >= t.limit
+}
+
+// pairedRatio is the median of num[i]/den[i] over the rounds both have a
+// non-zero value for.
+func pairedRatio(num, den []float64) float64 {
+	var r []float64
+	for i := range min(len(num), len(den)) {
+		if den[i] > 0 && num[i] > 0 {
+			r = append(r, num[i]/den[i])
+		}
+	}
+	return median(r)
 }
 
 func (rep *Report) write(dir string) error {
@@ -85,7 +106,7 @@ func (rep *Report) Markdown() string {
 	o := rep.Options
 	fmt.Fprintf(&b, "Run %s, %s in all. Machine: %s, %d CPUs, GOMAXPROCS=%d, %s %s, kernel %s, load average at start %s.\n",
 		rep.Started.UTC().Format("2006-01-02 15:04 MST"), rep.Elapsed.Round(time.Second), m.CPU, m.NumCPU, m.GOMAXPROCS, m.GoVersion, m.OS, m.Kernel, m.Load)
-	fmt.Fprintf(&b, "Closed loop at fixed concurrency; %v measured per cell in each of %d rounds (after %v warm-up), scenarios interleaved; req/s is the median of a cell's rounds, latencies are over all its requests. "+
+	fmt.Fprintf(&b, "Closed loop at fixed concurrency; %v measured per cell in each of %d rounds (after %v warm-up), scenarios interleaved (in reverse order every second round); req/s is the median of a cell's rounds, latencies are over all its requests. "+
 		"The load generator, nats-server, %d workers (one queue group), the legacy service and the thing measured share one process and every CPU.\n\n",
 		o.Duration, o.Rounds, o.Warmup, o.Workers)
 
@@ -108,7 +129,7 @@ func (rep *Report) Markdown() string {
 		fmt.Fprintf(&b, "\nScenario %s was skipped: %s\n", k, why)
 	}
 
-	b.WriteString("\nTargets, from this run's req/s and p99; in brackets, the throughput ratios from CPU time per request (what the two would do with the same CPU share):\n\n| conc |")
+	b.WriteString("\nTargets, each the median over the rounds of the two cells' ratio in the same round, from req/s and p99; in brackets, the throughput ratios from CPU time per request (what the two would do with the same CPU share):\n\n| conc |")
 	for _, t := range Targets {
 		fmt.Fprintf(&b, " %s (%s) |", t.Name, t.Goal)
 	}
