@@ -22,10 +22,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -167,6 +169,11 @@ type Cell struct {
 	// each scenario adds.
 	CPUPerReq    time.Duration
 	AllocsPerReq float64
+	// WaitPerReq is how long the process's goroutines were runnable but
+	// waited for a CPU, summed over all of them, per request sent: the
+	// queueing for the two CPUs that work done beside a request (a shadow
+	// copy's) costs that request.
+	WaitPerReq time.Duration
 	// rounds are each round's throughput (see Throughput), and roundP99
 	// and roundCPU each round's p99 and CPU a request, in round order:
 	// the targets pair them with another scenario's same round.
@@ -175,6 +182,7 @@ type Cell struct {
 	roundCPU []float64
 	sent     uint64
 	cpu      time.Duration
+	wait     time.Duration
 	mallocs  uint64
 }
 
@@ -280,6 +288,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 					prev.Result.Merge(cell.Result)
 					prev.sent += cell.sent
 					prev.cpu += cell.cpu
+					prev.wait += cell.wait
 					prev.mallocs += cell.mallocs
 				} else {
 					rep.Cells[sc.Key][conc] = cell
@@ -291,6 +300,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		for _, c := range m {
 			if c.sent > 0 {
 				c.CPUPerReq = c.cpu / time.Duration(c.sent)
+				c.WaitPerReq = c.wait / time.Duration(c.sent)
 				c.AllocsPerReq = float64(c.mallocs) / float64(c.sent)
 			}
 		}
@@ -375,14 +385,38 @@ func measure(ctx context.Context, clients loadgen.Clients, url string, conc int,
 	runtime.GC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
-	cpu0 := processCPU()
+	cpu0, wait0 := processCPU(), schedWait()
 	res, err := loadgen.Run(ctx, clients, loadgen.Config{URL: url, Concurrency: conc, Warmup: opts.Warmup, Duration: opts.Duration})
 	if err != nil {
 		return nil, err
 	}
-	cpu := processCPU() - cpu0
+	cpu, wait := processCPU()-cpu0, schedWait()-wait0
 	runtime.ReadMemStats(&m1)
-	return &Cell{Concurrency: conc, Result: res, sent: res.Sent, cpu: cpu, mallocs: m1.Mallocs - m0.Mallocs}, nil
+	return &Cell{Concurrency: conc, Result: res, sent: res.Sent, cpu: cpu, wait: wait, mallocs: m1.Mallocs - m0.Mallocs}, nil
+}
+
+// schedWait is the time the process's goroutines have spent runnable,
+// waiting to be scheduled, so far: the runtime's histogram of those waits
+// (/sched/latencies:seconds), each wait counted at its bucket's middle.
+func schedWait() time.Duration {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64Histogram {
+		return 0
+	}
+	h := s[0].Value.Float64Histogram()
+	var sum float64
+	for i, n := range h.Counts {
+		lo, hi := h.Buckets[i], h.Buckets[i+1]
+		switch {
+		case math.IsInf(lo, -1):
+			lo = 0
+		case math.IsInf(hi, 1):
+			hi = lo
+		}
+		sum += float64(n) * (lo + hi) / 2
+	}
+	return time.Duration(sum * 1e9)
 }
 
 // processCPU is the user and system time this process has used.

@@ -110,8 +110,8 @@ func (rep *Report) Markdown() string {
 		"The load generator, nats-server, %d workers (one queue group), the legacy service and the thing measured share one process and every CPU.\n\n",
 		o.Duration, o.Rounds, o.Warmup, o.Workers)
 
-	b.WriteString("| conc | scenario | req/s | p50 | p99 | p99.9 | max | errors | CPU µs/req | allocs/req |\n")
-	b.WriteString("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString("| conc | scenario | req/s | p50 | p99 | p99.9 | max | errors | CPU µs/req | allocs/req | wait µs/req |\n")
+	b.WriteString("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, conc := range o.Concurrency {
 		for _, sc := range rep.Scenarios {
 			c := rep.Cell(sc.Key, conc)
@@ -119,12 +119,13 @@ func (rep *Report) Markdown() string {
 				continue
 			}
 			h := c.Result.Latency
-			fmt.Fprintf(&b, "| %d | %s %s | %.0f | %s | %s | %s | %s | %d | %.1f | %.0f |\n", conc, sc.Key, sc.Name, c.Throughput(),
+			fmt.Fprintf(&b, "| %d | %s %s | %.0f | %s | %s | %s | %s | %d | %.1f | %.0f | %.1f |\n", conc, sc.Key, sc.Name, c.Throughput(),
 				fmtDur(h.Quantile(0.5)), fmtDur(h.Quantile(0.99)), fmtDur(h.Quantile(0.999)), fmtDur(h.Max()), c.Result.Errors,
-				float64(c.CPUPerReq)/1e3, c.AllocsPerReq)
+				float64(c.CPUPerReq)/1e3, c.AllocsPerReq, float64(c.WaitPerReq)/1e3)
 		}
 	}
-	b.WriteString("\nCPU µs/req and allocs/req are the whole process's (load generator, nats-server, workers, legacy service included) per request sent: compare them across rows.\n")
+	b.WriteString("\nCPU µs/req and allocs/req are the whole process's (load generator, nats-server, workers, legacy service included) per request sent: compare them across rows. " +
+		"wait µs/req is how long its goroutines were runnable but waited for a CPU (the runtime's /sched/latencies:seconds), summed over all of them, per request sent.\n")
 	for k, why := range rep.Skipped {
 		fmt.Fprintf(&b, "\nScenario %s was skipped: %s\n", k, why)
 	}
@@ -204,6 +205,7 @@ type cellSummary struct {
 	FirstError   string  `json:"first_error,omitempty"`
 	CPUusPerReq  float64 `json:"cpu_us_per_req"`
 	AllocsPerReq float64 `json:"allocs_per_req"`
+	WaitUsPerReq float64 `json:"wait_us_per_req"`
 }
 
 func (rep *Report) summary() any {
@@ -217,7 +219,7 @@ func (rep *Report) summary() any {
 			h := c.Result.Latency
 			us := func(d time.Duration) float64 { return float64(d) / 1e3 }
 			cells = append(cells, cellSummary{sc.Key, conc, c.Throughput(), us(h.Quantile(0.5)), us(h.Quantile(0.99)), us(h.Quantile(0.999)), us(h.Max()),
-				c.Result.Requests, c.Result.Errors, c.Result.FirstError, float64(c.CPUPerReq) / 1e3, c.AllocsPerReq})
+				c.Result.Requests, c.Result.Errors, c.Result.FirstError, float64(c.CPUPerReq) / 1e3, c.AllocsPerReq, float64(c.WaitPerReq) / 1e3})
 		}
 	}
 	return map[string]any{"started": rep.Started, "machine": rep.Machine, "cells": cells, "inbox": rep.Inbox, "memory": rep.Memory, "skipped": rep.Skipped, "profile_requests": rep.ProfileRequests}
