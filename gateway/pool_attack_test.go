@@ -1,0 +1,354 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/natsgate/natsgate/internal/natstest"
+)
+
+// bodyHash names a body in a few bytes, for a worker or an upstream to
+// say which body it got.
+func bodyHash(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:8])
+}
+
+// echoed is what the echo worker says it received: everything a client
+// needs to tell its own request's answer from another's.
+type echoed struct {
+	ID      string            `json:"id"`
+	Subject string            `json:"subject"`
+	Path    string            `json:"path"`
+	Query   string            `json:"query"`
+	Params  map[string]string `json:"params"`
+	Body    string            `json:"body"`
+	Headers []string          `json:"headers"` // the names, sorted
+}
+
+// poolRoutes have 0, 1 and 6 parameters, a body, a short timeout, so
+// that the pooled header maps, value slices, waiters and timers pass
+// between requests of every shape.
+const poolRoutes = `
+nats: {reconnect_wait: 20ms}
+routes:
+  - {name: zero, method: GET, path: /zero, nats: {subject: echo.zero, timeout: 5s}}
+  - {name: one, method: GET, path: "/one/{a}", nats: {subject: "echo.one.{a}", timeout: 5s}}
+  - {name: six, method: GET, path: "/six/{a}/{b}/{c}/{d}/{e}/{f}", nats: {subject: "echo.six.{a}.{b}.{c}.{d}.{e}.{f}", timeout: 5s}}
+  - {name: body, method: POST, path: "/body/{a}", forward_headers: [X-Body-Hash], nats: {subject: "echo.body.{a}", timeout: 5s}}
+  - {name: slow, method: GET, path: "/slow/{a}", breaker: {min_requests: 100000}, nats: {subject: "echo.slow.{a}", timeout: 100ms}}
+`
+
+// poolWorker answers echo.> with what it received, as a hostile worker
+// would: headers that collide with natsgate's own (X-Request-Id,
+// Server-Timing, Content-Length, Http-Status, X-Natsgate-Backend), one
+// name in two spellings, many names, a huge value, each carrying the
+// request's id. By the request's mode it also answers late (past the
+// route's timeout, or after the client left), twice (the second answer
+// marked as a duplicate), or with a status of its own.
+func poolWorker(t *testing.T, nc *nats.Conn) {
+	t.Helper()
+	respond(t, nc, "echo.>", func(m *nats.Msg) *nats.Msg {
+		id := m.Header.Get(HeaderRequestID)
+		e := echoed{ID: id, Subject: m.Subject, Path: m.Header.Get(HeaderPath), Query: m.Header.Get(HeaderQuery), Params: map[string]string{}}
+		for k := range m.Header {
+			e.Headers = append(e.Headers, k)
+			if name, ok := strings.CutPrefix(k, HeaderParam); ok {
+				e.Params[name] = m.Header.Get(k)
+			}
+		}
+		sort.Strings(e.Headers)
+		if len(m.Data) > 0 {
+			e.Body = bodyHash(m.Data)
+		}
+		data, _ := json.Marshal(e)
+		q, _ := url.ParseQuery(e.Query)
+		out := nats.NewMsg("")
+		out.Data = data
+		h := out.Header
+		h["X-Request-Id"] = []string{"forged-" + id}
+		h["x-request-id"] = []string{"forged-lower-" + id}
+		h["Server-Timing"] = []string{"worker;dur=1, forged;desc=" + id}
+		h["Content-Length"] = []string{strconv.Itoa(len(data) + 1000)}
+		h["X-Natsgate-Backend"] = []string{"forged"}
+		h["X-Echo-Id"] = []string{id}
+		h["x-echo-id"] = []string{id}
+		h["Content-Type"] = []string{"application/json"}
+		for i := range 40 {
+			h["X-K-"+strconv.Itoa(i)] = []string{id}
+		}
+		h["X-Huge"] = []string{strings.Repeat("h", 8<<10) + id}
+		if s := q.Get("status"); s != "" {
+			h[HeaderStatus] = []string{s}
+		}
+		switch q.Get("mode") {
+		case "late": // past the route's timeout, or after the client left
+			go func() {
+				time.Sleep(150 * time.Millisecond)
+				_ = m.RespondMsg(out)
+			}()
+			return nil
+		case "twice":
+			_ = m.RespondMsg(out)
+			dup := nats.NewMsg("")
+			dup.Header["X-Echo-Id"] = []string{"duplicate-" + id}
+			dup.Header["X-Dup-Only"] = []string{id}
+			dup.Data = []byte("duplicate of " + id)
+			return dup
+		}
+		return out
+	})
+}
+
+// poolCase is one request shape and what its own answer must say.
+type poolCase struct {
+	path   string // under the gateway, before the query
+	params map[string]string
+	body   []byte
+	mode   string // the worker's: "", "late" or "twice"
+	ask    string // the Http-Status the worker is asked to answer with
+	leave  bool   // the client leaves before the answer comes
+	status int    // the status the client must get
+}
+
+// query is the request's query, which tells the worker what to do.
+func (pc poolCase) query() string {
+	q := url.Values{"mode": {pc.mode}}
+	if pc.ask != "" {
+		q.Set("status", pc.ask)
+	}
+	return q.Encode()
+}
+
+// poolCases gives request i of client c its shape: every route, long and
+// empty values, every mode, in an order that mixes them.
+func poolCases(c, i int) poolCase {
+	tag := fmt.Sprintf("c%di%d", c, i)
+	long := strings.Repeat("v", 1+(i*37)%90)
+	switch i % 9 {
+	case 0:
+		return poolCase{path: "/zero", status: 200}
+	case 1:
+		return poolCase{path: "/one/" + tag, params: map[string]string{"a": tag}, status: 200}
+	case 2:
+		vals := []string{tag, long, "x", tag + long, "y" + tag, long[:1]}
+		names := []string{"a", "b", "c", "d", "e", "f"}
+		p := map[string]string{}
+		for k, n := range names {
+			p[n] = vals[k]
+		}
+		return poolCase{path: "/six/" + strings.Join(vals, "/"), params: p, status: 200}
+	case 3:
+		b := bytes.Repeat([]byte(tag), 1+(i*13)%2000)
+		return poolCase{path: "/body/" + tag, params: map[string]string{"a": tag}, body: b, status: 200}
+	case 4:
+		return poolCase{path: "/one/" + tag, params: map[string]string{"a": tag}, mode: "twice", status: 200}
+	case 5:
+		return poolCase{path: "/slow/" + tag, params: map[string]string{"a": tag}, mode: "late", status: 504}
+	case 6:
+		return poolCase{path: "/one/" + tag, params: map[string]string{"a": tag}, mode: "late", ask: "299", leave: true}
+	case 7:
+		return poolCase{path: "/zero", ask: "201", status: 201}
+	default:
+		return poolCase{path: "/six/" + strings.Repeat(tag+"/", 5) + tag, params: map[string]string{"a": tag, "b": tag, "c": tag, "d": tag, "e": tag, "f": tag}, status: 200}
+	}
+}
+
+// checkOwnAnswer says what in an answer is not its own request's, or "".
+func checkOwnAnswer(pc poolCase, id string, resp *http.Response, body []byte) string {
+	if resp.StatusCode != pc.status {
+		return fmt.Sprintf("status %d, want %d: %.200s", resp.StatusCode, pc.status, body)
+	}
+	if v := resp.Header.Values(HeaderRequestID); len(v) != 1 || v[0] != id {
+		return fmt.Sprintf("X-Request-Id %q", v)
+	}
+	if v := resp.Header.Values(HeaderBackend); len(v) != 1 || v[0] != "nats" {
+		return fmt.Sprintf("X-Natsgate-Backend %q", v)
+	}
+	if v := resp.Header.Values(HeaderServerTiming); len(v) != 1 || strings.Contains(v[0], "forged") {
+		return fmt.Sprintf("Server-Timing %q", v)
+	}
+	if resp.ContentLength != int64(len(body)) {
+		return fmt.Sprintf("Content-Length %d for %d bytes", resp.ContentLength, len(body))
+	}
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			if strings.Contains(v, "forged") || strings.Contains(v, "duplicate") || k == "X-Dup-Only" {
+				return fmt.Sprintf("header %s: %.80q", k, v)
+			}
+			// Every id a worker put in a header is this request's own.
+			if i := strings.Index(v, "pool-"); i >= 0 && !strings.HasSuffix(v, id) {
+				return fmt.Sprintf("header %s carries another request's id: %.80q", k, v[i:])
+			}
+		}
+	}
+	if pc.status >= 400 {
+		var p problem
+		if err := json.Unmarshal(body, &p); err != nil || p.RequestID != id || p.Instance != pc.path {
+			return fmt.Sprintf("problem body %.300s", body)
+		}
+		return ""
+	}
+	if v := resp.Header.Values("X-Echo-Id"); len(v) != 2 || v[0] != id || v[1] != id {
+		return fmt.Sprintf("X-Echo-Id %q", v)
+	}
+	if len(resp.Header) > 60 {
+		return fmt.Sprintf("%d header names", len(resp.Header))
+	}
+	var e echoed
+	if err := json.Unmarshal(body, &e); err != nil {
+		return fmt.Sprintf("body %.200q", body)
+	}
+	if e.ID != id || e.Path != pc.path || e.Body != bodyHashOrEmpty(pc.body) {
+		return fmt.Sprintf("echo %+v", e)
+	}
+	if len(e.Params) != len(pc.params) {
+		return fmt.Sprintf("params %v, want %v", e.Params, pc.params)
+	}
+	for k, v := range pc.params {
+		if e.Params[k] != v {
+			return fmt.Sprintf("params %v, want %v", e.Params, pc.params)
+		}
+	}
+	if e.Query != pc.query() {
+		return fmt.Sprintf("query %q, want %q", e.Query, pc.query())
+	}
+	for _, k := range e.Headers {
+		switch {
+		case k == "X-Body-Hash" && pc.body != nil, k == HeaderMethod, k == HeaderPath, k == HeaderQuery, k == HeaderRoute, k == HeaderRequestID,
+			strings.HasPrefix(k, HeaderParam), k == "Content-Type" && pc.body != nil, k == "Accept":
+		default:
+			return fmt.Sprintf("the request carried header %s", k)
+		}
+	}
+	return ""
+}
+
+// freePort is a loopback port free a moment ago, for a server that is
+// to come back on the same port.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func bodyHashOrEmpty(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return bodyHash(b)
+}
+
+// Request routes reuse their header maps, value slices, reply waiters,
+// timers and body buffers from one request to the next. Many clients at
+// once, on routes with 0, 1 and 6 parameters of every length, with
+// bodies, against a worker whose headers collide with natsgate's and
+// that answers late, twice, after the client left or with a status of
+// its own, while the NATS server restarts under them (every wait
+// abandoned at once): every answer, a success or a problem, is its own
+// request's, whole, and nothing a worker sent for one request shows up
+// on another's.
+func TestPooledRequestPathAnswersOnlyWithItsOwnRequest(t *testing.T) {
+	opts := natstest.Options(t)
+	opts.Port = freePort(t)
+	ns := natstest.RunServerWith(t, opts)
+	gw := startGateway(t, ns, poolRoutes)
+	poolWorker(t, natstest.Connect(t, ns, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond)))
+
+	const clients, each = 8, 180
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	var answered, failed atomic.Int64
+	report := func(format string, args ...any) {
+		if bad.Add(1) <= 10 {
+			t.Errorf(format, args...)
+		}
+	}
+	restart := make(chan struct{})
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if c == 0 && i == each/3 {
+					close(restart)
+				}
+				pc := poolCases(c, i)
+				id := fmt.Sprintf("pool-%d-%d", c, i)
+				timeout := 10 * time.Second
+				if pc.leave {
+					timeout = 40 * time.Millisecond
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				var body io.Reader
+				method := "GET"
+				if pc.body != nil {
+					body, method = bytes.NewReader(pc.body), "POST"
+				}
+				req, _ := http.NewRequestWithContext(ctx, method, gw.URL+pc.path+"?"+pc.query(), body)
+				req.Header.Set(HeaderRequestID, id)
+				if pc.body != nil {
+					req.Header.Set("X-Body-Hash", bodyHash(pc.body))
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					cancel()
+					if !pc.leave {
+						report("request %s %s: %v", id, pc.path, err)
+					}
+					continue
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				cancel()
+				if err != nil {
+					report("request %s %s: reading the answer: %v", id, pc.path, err)
+					continue
+				}
+				if pc.leave {
+					continue // answered before the client left: the worker is slower
+				}
+				if resp.StatusCode == 503 || resp.StatusCode == 502 {
+					// The restart: a problem, but its own.
+					pc.status = resp.StatusCode
+					failed.Add(1)
+					time.Sleep(20 * time.Millisecond) // while NATS comes back
+				}
+				if why := checkOwnAnswer(pc, id, resp, got); why != "" {
+					report("request %s %s: %s", id, pc.path, why)
+				}
+				answered.Add(1)
+			}
+		}()
+	}
+	<-restart
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	natstest.RunServerWith(t, opts)
+	wg.Wait()
+	t.Logf("%d answers checked, %d of them failures during the restart", answered.Load(), failed.Load())
+	if answered.Load() < clients*each/2 {
+		t.Errorf("only %d answers checked", answered.Load())
+	}
+}
