@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"sort"
 	"strconv"
@@ -351,4 +352,206 @@ func TestPooledRequestPathAnswersOnlyWithItsOwnRequest(t *testing.T) {
 	if answered.Load() < clients*each/2 {
 		t.Errorf("only %d answers checked", answered.Load())
 	}
+}
+
+// legacyAnswer is the body an echo upstream answers request id with, of
+// about size bytes: the id over and over, so that any stretch of it tells
+// whose it is.
+func legacyAnswer(id string, size int) []byte {
+	unit := id + ";"
+	return bytes.Repeat([]byte(unit), 1+size/len(unit))
+}
+
+// The legacy proxy copies answers through free-listed 32 KiB buffers and
+// every answer's access log line is encoded in a pooled buffer. Answers
+// cut mid-body (with a Content-Length, chunked), answers whose client
+// leaves mid-body, small and large ones, at once: every answer a client
+// reads is its own request's (a cut one a clean prefix of its own, never
+// bytes of another), and every access log line names its own request's
+// path and the status its client was given, once.
+func TestLegacyAnswersAndLogLinesAreEachTheirOwnRequests(t *testing.T) {
+	modes := []string{"ok", "cut-length", "cut-chunked", "leave", "teapot", "ok-large"}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/legacy/"), "/")
+		id, mode := parts[0], parts[1]
+		if r.Header.Get(HeaderRequestID) != id {
+			w.WriteHeader(http.StatusConflict)
+			return
+		}
+		size, _ := strconv.Atoi(r.URL.Query().Get("size"))
+		body := legacyAnswer(id, size)
+		switch mode {
+		case "teapot":
+			w.WriteHeader(http.StatusTeapot)
+			_, _ = w.Write(body[:len(id)+1])
+		case "cut-length":
+			w.Header().Set("Content-Length", strconv.Itoa(2*len(body)))
+			_, _ = w.Write(body)
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler) // the connection closes short
+		case "cut-chunked":
+			_, _ = w.Write(body)
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler) // no last chunk
+		case "leave":
+			w.Header().Set("Content-Length", strconv.Itoa(2*len(body)))
+			_, _ = w.Write(body)
+			w.(http.Flusher).Flush()
+			select { // the client leaves meanwhile
+			case <-r.Context().Done():
+			case <-time.After(2 * time.Second):
+			}
+			_, _ = w.Write(body)
+		default:
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			_, _ = w.Write(body)
+		}
+	}))
+	t.Cleanup(up.Close)
+	ns := natstest.RunServer(t)
+	logBuf := &syncBuffer{}
+	gw := startGatewayLogging(t, ns, fmt.Sprintf(`
+log: {format: json, level: info}
+upstreams:
+  legacy: {url: %q, timeout: 5s, breaker: {min_requests: 100000}}
+routes:
+  - {name: legacy-echo, method: GET, path: "/legacy/*", upstream: legacy}
+`, up.URL), logBuf)
+
+	const clients, each = 6, 60
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+	var mu sync.Mutex
+	statuses := map[string]int{} // by request id: what its client was given
+	var bad atomic.Int64
+	report := func(format string, args ...any) {
+		if bad.Add(1) <= 10 {
+			t.Errorf(format, args...)
+		}
+	}
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				mode := modes[(c+i)%len(modes)]
+				id := fmt.Sprintf("legacy-%d-%d", c, i)
+				size := 1 + (i*4099)%(40<<10)
+				if mode == "ok-large" {
+					size = 100<<10 + i*1000 // several copy buffers
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/legacy/%s/%s?size=%d", gw.URL, id, mode, size), nil)
+				req.Header.Set(HeaderRequestID, id)
+				resp, err := client.Do(req)
+				if err != nil {
+					cancel()
+					if !strings.HasPrefix(mode, "cut-") {
+						report("request %s (%s): %v", id, mode, err)
+					}
+					// A short cut answer may break off with its head:
+					// its client was given the upstream's 200 all the
+					// same.
+					mu.Lock()
+					statuses[id] = http.StatusOK
+					mu.Unlock()
+					continue
+				}
+				mu.Lock()
+				statuses[id] = resp.StatusCode
+				mu.Unlock()
+				if v := resp.Header.Values(HeaderRequestID); len(v) != 1 || v[0] != id {
+					report("request %s (%s): X-Request-Id %q", id, mode, v)
+				}
+				want := legacyAnswer(id, size)
+				var got []byte
+				if mode == "leave" {
+					got = make([]byte, 10)
+					_, err = io.ReadFull(resp.Body, got)
+				} else {
+					got, err = io.ReadAll(resp.Body)
+				}
+				resp.Body.Close()
+				cancel()
+				switch mode {
+				case "ok", "ok-large":
+					if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, want) {
+						report("request %s (%s): %d, %d bytes, %v: not its own whole answer: %.60q", id, mode, resp.StatusCode, len(got), err, got)
+					}
+				case "leave":
+					if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, want[:10]) {
+						report("request %s (%s): %d, %v: %.60q", id, mode, resp.StatusCode, err, got)
+					}
+				case "teapot":
+					if resp.StatusCode != http.StatusTeapot || string(got) != id+";" {
+						report("request %s (%s): %d %.60q", id, mode, resp.StatusCode, got)
+					}
+				default:
+					if err == nil {
+						report("request %s (%s): a cut answer read as a whole one", id, mode)
+					}
+					if !bytes.HasPrefix(want, got) && !bytes.HasPrefix(bytes.Repeat(want, 2), got) {
+						report("request %s (%s): %d bytes not its own: %.60q", id, mode, len(got), got)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	// Every request's line, once, with its own path and the status its
+	// client was given (the 200 whose body broke off, or whose client
+	// left, included).
+	natstest.Eventually(t, 10*time.Second, "an access log line for every request", func() bool {
+		log := logBuf.String()
+		for id := range statuses {
+			if !strings.Contains(log, `"request_id":"`+id+`"`) {
+				return false
+			}
+		}
+		return true
+	})
+	seen := map[string]int{}
+	for _, l := range strings.Split(logBuf.String(), "\n") {
+		var m struct {
+			Msg, Route, Path, RequestID string
+			Status                      int
+		}
+		var raw map[string]any
+		if json.Unmarshal([]byte(l), &raw) != nil || raw["msg"] != "request" {
+			continue
+		}
+		_ = json.Unmarshal([]byte(l), &m)
+		m.RequestID, _ = raw["request_id"].(string)
+		seen[m.RequestID]++
+		parts := strings.Split(strings.TrimPrefix(m.Path, "/legacy/"), "/")
+		if len(parts) != 2 || parts[0] != m.RequestID || m.Route != "legacy-echo" {
+			report("access line of %s names path %q, route %q: %s", m.RequestID, m.Path, m.Route, l)
+			continue
+		}
+		mu.Lock()
+		given, ok := statuses[m.RequestID]
+		mu.Unlock()
+		if !ok || m.Status != given {
+			report("access line of %s (%s): status %d, its client was given %d: %s", m.RequestID, parts[1], m.Status, given, l)
+		}
+	}
+	for id := range statuses {
+		// A GET that got nothing back at all (a cut answer short enough
+		// to break off with its head) is sent again by the client's
+		// transport, under the same id: a line for each time.
+		if seen[id] == 2 && strings.HasPrefix(modes[idMode(id, len(modes))], "cut-") {
+			continue
+		}
+		if seen[id] != 1 {
+			report("request %s has %d access log lines", id, seen[id])
+		}
+	}
+}
+
+// idMode is the index in modes of request "legacy-<c>-<i>".
+func idMode(id string, modes int) int {
+	var c, i int
+	_, _ = fmt.Sscanf(id, "legacy-%d-%d", &c, &i)
+	return (c + i) % modes
 }
