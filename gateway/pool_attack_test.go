@@ -22,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/internal/natstest"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // bodyHash names a body in a few bytes, for a worker or an upstream to
@@ -554,4 +555,117 @@ func idMode(id string, modes int) int {
 	var c, i int
 	_, _ = fmt.Sscanf(id, "legacy-%d-%d", &c, &i)
 	return (c + i) % modes
+}
+
+// A shadow copy's job and the legacy answer's capture buffer are pooled.
+// Legacy answers of 0 B, 1 KiB, past bodyPoolKeep and past compareLimit,
+// some copies answered the same as the upstream and some not, many at
+// once: every copy is compared with its own request's legacy answer (the
+// same ones all match, a too large one is an error), and every mismatch
+// record holds one request's id, path and both its answers.
+func TestShadowComparisonsAndRecordsAreEachTheirOwnRequests(t *testing.T) {
+	sizes := []int{0, 1 << 10, bodyPoolKeep + 5000, compareLimit + 1000, 7}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := strings.TrimPrefix(r.URL.Path, "/shadow/")
+		size, _ := strconv.Atoi(r.URL.Query().Get("size"))
+		if size > 0 {
+			_, _ = w.Write(legacyAnswer(id, size))
+		}
+	}))
+	t.Cleanup(up.Close)
+	ns := natstest.RunServer(t)
+	gw := startGateway(t, ns, fmt.Sprintf(`
+defaults:
+  shadow_max_inflight: 1000
+upstreams:
+  legacy: {url: %q, timeout: 5s}
+routes:
+  - name: shadowed
+    method: GET
+    path: "/shadow/{id}"
+    upstream: legacy
+    cutover: shadow
+    nats: {subject: "shadow.{id}", timeout: 5s}
+`, up.URL))
+	respond(t, natstest.Connect(t, ns), "shadow.*", func(m *nats.Msg) *nats.Msg {
+		id := m.Header.Get(HeaderParam + "id")
+		q, _ := url.ParseQuery(m.Header.Get(HeaderQuery))
+		size, _ := strconv.Atoi(q.Get("size"))
+		switch {
+		case q.Get("differ") != "":
+			return &nats.Msg{Data: []byte("nats:" + id)}
+		case size > compareLimit:
+			return &nats.Msg{Data: []byte("too large to answer the same")}
+		case size == 0:
+			return &nats.Msg{}
+		}
+		return &nats.Msg{Data: legacyAnswer(id, size)}
+	})
+
+	const clients, each = 6, 50
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+	var want struct{ match, mismatch, errors atomic.Int64 }
+	var bad atomic.Int64
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				id := fmt.Sprintf("sh%d-%d", c, i)
+				size := sizes[(c+i)%len(sizes)]
+				differ := i%3 == 0
+				q := "size=" + strconv.Itoa(size)
+				switch {
+				case size > compareLimit:
+					want.errors.Add(1)
+				case differ && size > 0:
+					q += "&differ=1"
+					want.mismatch.Add(1)
+				default:
+					want.match.Add(1)
+				}
+				req, _ := http.NewRequest("GET", gw.URL+"/shadow/"+id+"?"+q, nil)
+				req.Header.Set(HeaderRequestID, id)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Errorf("request %s: %v", id, err)
+					bad.Add(1)
+					return
+				}
+				got, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if wantBody := legacyAnswer(id, size); resp.StatusCode != 200 || (size > 0 && !bytes.Equal(got, wantBody)) || (size == 0 && len(got) != 0) {
+					t.Errorf("request %s: %d, %d bytes: not its own legacy answer", id, resp.StatusCode, len(got))
+					bad.Add(1)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if bad.Load() > 0 {
+		return
+	}
+	shadow := gw.metrics.ShadowComparisons
+	count := func(result string) int64 {
+		return int64(testutil.ToFloat64(shadow.WithLabelValues("shadowed", result)))
+	}
+	natstest.Eventually(t, 20*time.Second, "an outcome for every copy", func() bool {
+		return count("match")+count("mismatch")+count("error")+count("dropped") >= clients*each
+	})
+	if count("match") != want.match.Load() || count("mismatch") != want.mismatch.Load() || count("error") != want.errors.Load() {
+		t.Errorf("match %d, mismatch %d, error %d (dropped %d); want %d, %d, %d: a copy was compared with another request's answer",
+			count("match"), count("mismatch"), count("error"), count("dropped"), want.match.Load(), want.mismatch.Load(), want.errors.Load())
+	}
+	records := gw.Mismatches("shadowed")
+	if len(records) == 0 {
+		t.Fatal("no mismatch record kept")
+	}
+	for _, m := range records {
+		if m.Path != "/shadow/"+m.RequestID || m.NATS.Body != "nats:"+m.RequestID ||
+			!strings.HasPrefix(string(legacyAnswer(m.RequestID, compareLimit)), m.Legacy.Body) || len(m.Legacy.Body) == 0 {
+			t.Errorf("a mismatch record mixes requests: id %s, path %s, nats %.40q, legacy %.40q", m.RequestID, m.Path, m.NATS.Body, m.Legacy.Body)
+		}
+	}
 }
