@@ -91,9 +91,43 @@ func (c *capture) Write(p []byte) (int, error) {
 	return c.buf.Write(p)
 }
 
-type teeBody struct {
-	io.Reader
-	io.Closer
+// shadowBody is a shadowed request's body on its way to the upstream,
+// kept as the proxy reads it, for the copy. The proxy's transport reads
+// the body on a goroutine of its own, and may go on reading it after the
+// upstream answered (an upstream that answers before it has read the
+// body): the copy takes what was kept only once sealed, and only when it
+// is the whole body.
+type shadowBody struct {
+	io.ReadCloser
+	declared int64 // the request's Content-Length, -1 when unknown
+
+	mu     sync.Mutex
+	kept   capture
+	eof    bool // read to its end
+	sealed bool // the copy took it: nothing more is kept
+}
+
+func (b *shadowBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.mu.Lock()
+	if !b.sealed {
+		_, _ = b.kept.Write(p[:n])
+		b.eof = b.eof || err == io.EOF
+	}
+	b.mu.Unlock()
+	return n, err
+}
+
+// seal stops keeping what is read from now on and returns what was kept,
+// and whether that is the request's whole body: read to its end, or to
+// its declared length (the upstream may answer once it has every byte,
+// before the transport reads the end), and within the copy's limit.
+func (b *shadowBody) seal() (body *capture, whole bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sealed = true
+	all := b.eof || b.declared > 0 && int64(b.kept.buf.Len()) == b.declared
+	return &b.kept, all && !b.kept.truncated
 }
 
 // shadowable reports whether a request may be copied to NATS: only GET and
@@ -114,14 +148,19 @@ func (h *routeHandler) serveShadow(w *statusWriter, r *http.Request, ex *exchang
 	// copy and the comparison; the answer's in the copy's pooled job.
 	c := shadowJobs.Get().(*shadowJob)
 	c.answer.limit = compareLimit
-	var reqBody *capture
+	var reqBody *shadowBody
 	if r.Body != nil && r.Body != http.NoBody {
-		reqBody = &capture{limit: int(h.rt.MaxBody)}
-		r.Body = teeBody{Reader: io.TeeReader(r.Body, reqBody), Closer: r.Body}
+		reqBody = &shadowBody{ReadCloser: r.Body, declared: r.ContentLength, kept: capture{limit: int(h.rt.MaxBody)}}
+		r.Body = reqBody
 	}
 	w.capture = &c.answer
 	err := h.legacy.serve(w, r, ex)
 	w.capture = nil // nothing written from here on is the legacy answer's
+	var kept *capture
+	whole := true
+	if reqBody != nil {
+		kept, whole = reqBody.seal() // before the error return: the transport may still be reading
+	}
 	if err != nil {
 		c.release()
 		return err // no legacy answer: nothing to compare against
@@ -143,7 +182,7 @@ func (h *routeHandler) serveShadow(w *statusWriter, r *http.Request, ex *exchang
 	// Only now, with the client answered, is the copy made, from the
 	// request that is still the handler's (the proxy sent a clone of it):
 	// its parameters and headers cost the client's answer nothing.
-	c.h, c.reqID, c.method, c.path, c.reqBody = h, ex.reqID, r.Method, r.URL.EscapedPath(), reqBody
+	c.h, c.reqID, c.method, c.path, c.reqBody, c.partBody = h, ex.reqID, r.Method, r.URL.EscapedPath(), kept, !whole
 	c.legacy = Answer{Status: w.status, Truncated: c.answer.truncated}
 	c.names, c.values, c.perr = pathParams(r, ex.route, h.rt.Params, c.out.params[:])
 	if c.perr == nil {
@@ -173,12 +212,15 @@ type shadowJob struct {
 	method  string
 	path    string
 	reqBody *capture // nil without a body
-	answer  capture  // the legacy answer's body, as it was written
-	legacy  Answer
-	names   []string
-	values  []string
-	perr    error // the path parameters' error, if any
-	out     outbound
+	// partBody: the upstream answered before the whole body was read (or
+	// it was over the limit), so there is no whole body to copy.
+	partBody bool
+	answer   capture // the legacy answer's body, as it was written
+	legacy   Answer
+	names    []string
+	values   []string
+	perr     error // the path parameters' error, if any
+	out      outbound
 }
 
 // shadowJobs are the shadow copies' jobs, reused. A job is the copy's
@@ -209,7 +251,7 @@ func (c *shadowJob) run() {
 	defer c.release()
 	var body []byte
 	if c.reqBody != nil {
-		if c.reqBody.truncated {
+		if c.partBody {
 			gw.shadowResult(h.rt.Name, metrics.ShadowError)
 			return
 		}
