@@ -64,6 +64,7 @@ func (t Target) CPURatio(rep *Report, conc int) (ratio float64, met, ok bool) {
 	return ratio, t.meets(ratio), true
 }
 
+// meets reports whether a ratio is on the goal's side of its limit.
 func (t Target) meets(ratio float64) bool {
 	if t.atMost {
 		return ratio <= t.limit
