@@ -121,12 +121,14 @@ func (b *shadowBody) Read(p []byte) (int, error) {
 // seal stops keeping what is read from now on and returns what was kept,
 // and whether that is the request's whole body: read to its end, or to
 // its declared length (the upstream may answer once it has every byte,
-// before the transport reads the end), and within the copy's limit.
+// before the transport reads the end; an HTTP/2 request that ended with
+// its headers declares 0 and is never read at all), and within the copy's
+// limit.
 func (b *shadowBody) seal() (body *capture, whole bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.sealed = true
-	all := b.eof || b.declared > 0 && int64(b.kept.buf.Len()) == b.declared
+	all := b.eof || b.declared >= 0 && int64(b.kept.buf.Len()) == b.declared
 	return &b.kept, all && !b.kept.truncated
 }
 
