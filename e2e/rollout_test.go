@@ -139,8 +139,10 @@ type rolloutView struct {
 	Steps   int    `json:"steps"`
 	Stage   string `json:"stage"`
 	Percent int    `json:"percent"`
-	Leader  string `json:"leader"`
-	Gates   []struct {
+	// Since is when the current step began, as the record stores it.
+	Since  *time.Time `json:"since"`
+	Leader string     `json:"leader"`
+	Gates  []struct {
 		Name  string   `json:"name"`
 		Value *float64 `json:"value"`
 		Limit float64  `json:"limit"`
