@@ -470,3 +470,38 @@ flip:
 	}
 	t.Logf("answered by %v", by)
 }
+
+// A body sent with Content-Encoding (gzip here) reaches a worker as the
+// same bytes, so the worker must learn the encoding too, as the upstream
+// does: without it, it takes the compressed bytes for a body in the
+// request's Content-Type. The same holds for a shadow copy.
+func TestEncodedBodyReachesWorkerWithItsEncoding(t *testing.T) {
+	for _, stage := range []string{"nats", "shadow"} {
+		t.Run(stage, func(t *testing.T) {
+			ns := natstest.RunServer(t)
+			seen := &bodyBackends{}
+			up := startBodyUpstream(t, seen)
+			gw := startGateway(t, ns, bodyRouteConfig(up.URL, stage, "    shadow_unsafe: true\n"))
+			worker := natstest.Connect(t, ns)
+			encodings := make(chan string, 1)
+			respond(t, worker, "things.*", func(m *nats.Msg) *nats.Msg {
+				encodings <- m.Header.Get("Content-Encoding")
+				return &nats.Msg{Data: []byte("nats:" + hashOf(m.Data))}
+			})
+			body := gzipped(t, []byte(`{"name":"ann","note":"`+strings.Repeat("x", 500)+`"}`))
+			resp, text := rawExchange(t, strings.TrimPrefix(gw.URL, "http://"), "POST", "/things/1", "enc-"+stage,
+				rawBody{body: body, extra: "Content-Encoding: gzip\r\nContent-Type: application/json\r\n"})
+			if resp.StatusCode != 200 {
+				t.Fatalf("got %d: %s", resp.StatusCode, text)
+			}
+			select {
+			case enc := <-encodings:
+				if enc != "gzip" {
+					t.Errorf("the worker got the gzip body with Content-Encoding %q, want \"gzip\": it cannot tell the body is compressed", enc)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the worker got no request")
+			}
+		})
+	}
+}
