@@ -505,3 +505,96 @@ func TestEncodedBodyReachesWorkerWithItsEncoding(t *testing.T) {
 		})
 	}
 }
+
+// rawBroken sends a request whose body misbehaves, written by send on
+// the open connection after the head, and reads the answer.
+func rawBroken(t *testing.T, addr, head string, send func(c *net.TCPConn)) (*http.Response, string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(conn, head); err != nil {
+		t.Fatal(err)
+	}
+	send(conn.(*net.TCPConn))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// A body that comes slowly but within its timeout reaches the upstream
+// whole, through a fallback as when the route is at legacy; one that
+// stalls half way, is cut by a half-close, or is shorter than its
+// Content-Length is the same clear 400 or 408 on both, naming the route
+// and the request (the client that half-closed is still reading), and no
+// backend acts on its part.
+func TestFallbackWithBrokenBodiesActsOnNoPart(t *testing.T) {
+	for _, stage := range []string{"nats", "legacy"} {
+		t.Run(stage, func(t *testing.T) { testBrokenBodies(t, stage) })
+	}
+}
+
+func testBrokenBodies(t *testing.T, stage string) {
+	ns := natstest.RunServer(t)
+	seen := &bodyBackends{}
+	up := startBodyUpstream(t, seen)
+	// The route's and the upstream's timeouts bound how long a body may
+	// take to arrive.
+	cfg := bodyRouteConfig(up.URL, stage, "    fallback: true\n")
+	cfg = strings.Replace(cfg, "timeout: 2s}", "timeout: 1s}", 1)
+	cfg = strings.Replace(cfg, "timeout: 5s}", "timeout: 1s}", 1)
+	gw := startGateway(t, ns, cfg)
+	addr := strings.TrimPrefix(gw.URL, "http://")
+	body := pattern(2000)
+	head := func(reqID, framing string) string {
+		return "POST /things/1 HTTP/1.1\r\nHost: natsgate\r\nX-Request-Id: " + reqID + "\r\nX-Body-Sha256: " + hashOf(body) + "\r\n" + framing + "\r\n"
+	}
+	cl := "Content-Length: " + strconv.Itoa(len(body)) + "\r\n"
+	cases := []struct {
+		name    string
+		framing string
+		send    func(c *net.TCPConn)
+		status  int // 200: the upstream answers with the whole body
+	}{
+		{"slow but in time", cl, func(c *net.TCPConn) {
+			for i := 0; i < 4; i++ {
+				_, _ = c.Write(body[i*500 : (i+1)*500])
+				time.Sleep(100 * time.Millisecond)
+			}
+		}, 200},
+		{"stalls half way", cl, func(c *net.TCPConn) { _, _ = c.Write(body[:1000]) }, http.StatusRequestTimeout},
+		{"half-closed half way", cl, func(c *net.TCPConn) { _, _ = c.Write(body[:1000]); _ = c.CloseWrite() }, http.StatusBadRequest},
+		{"chunked, half-closed half way", "Transfer-Encoding: chunked\r\n", func(c *net.TCPConn) {
+			_, _ = fmt.Fprintf(c, "%x\r\n%s\r\n", 1000, body[:1000])
+			_ = c.CloseWrite()
+		}, http.StatusBadRequest},
+		{"chunked, stalls before the last chunk", "Transfer-Encoding: chunked\r\n", func(c *net.TCPConn) {
+			_, _ = fmt.Fprintf(c, "%x\r\n%s\r\n", len(body), body)
+		}, http.StatusRequestTimeout},
+		{"chunked, malformed", "Transfer-Encoding: chunked\r\n", func(c *net.TCPConn) {
+			_, _ = fmt.Fprintf(c, "%x\r\n%s\r\nzz\r\n", 1000, body[:1000])
+		}, http.StatusBadRequest},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			reqID := "broken-" + stage + strconv.Itoa(i)
+			resp, text := rawBroken(t, addr, head(reqID, tc.framing), tc.send)
+			if tc.status == 200 {
+				if resp.StatusCode != 200 || text != "legacy:"+hashOf(body) {
+					t.Fatalf("got %d %q, want 200 from legacy with the body's hash", resp.StatusCode, text)
+				}
+				checkWholeOnce(t, seen, reqID, body, "legacy")
+				return
+			}
+			checkProblem(t, resp, text, tc.status, "body")
+			checkNoneActed(t, seen, reqID)
+		})
+	}
+}
