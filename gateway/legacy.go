@@ -396,10 +396,13 @@ func (t *proxyTransport) failure(req *http.Request, call *legacyCall, err error)
 		return ErrClientGone
 	case errors.As(err, &tooLarge), errors.As(reqErr, &tooLarge):
 		return wrapf(ErrBodyTooLarge, "the limit is %d bytes", tooLarge.Limit)
-	case reqErr != nil:
-		// The client's body broke off: the client left or sent a
-		// malformed one.
+	case reqErr != nil && isConnError(reqErr):
+		// The client's connection broke under its body: it left.
 		return ErrClientGone
+	case reqErr != nil:
+		// The client is still there and sent a malformed body (bad
+		// chunking): it is owed a 400 problem, as on a NATS route.
+		return wrapf(ErrBadRequest, "reading the body: %v", reqErr)
 	case deadline:
 		t.l.m.UpstreamError(metrics.UpstreamTimeout)
 		return wrapf(ErrUpstreamTimeout, "upstream %s did not answer within %v", up.Name, up.Timeout)
@@ -407,6 +410,13 @@ func (t *proxyTransport) failure(req *http.Request, call *legacyCall, err error)
 	t.l.m.UpstreamError(metrics.UpstreamFailed)
 	t.l.log.Warn("upstream exchange failed", "request_id", requestID(req), "error", err)
 	return wrapf(ErrUpstream, "upstream %s could not be reached, or failed on the wire", up.Name)
+}
+
+// isConnError reports whether a body read failed on the connection itself
+// (reset, closed), not on what the client sent.
+func isConnError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, net.ErrClosed)
 }
 
 // clientBody is the client's request body on its way to the upstream. It

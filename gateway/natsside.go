@@ -354,10 +354,17 @@ func readBody(r *http.Request, max int64) (*bytes.Buffer, error) {
 }
 
 func readError(r *http.Request, err error) error {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
 		// The read deadline set in send; net/http cancels the request's
 		// context on it too, so this comes first.
 		return ErrBodyTimeout
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// The body ended before its declared length or its last chunk:
+		// 400, as on the legacy side. net/http cancels the context on the
+		// connection's end too, yet a client that only half-closed is
+		// still reading, and is owed the problem.
+		return fmt.Errorf("%w: the body ended before its declared length", ErrBadRequest)
 	}
 	if r.Context().Err() != nil {
 		return ErrClientGone

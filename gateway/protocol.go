@@ -37,8 +37,10 @@ const (
 )
 
 // protocolRequestHeaders are the client headers every route forwards to
-// NATS, besides those a route lists.
-var protocolRequestHeaders = []string{"Content-Type", "Accept", "Traceparent", "Tracestate"}
+// NATS, besides those a route lists. Content-Encoding travels with the
+// body it describes: the body is passed on as sent, so a worker without
+// it would take a compressed body for one in its Content-Type.
+var protocolRequestHeaders = []string{"Content-Type", "Content-Encoding", "Accept", "Traceparent", "Tracestate"}
 
 // natsHeaderName gives the name a forwarded header carries on NATS: the
 // W3C trace headers keep their lower-case spelling, others their canonical

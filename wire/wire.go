@@ -25,8 +25,10 @@
 //	Http-Shadow: true   only on shadow copies: the answer is compared with
 //	                    the legacy service's and thrown away, so skip side
 //	                    effects
-//	Content-Type, Accept, traceparent, tracestate
-//	                    as the client sent them, only when it did
+//	Content-Type, Content-Encoding, Accept, traceparent, tracestate
+//	                    as the client sent them, only when it did (the
+//	                    data is never decoded: a body sent with
+//	                    Content-Encoding: gzip arrives compressed)
 //	the route's forward_headers, when the client sent them
 //
 // NATS header names are case-sensitive: read them with the spellings
@@ -182,8 +184,8 @@ func (r Request) RequestID() string { return r.h.Get(HeaderRequestID) }
 func (r Request) Shadow() bool { return r.h.Get(HeaderShadow) == ShadowValue }
 
 // Header is the header a request arrived with, for the client's headers
-// natsgate forwards (Content-Type, Accept, traceparent, a route's
-// forward_headers). It is the message's own map: do not change it.
+// natsgate forwards (Content-Type, Content-Encoding, Accept, traceparent,
+// a route's forward_headers). It is the message's own map: do not change it.
 func (r Request) Header() nats.Header { return r.h }
 
 // SetStatus sets the HTTP status of a reply. natsgate accepts 200 to 599
