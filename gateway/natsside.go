@@ -364,7 +364,7 @@ func readError(r *http.Request, err error) error {
 		// 400, as on the legacy side. net/http cancels the context on the
 		// connection's end too, yet a client that only half-closed is
 		// still reading, and is owed the problem.
-		return fmt.Errorf("%w: the body ended before its declared length", ErrBadRequest)
+		return wrapf(ErrBadRequest, "the body ended before its declared length")
 	}
 	if r.Context().Err() != nil {
 		return ErrClientGone
