@@ -131,17 +131,26 @@ type rawBody struct {
 	extra   string // more header lines, each ending in \r\n
 }
 
-// rawExchange sends one request on a new connection, written by hand so
-// that nothing in a client library decides how its body travels, and
-// reads the final answer.
-func rawExchange(t *testing.T, addr, method, path, reqID string, rb rawBody) (*http.Response, string) {
+// dialRaw opens a connection for a request written by hand, every read
+// and write on it bounded by within so that a gateway that never answers
+// fails the test rather than hanging it.
+func dialRaw(t *testing.T, addr string, within time.Duration) *net.TCPConn {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	_ = conn.SetDeadline(time.Now().Add(within))
+	return conn.(*net.TCPConn)
+}
+
+// rawExchange sends one request on a new connection, written by hand so
+// that nothing in a client library decides how its body travels, and
+// reads the final answer.
+func rawExchange(t *testing.T, addr, method, path, reqID string, rb rawBody) (*http.Response, string) {
+	t.Helper()
+	conn := dialRaw(t, addr, 15*time.Second)
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
 	var head strings.Builder
 	fmt.Fprintf(&head, "%s %s HTTP/1.1\r\nHost: natsgate\r\nX-Request-Id: %s\r\nX-Body-Sha256: %s\r\nConnection: close\r\n", method, path, reqID, hashOf(rb.body))
 	if rb.chunked {
@@ -510,16 +519,12 @@ func TestEncodedBodyReachesWorkerWithItsEncoding(t *testing.T) {
 // the open connection after the head, and reads the answer.
 func rawBroken(t *testing.T, addr, head string, send func(c *net.TCPConn)) (*http.Response, string) {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dialRaw(t, addr, 20*time.Second)
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := io.WriteString(conn, head); err != nil {
 		t.Fatal(err)
 	}
-	send(conn.(*net.TCPConn))
+	send(conn)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatalf("reading the answer: %v", err)
