@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -652,5 +653,53 @@ func TestShadowBurstIsComparedWhole(t *testing.T) {
 	}
 	if got := hops.GetHistogram().GetSampleCount(); got != n {
 		t.Errorf("%d NATS hops observed for %d copies, want one each", got, n)
+	}
+}
+
+// A body within the route's max_body but over the NATS server's
+// max_payload never reaches a worker, so a route with fallback sends it
+// to the upstream, whole, for any method, while a route without fallback
+// answers 413. The limit is NATS's, not the client's fault: the upstream
+// may take what NATS cannot. A worker is there and would have answered:
+// the upstream's answer can only be the fallback's.
+func TestFallbackTakesABodyOverMaxPayload(t *testing.T) {
+	opts := natstest.Options(t)
+	opts.MaxPayload = 16 << 10
+	ns := natstest.RunServerWith(t, opts)
+	var got atomic.Value // the last body the upstream received
+	legacy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got.Store(b)
+		_, _ = io.WriteString(w, "legacy took it")
+	}))
+	t.Cleanup(legacy.Close)
+	gw := startGateway(t, ns, `
+defaults: {max_body: 64KiB}
+upstreams:
+  legacy: {url: `+legacy.URL+`, timeout: 5s}
+routes:
+  - {name: upload, method: POST, path: /upload, nats: {subject: uploads.new, timeout: 2s}, upstream: legacy, cutover: nats, fallback: true}
+  - {name: strict, method: POST, path: /strict, nats: {subject: uploads.strict, timeout: 2s}, upstream: legacy, cutover: nats}
+`)
+	nc := natstest.Connect(t, ns)
+	respond(t, nc, "uploads.*", func(m *nats.Msg) *nats.Msg { return &nats.Msg{Data: []byte("nats took it")} })
+
+	for _, size := range []int{16 << 10, 32 << 10, 64 << 10} { // the body alone over, and at max_body
+		body := bytes.Repeat([]byte("b"), size)
+		resp, answer := do(t, "POST", gw.URL+"/upload", bytes.NewReader(body), nil)
+		if resp.StatusCode != 200 || resp.Header.Get(HeaderBackend) != "legacy" || answer != "legacy took it" {
+			t.Fatalf("%d B over max_payload with fallback: %d %s %q, want the upstream's answer", size, resp.StatusCode, resp.Header.Get(HeaderBackend), answer)
+		}
+		if b, _ := got.Load().([]byte); !bytes.Equal(b, body) {
+			t.Fatalf("%d B over max_payload: the upstream got %d B, want the whole body", size, len(b))
+		}
+	}
+	// Without fallback it stays a 413 problem, and within max_payload
+	// NATS answers.
+	resp, answer := do(t, "POST", gw.URL+"/strict", bytes.NewReader(bytes.Repeat([]byte("s"), 32<<10)), nil)
+	checkProblem(t, resp, answer, 413, "strict")
+	resp, answer = do(t, "POST", gw.URL+"/upload", strings.NewReader("small"), nil)
+	if resp.StatusCode != 200 || resp.Header.Get(HeaderBackend) != "nats" {
+		t.Fatalf("a small body: %d %s %q, want NATS to answer", resp.StatusCode, resp.Header.Get(HeaderBackend), answer)
 	}
 }

@@ -16,7 +16,11 @@ import (
 	"github.com/sony/gobreaker/v2"
 )
 
-// Errors natsgate itself raises. Each maps to one status in statusOf.
+// errOverMaxPayload is a body within the route's max_body that is larger
+// than the NATS server takes: 413, though a fallback may answer it.
+var errOverMaxPayload = errors.New("request body is larger than the NATS server's max_payload")
+
+// Errors natsgate itself raises. Each maps to one failure in classify.
 var (
 	ErrDisconnected     = errors.New("the NATS connection is down")
 	ErrBodyTooLarge     = errors.New("request body is larger than the route allows")
@@ -130,9 +134,13 @@ func classify(err error) failure {
 		return failure{status: http.StatusBadRequest, kind: KindBadParam, byClient: true, detail: err.Error()}
 	case errors.Is(err, routes.ErrSubjectTooLong):
 		return failure{status: http.StatusRequestURITooLong, kind: KindSubjectTooLong, byClient: true, detail: "the path makes a NATS subject longer than allowed"}
-	case errors.Is(err, ErrBodyTooLarge), errors.Is(err, nats.ErrMaxPayload):
-		return failure{status: http.StatusRequestEntityTooLarge, kind: KindBodyTooLarge, byClient: true,
+	case errors.Is(err, errOverMaxPayload), errors.Is(err, nats.ErrMaxPayload):
+		// NATS's own limit, under the route's: nothing was sent, and the
+		// upstream may take what NATS cannot, so a fallback may answer.
+		return failure{status: http.StatusRequestEntityTooLarge, kind: KindBodyTooLarge,
 			natsKind: natsKindIf(err, nats.ErrMaxPayload, metrics.KindPayload), detail: err.Error()}
+	case errors.Is(err, ErrBodyTooLarge):
+		return failure{status: http.StatusRequestEntityTooLarge, kind: KindBodyTooLarge, byClient: true, detail: err.Error()}
 	case errors.Is(err, ErrBodyTimeout):
 		return failure{status: http.StatusRequestTimeout, kind: KindBodyTimeout, byClient: true, detail: err.Error()}
 	case errors.Is(err, ErrBadRequest):

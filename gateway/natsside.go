@@ -133,7 +133,7 @@ func (n *natsSide) send(w *statusWriter, r *http.Request, ex *exchange) error {
 	// The body alone over max_payload is refused before the breaker; with
 	// the headers, nats.go's exact check gives ErrMaxPayload, also 413.
 	if int64(len(body)) > nc.MaxPayload() {
-		return fmt.Errorf("%w: %d bytes is over the NATS server's max_payload", ErrBodyTooLarge, len(body))
+		return fmt.Errorf("%w: %d bytes", errOverMaxPayload, len(body))
 	}
 	// The message and its header's values live in the exchange; the
 	// header map is pooled, and free again once the publish returned.
