@@ -131,7 +131,8 @@ func (n *natsSide) send(w *statusWriter, r *http.Request, ex *exchange) error {
 		return ErrDisconnected
 	}
 	// The body alone over max_payload is refused before the breaker; with
-	// the headers, nats.go's exact check gives ErrMaxPayload, also 413.
+	// the headers, nats.go's exact check gives ErrMaxPayload. Either is a
+	// 413, or the upstream's answer on a route with fallback.
 	if int64(len(body)) > nc.MaxPayload() {
 		return fmt.Errorf("%w: %d bytes", errOverMaxPayload, len(body))
 	}
