@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/natsgate/natsgate/internal/natstest"
 )
@@ -66,11 +65,6 @@ func (b *bodyBackends) of(reqID string) []bodySighting {
 	return out
 }
 
-func hashOf(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
-
 // startBodyUpstream is a legacy service that reads each body to its end
 // and records it; a body whose read failed is answered 400, as any
 // upstream that does not act on a broken body would.
@@ -78,7 +72,7 @@ func startBodyUpstream(t *testing.T, seen *bodyBackends) *httptest.Server {
 	t.Helper()
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
-		s := bodySighting{backend: "legacy", reqID: r.Header.Get(HeaderRequestID), n: len(b), sum: hashOf(b), claimed: r.Header.Get("X-Body-Sha256")}
+		s := bodySighting{backend: "legacy", reqID: r.Header.Get(HeaderRequestID), n: len(b), sum: bodyHash(b), claimed: r.Header.Get("X-Body-Sha256")}
 		if err != nil {
 			s.readErr = err.Error()
 			seen.add(s)
@@ -96,7 +90,7 @@ func startBodyUpstream(t *testing.T, seen *bodyBackends) *httptest.Server {
 func bodyWorker(t *testing.T, nc *nats.Conn, subject string, seen *bodyBackends) {
 	t.Helper()
 	respond(t, nc, subject, func(m *nats.Msg) *nats.Msg {
-		s := bodySighting{backend: "nats", reqID: m.Header.Get(HeaderRequestID), n: len(m.Data), sum: hashOf(m.Data),
+		s := bodySighting{backend: "nats", reqID: m.Header.Get(HeaderRequestID), n: len(m.Data), sum: bodyHash(m.Data),
 			claimed: m.Header.Get("X-Body-Sha256"), shadow: m.Header.Get(HeaderShadow) == "true"}
 		seen.add(s)
 		return &nats.Msg{Data: []byte("nats:" + s.sum)}
@@ -105,6 +99,30 @@ func bodyWorker(t *testing.T, nc *nats.Conn, subject string, seen *bodyBackends)
 
 // bodyRouteConfig is a route with both sides over the test's upstream,
 // at stage, with extra lines under the route.
+// bodyRig is the body route's gateway (see bodyRouteConfig) in front of
+// an upstream that records what it gets, on a nats-server of its own.
+type bodyRig struct {
+	ns   *server.Server
+	gw   *testGateway
+	seen *bodyBackends
+	addr string // the gateway's host:port, for hand-written requests
+}
+
+// startBodyRig starts the body route at stage, its config changed by
+// each edit in turn.
+func startBodyRig(t *testing.T, stage, extra string, edits ...func(string) string) bodyRig {
+	t.Helper()
+	ns := natstest.RunServer(t)
+	seen := &bodyBackends{}
+	up := startBodyUpstream(t, seen)
+	cfg := bodyRouteConfig(up.URL, stage, extra)
+	for _, edit := range edits {
+		cfg = edit(cfg)
+	}
+	gw := startGateway(t, ns, cfg)
+	return bodyRig{ns: ns, gw: gw, seen: seen, addr: strings.TrimPrefix(gw.URL, "http://")}
+}
+
 func bodyRouteConfig(upstreamURL, stage, extra string) string {
 	return fmt.Sprintf(`
 admin:
@@ -152,7 +170,7 @@ func rawExchange(t *testing.T, addr, method, path, reqID string, rb rawBody) (*h
 	conn := dialRaw(t, addr, 15*time.Second)
 	defer conn.Close()
 	var head strings.Builder
-	fmt.Fprintf(&head, "%s %s HTTP/1.1\r\nHost: natsgate\r\nX-Request-Id: %s\r\nX-Body-Sha256: %s\r\nConnection: close\r\n", method, path, reqID, hashOf(rb.body))
+	fmt.Fprintf(&head, "%s %s HTTP/1.1\r\nHost: natsgate\r\nX-Request-Id: %s\r\nX-Body-Sha256: %s\r\nConnection: close\r\n", method, path, reqID, bodyHash(rb.body))
 	if rb.chunked {
 		head.WriteString("Transfer-Encoding: chunked\r\n")
 	} else {
@@ -249,9 +267,9 @@ func checkWholeOnce(t *testing.T, seen *bodyBackends, reqID string, body []byte,
 	if s.backend != want {
 		t.Errorf("request %s: %s acted on it, want %s", reqID, s.backend, want)
 	}
-	if s.n != len(body) || s.sum != hashOf(body) || s.claimed != hashOf(body) {
+	if s.n != len(body) || s.sum != bodyHash(body) || s.claimed != bodyHash(body) {
 		t.Errorf("request %s: %s got %d bytes hashing %s (client said %s), the client sent %d hashing %s",
-			reqID, s.backend, s.n, s.sum[:12], s.claimed, len(body), hashOf(body)[:12])
+			reqID, s.backend, s.n, s.sum[:12], s.claimed, len(body), bodyHash(body)[:12])
 	}
 }
 
@@ -270,11 +288,8 @@ func checkNoneActed(t *testing.T, seen *bodyBackends, reqID string) {
 // sent: empty, one byte, up to max_body, chunked, after a 100 Continue,
 // gzip-encoded. A body over max_body is 413 and reaches nobody.
 func TestFallbackCarriesTheWholeBodyOnce(t *testing.T) {
-	ns := natstest.RunServer(t)
-	seen := &bodyBackends{}
-	up := startBodyUpstream(t, seen)
-	gw := startGateway(t, ns, bodyRouteConfig(up.URL, "nats", "    fallback: true\n"))
-	addr := strings.TrimPrefix(gw.URL, "http://")
+	b := startBodyRig(t, "nats", "    fallback: true\n")
+	seen, addr := b.seen, b.addr
 
 	bodies := []struct {
 		name string
@@ -306,7 +321,7 @@ func TestFallbackCarriesTheWholeBodyOnce(t *testing.T) {
 					checkNoneActed(t, seen, reqID)
 					return
 				}
-				if resp.StatusCode != 200 || resp.Header.Get(HeaderBackend) != "legacy" || text != "legacy:"+hashOf(b.rb.body) {
+				if resp.StatusCode != 200 || resp.Header.Get(HeaderBackend) != "legacy" || text != "legacy:"+bodyHash(b.rb.body) {
 					t.Fatalf("got %d from %q: %q, want 200 from legacy with the body's hash", resp.StatusCode, resp.Header.Get(HeaderBackend), text)
 				}
 				checkWholeOnce(t, seen, reqID, b.rb.body, "legacy")
@@ -320,16 +335,12 @@ func TestFallbackCarriesTheWholeBodyOnce(t *testing.T) {
 // no responders (nothing reached a worker) falls back with the whole
 // body whatever the method.
 func TestTimeoutNeverReplaysUnsafeBodies(t *testing.T) {
-	ns := natstest.RunServer(t)
-	seen := &bodyBackends{}
-	up := startBodyUpstream(t, seen)
-	cfg := strings.Replace(bodyRouteConfig(up.URL, "nats", "    fallback: true\n"), "timeout: 2s}", "timeout: 300ms}", 1)
-	gw := startGateway(t, ns, cfg)
-	addr := strings.TrimPrefix(gw.URL, "http://")
-	worker := natstest.Connect(t, ns)
+	b := startBodyRig(t, "nats", "    fallback: true\n", func(cfg string) string { return strings.Replace(cfg, "timeout: 2s}", "timeout: 300ms}", 1) })
+	seen, addr := b.seen, b.addr
+	worker := natstest.Connect(t, b.ns)
 	// things.slow is held (it records the body and never answers).
 	respond(t, worker, "things.slow", func(m *nats.Msg) *nats.Msg {
-		seen.add(bodySighting{backend: "nats", reqID: m.Header.Get(HeaderRequestID), n: len(m.Data), sum: hashOf(m.Data),
+		seen.add(bodySighting{backend: "nats", reqID: m.Header.Get(HeaderRequestID), n: len(m.Data), sum: bodyHash(m.Data),
 			claimed: m.Header.Get("X-Body-Sha256")})
 		return nil
 	})
@@ -340,7 +351,7 @@ func TestTimeoutNeverReplaysUnsafeBodies(t *testing.T) {
 		checkProblem(t, resp, text, http.StatusGatewayTimeout, "body")
 		natstest.Eventually(t, 5*time.Second, "the worker's sighting", func() bool { return len(seen.of(reqID)) > 0 })
 		for _, s := range seen.of(reqID) {
-			if s.backend != "nats" || s.n != len(body) || s.sum != hashOf(body) {
+			if s.backend != "nats" || s.n != len(body) || s.sum != bodyHash(body) {
 				t.Errorf("%s after a timeout: %s got %d bytes (%s), want only the worker, with the whole body", method, s.backend, s.n, s.sum[:12])
 			}
 		}
@@ -351,7 +362,7 @@ func TestTimeoutNeverReplaysUnsafeBodies(t *testing.T) {
 	for i, method := range []string{"POST", "PATCH", "PUT"} {
 		reqID := "none-" + strconv.Itoa(i)
 		resp, text := rawExchange(t, addr, method, "/things/nobody", reqID, rawBody{body: body, chunked: i%2 == 1})
-		if resp.StatusCode != 200 || text != "legacy:"+hashOf(body) {
+		if resp.StatusCode != 200 || text != "legacy:"+bodyHash(body) {
 			t.Fatalf("%s with no responders: %d %q, want the upstream's answer to the whole body", method, resp.StatusCode, text)
 		}
 		checkWholeOnce(t, seen, reqID, body, "legacy")
@@ -361,12 +372,9 @@ func TestTimeoutNeverReplaysUnsafeBodies(t *testing.T) {
 // At canary 50% with a canary_key each side gets whole bodies, and one
 // key's requests stay on one side.
 func TestCanaryBodiesWholeAndKeyedToOneSide(t *testing.T) {
-	ns := natstest.RunServer(t)
-	seen := &bodyBackends{}
-	up := startBodyUpstream(t, seen)
-	gw := startGateway(t, ns, bodyRouteConfig(up.URL, "canary", "    canary_percent: 50\n    canary_key: X-User\n"))
-	bodyWorker(t, natstest.Connect(t, ns), "things.*", seen)
-	addr := strings.TrimPrefix(gw.URL, "http://")
+	b := startBodyRig(t, "canary", "    canary_percent: 50\n    canary_key: X-User\n")
+	seen, addr := b.seen, b.addr
+	bodyWorker(t, natstest.Connect(t, b.ns), "things.*", seen)
 	sides := map[string]int{}
 	for user := 0; user < 16; user++ {
 		side := ""
@@ -375,7 +383,7 @@ func TestCanaryBodiesWholeAndKeyedToOneSide(t *testing.T) {
 			body := pattern(user*250 + i)
 			resp, text := rawExchange(t, addr, "POST", "/things/1", reqID, rawBody{body: body, chunked: i == 1, extra: fmt.Sprintf("X-User: u%d\r\n", user)})
 			got := resp.Header.Get(HeaderBackend)
-			if resp.StatusCode != 200 || text != got+":"+hashOf(body) {
+			if resp.StatusCode != 200 || text != got+":"+bodyHash(body) {
 				t.Fatalf("user %d: %d from %q: %q, want 200 with the body's hash", user, resp.StatusCode, got, text)
 			}
 			checkWholeOnce(t, seen, reqID, body, got)
@@ -395,12 +403,9 @@ func TestCanaryBodiesWholeAndKeyedToOneSide(t *testing.T) {
 // flight are each acted on by one backend, whole (a shadow copy aside,
 // which is whole too), or refused with 413 and seen by nobody.
 func TestStageChangesWhileBodiesInFlight(t *testing.T) {
-	ns := natstest.RunServer(t)
-	seen := &bodyBackends{}
-	up := startBodyUpstream(t, seen)
-	gw := startGateway(t, ns, bodyRouteConfig(up.URL, "legacy", "    shadow_unsafe: true\n    fallback: true\n"))
-	bodyWorker(t, natstest.Connect(t, ns), "things.*", seen)
-	addr := strings.TrimPrefix(gw.URL, "http://")
+	b := startBodyRig(t, "legacy", "    shadow_unsafe: true\n    fallback: true\n")
+	seen, addr, gw := b.seen, b.addr, b.gw
+	bodyWorker(t, natstest.Connect(t, b.ns), "things.*", seen)
 
 	type sent struct {
 		reqID   string
@@ -466,13 +471,13 @@ flip:
 			}
 			continue
 		}
-		if r.status != 200 || r.text != r.backend+":"+hashOf(r.body) {
+		if r.status != 200 || r.text != r.backend+":"+bodyHash(r.body) {
 			t.Errorf("%s: %d from %q: %q, want 200 with the body's hash", r.reqID, r.status, r.backend, r.text)
 			continue
 		}
 		checkWholeOnce(t, seen, r.reqID, r.body, r.backend)
 		for _, s := range seen.of(r.reqID) {
-			if s.shadow && (s.n != len(r.body) || s.sum != hashOf(r.body)) {
+			if s.shadow && (s.n != len(r.body) || s.sum != bodyHash(r.body)) {
 				t.Errorf("%s: the shadow copy carried %d bytes (%s), the client sent %d", r.reqID, s.n, s.sum[:12], len(r.body))
 			}
 		}
@@ -487,18 +492,15 @@ flip:
 func TestEncodedBodyReachesWorkerWithItsEncoding(t *testing.T) {
 	for _, stage := range []string{"nats", "shadow"} {
 		t.Run(stage, func(t *testing.T) {
-			ns := natstest.RunServer(t)
-			seen := &bodyBackends{}
-			up := startBodyUpstream(t, seen)
-			gw := startGateway(t, ns, bodyRouteConfig(up.URL, stage, "    shadow_unsafe: true\n"))
-			worker := natstest.Connect(t, ns)
+			b := startBodyRig(t, stage, "    shadow_unsafe: true\n")
+			worker := natstest.Connect(t, b.ns)
 			encodings := make(chan string, 1)
 			respond(t, worker, "things.*", func(m *nats.Msg) *nats.Msg {
 				encodings <- m.Header.Get("Content-Encoding")
-				return &nats.Msg{Data: []byte("nats:" + hashOf(m.Data))}
+				return &nats.Msg{Data: []byte("nats:" + bodyHash(m.Data))}
 			})
 			body := gzipped(t, []byte(`{"name":"ann","note":"`+strings.Repeat("x", 500)+`"}`))
-			resp, text := rawExchange(t, strings.TrimPrefix(gw.URL, "http://"), "POST", "/things/1", "enc-"+stage,
+			resp, text := rawExchange(t, b.addr, "POST", "/things/1", "enc-"+stage,
 				rawBody{body: body, extra: "Content-Encoding: gzip\r\nContent-Type: application/json\r\n"})
 			if resp.StatusCode != 200 {
 				t.Fatalf("got %d: %s", resp.StatusCode, text)
@@ -547,19 +549,16 @@ func TestFallbackWithBrokenBodiesActsOnNoPart(t *testing.T) {
 }
 
 func testBrokenBodies(t *testing.T, stage string) {
-	ns := natstest.RunServer(t)
-	seen := &bodyBackends{}
-	up := startBodyUpstream(t, seen)
 	// The route's and the upstream's timeouts bound how long a body may
 	// take to arrive.
-	cfg := bodyRouteConfig(up.URL, stage, "    fallback: true\n")
-	cfg = strings.Replace(cfg, "timeout: 2s}", "timeout: 1s}", 1)
-	cfg = strings.Replace(cfg, "timeout: 5s}", "timeout: 1s}", 1)
-	gw := startGateway(t, ns, cfg)
-	addr := strings.TrimPrefix(gw.URL, "http://")
+	b := startBodyRig(t, stage, "    fallback: true\n", func(cfg string) string {
+		cfg = strings.Replace(cfg, "timeout: 2s}", "timeout: 1s}", 1)
+		return strings.Replace(cfg, "timeout: 5s}", "timeout: 1s}", 1)
+	})
+	seen, addr := b.seen, b.addr
 	body := pattern(2000)
 	head := func(reqID, framing string) string {
-		return "POST /things/1 HTTP/1.1\r\nHost: natsgate\r\nX-Request-Id: " + reqID + "\r\nX-Body-Sha256: " + hashOf(body) + "\r\n" + framing + "\r\n"
+		return "POST /things/1 HTTP/1.1\r\nHost: natsgate\r\nX-Request-Id: " + reqID + "\r\nX-Body-Sha256: " + bodyHash(body) + "\r\n" + framing + "\r\n"
 	}
 	cl := "Content-Length: " + strconv.Itoa(len(body)) + "\r\n"
 	cases := []struct {
@@ -592,7 +591,7 @@ func testBrokenBodies(t *testing.T, stage string) {
 			reqID := "broken-" + stage + strconv.Itoa(i)
 			resp, text := rawBroken(t, addr, head(reqID, tc.framing), tc.send)
 			if tc.status == 200 {
-				if resp.StatusCode != 200 || text != "legacy:"+hashOf(body) {
+				if resp.StatusCode != 200 || text != "legacy:"+bodyHash(body) {
 					t.Fatalf("got %d %q, want 200 from legacy with the body's hash", resp.StatusCode, text)
 				}
 				checkWholeOnce(t, seen, reqID, body, "legacy")
